@@ -1,0 +1,1 @@
+"""Braze Currents → Segment pipeline: options, assembly and entry point."""

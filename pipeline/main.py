@@ -1,0 +1,123 @@
+"""Entry point: parse options, check them, run the job, print and write the summary.
+
+    python -m pipeline --runner=FnApiRunner --input 'bucket/**/*.avro' --dry_run_output out/requests
+    python -m pipeline make-sample-bucket DIR    # write a demo Currents bucket
+
+Exit status: 0 when the run completed (dead letters are reported, not fatal), 1 on a configuration
+error (one line on stderr), 2 with --fail_on_dead_letters when anything was dead-lettered.
+"""
+import argparse
+import logging
+import re
+import sys
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline import assembly, sample_bucket, summary
+from pipeline.options import ConfigError, CurrentsToSegmentOptions, resolve_endpoint, resolve_write_key, validate
+from transforms.segment_client import SegmentConfigError, envelope_bytes
+
+EXIT_CONFIG_ERROR = 1
+EXIT_DEAD_LETTERS = 2
+SUBCOMMANDS = {"make-sample-bucket": sample_bucket.main}
+_CONFIG_ERROR_TEXT = re.compile(r"SegmentConfigError: ([^\n]+)")
+
+
+class _StrictParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ConfigError(message)
+
+
+def _help_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Send Braze Currents Avro events to Segment as track calls (an Apache Beam job).",
+        epilog="Every standard Beam option (--runner, --project, --temp_location, ...) passes through. "
+               "Subcommand: 'make-sample-bucket DIR' writes a demo Currents bucket.")
+    CurrentsToSegmentOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser
+
+
+def _reject_unknown_flags(argv):
+    parser = _StrictParser(allow_abbrev=False, add_help=False)
+    for options_class in {str(cls): cls for cls in PipelineOptions.__subclasses__()}.values():
+        options_class._add_argparse_args(parser)  # pylint: disable=protected-access
+    _, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise ConfigError(f"unknown option(s): {' '.join(unknown)} (see --help)")
+
+
+def _require_matches(patterns):
+    try:
+        results = FileSystems.match(patterns, limits=[1] * len(patterns))
+    except Exception as error:  # pylint: disable=broad-except  # each filesystem raises its own kinds
+        raise ConfigError(f"cannot list --input: {error}".splitlines()[0]) from error
+    if not any(result.metadata_list for result in results):
+        raise ConfigError(f"no file matched --input {' '.join(patterns)}")
+    for pattern, result in zip(patterns, results):
+        if not result.metadata_list:
+            logging.warning("no file matched --input %s", pattern)
+
+
+def _segment_config_error(error):
+    """The one line of a SegmentConfigError, whether raised here or re-raised as text by a runner."""
+    while error is not None:
+        if isinstance(error, SegmentConfigError):
+            return str(error).splitlines()[0]
+        found = _CONFIG_ERROR_TEXT.search(str(error))
+        if found:
+            return found.group(1)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def run(argv):
+    """Run the job with these command-line arguments; return the exit status."""
+    _reject_unknown_flags(argv)
+    pipeline_options = PipelineOptions(argv)
+    options = pipeline_options.view_as(CurrentsToSegmentOptions)
+    write_key = resolve_write_key(options)
+    envelope = envelope_bytes(write_key)
+    validate(options, envelope)
+    client_settings = None if options.dry_run_output else {
+        "endpoint": resolve_endpoint(options), "write_key": write_key,
+        "max_attempts": options.max_retry_attempts, "max_retry_seconds": options.max_retry_seconds,
+        "max_requests_per_second": options.max_requests_per_second,
+    }
+    _require_matches(options.input)
+    pipeline = beam.Pipeline(options=pipeline_options)
+    assembly.build(pipeline, options, client_settings=client_settings, envelope=envelope)
+    result = pipeline.run()
+    result.wait_until_finish()
+    run_summary = summary.summarize(summary.counters_of(result))
+    if options.summary_output:
+        summary.write_json(options.summary_output, run_summary)
+    print(summary.format_table(run_summary))
+    print(f"dead letters: {options.dead_letter_output}"
+          + (f"   dry-run requests: {options.dry_run_output}" if options.dry_run_output else "")
+          + (f"   summary: {options.summary_output}" if options.summary_output else ""))
+    undelivered = run_summary["dead_lettered"] or run_summary["unreadable_files"]
+    return EXIT_DEAD_LETTERS if undelivered and options.fail_on_dead_letters else 0
+
+
+def main(argv=None):
+    """Console entry point; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
+    if {"-h", "--help"} & set(argv):
+        _help_parser().print_help()
+        return 0
+    try:
+        return run(argv)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except Exception as error:  # pylint: disable=broad-except
+        line = _segment_config_error(error)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR

@@ -1,0 +1,127 @@
+"""Command-line options of the job, and their validation.
+
+Every standard Beam option (--runner, --project, ...) passes through next to these.
+"""
+import os
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms import segment_client
+
+WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
+REGION_ENDPOINTS = {"us": segment_client.US_ENDPOINT, "eu": segment_client.EU_ENDPOINT}
+DEFAULT_MAX_BATCH_BYTES = 475_000  # below Segment's 500 KB, as Segment's own libraries aim
+
+
+class ConfigError(Exception):
+    """A wrong or missing option: the run stops at once with this one line."""
+
+
+class CurrentsToSegmentOptions(PipelineOptions):
+    """Options of the Braze Currents → Segment job."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--input", action="append", default=None, metavar="PATTERN",
+            help="Currents Avro file pattern on any Beam filesystem (local, gs://, s3://, azfs://); "
+                 "repeatable. '**' matches across folders, e.g. 'bucket/prefix/**/*.avro'.")
+        parser.add_argument(
+            "--segment_write_key", default=None, metavar="KEY",
+            help=f"Segment source write key. Default: the {WRITE_KEY_ENV} environment variable, which is "
+                 "preferable because options can be shown by runners. Never printed or logged.")
+        parser.add_argument(
+            "--segment_endpoint", default=None, metavar="URL",
+            help=f"Segment API base URL; requests go to <endpoint>/v1/batch. Default {segment_client.US_ENDPOINT}.")
+        parser.add_argument(
+            "--segment_region", choices=sorted(REGION_ENDPOINTS), default=None,
+            help=f"Shortcut for the endpoint of a Segment region: eu = {segment_client.EU_ENDPOINT}. "
+                 "An EU workspace needs its EU write key.")
+        parser.add_argument(
+            "--dead_letter_output", default="dead_letters", metavar="DIR",
+            help="Directory (any Beam filesystem) for dead_letters-*.jsonl: events and files that could not "
+                 "be sent or read, with the reason. Default: ./dead_letters.")
+        parser.add_argument(
+            "--dry_run_output", default=None, metavar="DIR",
+            help="Write the exact request bodies as requests-*.jsonl under DIR instead of sending them. "
+                 "Needs no write key.")
+        parser.add_argument(
+            "--summary_output", default=None, metavar="FILE",
+            help="Also write the run summary (counts per event type) as JSON to FILE.")
+        parser.add_argument(
+            "--window_seconds", type=int, default=60, metavar="N",
+            help="Event-time window in seconds; batches never mix windows. Default 60.")
+        parser.add_argument(
+            "--max_batch_bytes", type=int, default=DEFAULT_MAX_BATCH_BYTES, metavar="N",
+            help=f"Largest request body in bytes, envelope included (at most {segment_client.MAX_REQUEST_BYTES}). "
+                 f"Default {DEFAULT_MAX_BATCH_BYTES}.")
+        parser.add_argument(
+            "--max_batch_events", type=int, default=segment_client.MAX_BATCH_EVENTS, metavar="N",
+            help=f"Most events in one request (at most {segment_client.MAX_BATCH_EVENTS}, Segment's limit). "
+                 f"Default {segment_client.MAX_BATCH_EVENTS}.")
+        parser.add_argument(
+            "--shards_per_window", type=int, default=1, metavar="N",
+            help="Parallel request streams per window. More speeds up big windows on many workers; "
+                 "fewer makes fuller requests for sparse data. Default 1: windows already run in parallel.")
+        parser.add_argument(
+            "--max_requests_per_second", type=float, default=None, metavar="N",
+            help="Client-side limit of requests per second per worker. Segment asks for at most 1,000/s "
+                 "per workspace. Default: no limit.")
+        parser.add_argument(
+            "--max_retry_attempts", type=int, default=8, metavar="N",
+            help="Attempts per request on transient errors (429, 5xx, network) before its events are "
+                 "dead-lettered. Default 8.")
+        parser.add_argument(
+            "--max_retry_seconds", type=float, default=300.0, metavar="SECONDS",
+            help="Longest time to keep retrying one request, in seconds. Default 300.")
+        parser.add_argument(
+            "--message_id_namespace", default=None, metavar="NAMESPACE",
+            help="Unset: messageId is the Currents event id. Set: messageId is uuid5(namespace, id), for "
+                 "sending the same events to two Segment sources. A non-UUID namespace is first hashed "
+                 "with uuid5(NAMESPACE_URL, namespace).")
+        parser.add_argument(
+            "--passthrough_fields", action="store_true", default=False,
+            help="Also send every other non-null Currents field as a property under its own name.")
+        parser.add_argument(
+            "--fail_on_dead_letters", action="store_true", default=False,
+            help="Exit with status 2 when anything was dead-lettered (for schedulers). Default: exit 0.")
+
+
+def resolve_write_key(options):
+    """The write key from the option or the environment; None in a dry run that has none."""
+    key = options.segment_write_key or os.environ.get(WRITE_KEY_ENV)
+    if not key and not options.dry_run_output:
+        raise ConfigError(f"no Segment write key: set {WRITE_KEY_ENV} or --segment_write_key "
+                          "(or use --dry_run_output DIR to write requests without sending)")
+    return key or ""
+
+
+def resolve_endpoint(options):
+    """The Segment base URL from --segment_endpoint or --segment_region."""
+    if options.segment_endpoint and options.segment_region:
+        raise ConfigError("give either --segment_endpoint or --segment_region, not both")
+    if options.segment_endpoint:
+        if not options.segment_endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"--segment_endpoint must be an http(s) URL, got {options.segment_endpoint!r}")
+        return options.segment_endpoint.rstrip("/")
+    return REGION_ENDPOINTS[options.segment_region or "us"]
+
+
+def validate(options, envelope):
+    """Raise ConfigError for option values the job cannot run with."""
+    if not options.input:
+        raise ConfigError("no input: give --input PATTERN (repeatable)")
+    smallest = segment_client.MAX_EVENT_BYTES + envelope
+    if not smallest <= options.max_batch_bytes <= segment_client.MAX_REQUEST_BYTES:
+        raise ConfigError(f"--max_batch_bytes must be between {smallest} (one largest event) and "
+                          f"{segment_client.MAX_REQUEST_BYTES}, got {options.max_batch_bytes}")
+    if not 1 <= options.max_batch_events <= segment_client.MAX_BATCH_EVENTS:
+        raise ConfigError(f"--max_batch_events must be between 1 and {segment_client.MAX_BATCH_EVENTS}, "
+                          f"got {options.max_batch_events}")
+    for name in ("window_seconds", "shards_per_window", "max_retry_attempts"):
+        if getattr(options, name) < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {getattr(options, name)}")
+    for name in ("max_requests_per_second", "max_retry_seconds"):
+        value = getattr(options, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name} must be positive, got {value}")

@@ -1,0 +1,32 @@
+"""Packaging for the Braze Currents → Segment Beam pipeline."""
+import setuptools
+
+VERSION = "0.1.0"
+
+setuptools.setup(
+    name="braze-currents-to-segment",
+    version=VERSION,
+    description="Apache Beam job that replays Braze Currents Avro exports into Segment track calls.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["pipeline", "transforms"],
+    package_data={"pipeline": ["currents_schemas.json"]},
+    install_requires=[
+        "apache-beam>=2.60,<3",
+        "fastavro>=1.9,<2",
+        "requests>=2.31,<3",
+        # Avro codecs beyond null/deflate: snappy needs cramjam; zstandard needs backports.zstd
+        # (fastavro uses the standard library's zstd from Python 3.14 on).
+        "cramjam>=2.7,<3",
+        "backports.zstd>=1.0,<2; python_version < '3.14'",
+    ],
+    extras_require={
+        "gcp": ["apache-beam[gcp]>=2.60,<3"],
+        "aws": ["apache-beam[aws]>=2.60,<3"],
+        "azure": ["apache-beam[azure]>=2.60,<3"],
+        "test": ["pytest>=7,<10", "hypothesis>=6.80,<7"],
+    },
+    entry_points={"console_scripts": ["currents-to-segment=pipeline.main:main"]},
+)

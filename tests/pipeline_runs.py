@@ -1,0 +1,52 @@
+"""Helpers for whole-pipeline tests: run the job in-process and read back what it wrote."""
+import glob
+import json
+import os
+from collections import Counter
+
+from pipeline.main import main
+from transforms.catalog import CATALOG
+from transforms.filter import has_external_id
+from transforms.map import serialize, to_track
+
+RUNNER = "--runner=FnApiRunner"
+
+
+def run_job(tmp_path, *args):
+    """Run `python -m pipeline` in-process with outputs under tmp_path; return (status, summary, letters)."""
+    summary_path = tmp_path / "summary.json"
+    dead_letter_dir = tmp_path / "dead_letters"
+    status = main([RUNNER, "--dead_letter_output", str(dead_letter_dir),
+                   "--summary_output", str(summary_path), *args])
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    return status, summary, read_jsonl(dead_letter_dir, "dead_letters")
+
+
+def read_jsonl(directory, prefix):
+    """Every JSON line of the `<prefix>-*.jsonl` files in a directory."""
+    lines = []
+    for path in sorted(glob.glob(os.path.join(directory, f"{prefix}-*.jsonl"))):
+        with open(path, encoding="utf-8") as stream:
+            lines.extend(json.loads(line) for line in stream if line.strip())
+    return lines
+
+
+def canonical(message):
+    """A hashable form of a Segment message, to compare multisets of calls."""
+    return json.dumps(message, sort_keys=True)
+
+
+def expected_calls(manifest):
+    """The track calls Segment must receive for a generated bucket, as a Counter of canonical messages:
+    mapped types, users with an external id, and not the oversize events."""
+    oversize = set(manifest["oversize_ids"])
+    return Counter(
+        canonical(to_track(entry["record"], entry["event_type"]))
+        for entry in manifest["records"]
+        if entry["event_type"] in CATALOG and has_external_id(entry["record"])
+        and entry["record"]["id"] not in oversize)
+
+
+def received_calls(messages):
+    """The same form for what the server accepted or the dry run wrote."""
+    return Counter(canonical(json.loads(serialize(message))) for message in messages)

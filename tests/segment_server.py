@@ -1,0 +1,272 @@
+"""A Segment-compatible /v1/batch server on loopback, for tests.
+
+It enforces Segment's documented HTTP API contract the way real Segment would (auth, gzip, 500,000-byte bodies,
+32,000-byte events, 2,500 events per request answered 200 but dropped, required fields), records every request,
+every accepted event and every contract violation, and can be scripted to answer with errors, drop connections
+or stall, so tests assert on what actually arrived.
+
+    with SegmentServer(write_key="k") as server:
+        server.script(429, "drop")
+        ...  # send to server.url
+        assert not server.violations
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+# The contract's limits, written out here rather than imported from the client so that a wrong client constant
+# cannot hide itself from the tests.
+BATCH_PATH = "/v1/batch"
+MAX_BODY_BYTES = 500_000
+MAX_EVENT_BYTES = 32_000
+MAX_EVENTS = 2_500
+MAX_MESSAGE_ID_CHARS = 100
+REQUIRED_STRING_FIELDS = ("event", "userId", "messageId", "timestamp")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A scripted HTTP answer."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | str = b""
+
+
+@dataclass(eq=False)  # identity equality: two identical requests are still two records
+class RequestRecord:
+    """What one request carried and how it was answered (status None: connection dropped or still pending)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    raw_bytes: int
+    body: bytes | None  # uncompressed; None when the gzip was unreadable
+    events: int
+    sent_at: str | None
+    status: int | None = None
+
+    @property
+    def body_bytes(self) -> int | None:
+        """Uncompressed body length."""
+        return None if self.body is None else len(self.body)
+
+    @property
+    def retry_count(self) -> int | None:
+        """The X-Retry-Count header as an int, None when absent."""
+        value = self.headers.get("X-Retry-Count")
+        return None if value is None else int(value)
+
+
+def _json_answer(status: int, document: dict) -> Answer:
+    return Answer(status, {"Content-Type": "application/json"}, json.dumps(document))
+
+
+def _compact_size(event: Any) -> int:
+    return len(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # Python accepts NaN and Infinity; Segment does not
+
+
+def _decode(headers: dict[str, str], raw: bytes) -> tuple[bytes | None, Any]:
+    """Return (uncompressed body or None, parsed JSON document or None)."""
+    body = raw
+    if headers.get("Content-Encoding", "").lower() == "gzip":
+        try:
+            body = gzip.decompress(raw)
+        except (OSError, EOFError):
+            return None, None
+    try:
+        return body, json.loads(body, parse_constant=_reject_constant)
+    except ValueError:
+        return body, None
+
+
+def _event_problem(event: Any) -> str | None:
+    """Why an event breaks the contract, or None."""
+    if not isinstance(event, dict):
+        return "an event is not a JSON object"
+    if _compact_size(event) > MAX_EVENT_BYTES:
+        return f"an event is {_compact_size(event):,} bytes, over {MAX_EVENT_BYTES:,}"
+    if event.get("type") != "track":
+        return f"an event has type {event.get('type')!r}, not 'track'"
+    for name in REQUIRED_STRING_FIELDS:
+        if not isinstance(event.get(name), str):
+            return f"an event has no string {name!r}"
+    if len(event["messageId"]) > MAX_MESSAGE_ID_CHARS:
+        return f"a messageId has {len(event['messageId'])} chars, over {MAX_MESSAGE_ID_CHARS}"
+    return None
+
+
+class SegmentServer:
+    """Segment's /v1/batch on 127.0.0.1 in a background thread; use as a context manager."""
+
+    def __init__(self, write_key: str = "test-write-key"):
+        """Create the server (not yet listening); requests must authenticate with write_key."""
+        self.write_key = write_key
+        self.poison: Callable[[dict], bool] | None = None
+        self.always: int | None = None
+        self.requests: list[RequestRecord] = []
+        self.accepted: list[dict] = []
+        self.violations: list[str] = []
+        self._script: deque = deque()
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL to give the client (it appends /v1/batch)."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> "SegmentServer":
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        # A short poll interval makes shutdown() return quickly instead of after up to half a second.
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._closing.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def script(self, *answers: int | Answer | str) -> None:
+        """Queue answers, one per coming request, before normal processing: a status, an Answer, "drop",
+        "stall:SECONDS" (wait, then answer 200 having accepted nothing) or "accept_then_fail"."""
+        for answer in answers:
+            if isinstance(answer, str) and answer not in ("drop", "accept_then_fail") \
+                    and not answer.startswith("stall:"):
+                raise ValueError(f"unknown scripted answer {answer!r}")
+        with self._lock:
+            self._script.extend(answers)
+
+    def accepted_ids(self) -> Counter:
+        """How many times each messageId was accepted."""
+        with self._lock:
+            return Counter(event.get("messageId") for event in self.accepted)
+
+    def _record(self, record: RequestRecord) -> None:
+        with self._lock:
+            self.requests.append(record)
+
+    def _violate(self, record: RequestRecord, problem: str) -> None:
+        with self._lock:
+            self.violations.append(f"request {self.requests.index(record) + 1}: {problem}")
+
+    def _next_action(self, record: RequestRecord, document: Any) -> Answer | str:
+        """The scripted answer if one is queued, else the `always` status, else the contract's answer."""
+        with self._lock:
+            scripted = self._script.popleft() if self._script else None
+            always = self.always
+        if scripted == "accept_then_fail":
+            answer = self._process(record, document)
+            return Answer(500, body="accepted, then failed") if answer.status == 200 else answer
+        if isinstance(scripted, int):
+            return Answer(scripted)
+        if scripted is not None:
+            return scripted
+        if always is not None:
+            return Answer(always)
+        return self._process(record, document)
+
+    def _process(self, record: RequestRecord, document: Any) -> Answer:
+        """Answer as real Segment would, accepting the events only when the whole request is valid."""
+        if record.method != "POST" or record.path != BATCH_PATH:
+            return _json_answer(404, {"error": "not found"})
+        if record.headers.get("Authorization") != self._expected_authorization():
+            return _json_answer(401, {"error": "invalid write key"})
+        problem = self._envelope_problem(record, document)
+        if problem:
+            return self._bad_request(record, problem)
+        batch = document["batch"]
+        if len(batch) > MAX_EVENTS:
+            self._violate(record, f"{len(batch):,} events, over {MAX_EVENTS:,}: answered 200 and dropped them")
+            return _json_answer(200, {"success": True})
+        problem = next(filter(None, map(_event_problem, batch)), None)
+        if problem:
+            return self._bad_request(record, problem)
+        if self.poison and any(self.poison(event) for event in batch):
+            return _json_answer(400, {"error": "invalid event"})
+        with self._lock:
+            self.accepted.extend(batch)
+        return _json_answer(200, {"success": True})
+
+    def _expected_authorization(self) -> str:
+        return "Basic " + base64.b64encode(f"{self.write_key}:".encode()).decode()
+
+    def _bad_request(self, record: RequestRecord, problem: str) -> Answer:
+        self._violate(record, problem)
+        return _json_answer(400, {"error": problem})
+
+    def _envelope_problem(self, record: RequestRecord, document: Any) -> str | None:
+        """Why the request, apart from its events, breaks the contract, or None."""
+        if record.body is None:
+            return "Content-Encoding is gzip but the body is not"
+        if len(record.body) > MAX_BODY_BYTES:
+            return f"body is {len(record.body):,} bytes uncompressed, over {MAX_BODY_BYTES:,}"
+        if not isinstance(document, dict) or not isinstance(document.get("batch"), list):
+            return "body is not JSON with a 'batch' list"
+        if not isinstance(document.get("sentAt"), str):
+            return "body has no string 'sentAt'"
+        if document.get("writeKey") != self.write_key:
+            return "body 'writeKey' is missing or not the write key"
+        return None
+
+    def _stall(self, seconds: float) -> Answer:
+        self._closing.wait(seconds)
+        return _json_answer(200, {"success": True})
+
+
+def _handler_for(server: SegmentServer) -> type[BaseHTTPRequestHandler]:
+    """A request handler class bound to one SegmentServer."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, so the client's connection pooling is exercised
+        disable_nagle_algorithm = True  # headers and body go out in two writes: avoid the delayed-ACK stall
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = dict(self.headers.items())
+            body, document = _decode(headers, raw)
+            sent_at = document.get("sentAt") if isinstance(document, dict) else None
+            batch = document.get("batch") if isinstance(document, dict) else None
+            record = RequestRecord(self.command, self.path, headers, len(raw), body,
+                                   len(batch) if isinstance(batch, list) else 0, sent_at)
+            server._record(record)
+            action = server._next_action(record, document)
+            if action == "drop":
+                self.close_connection = True
+                return
+            if isinstance(action, str) and action.startswith("stall:"):
+                action = server._stall(float(action.removeprefix("stall:")))
+            record.status = action.status
+            self._write(action)
+
+        do_GET = do_PUT = do_DELETE = do_PATCH = do_POST
+
+        def _write(self, answer: Answer) -> None:
+            body = answer.body.encode() if isinstance(answer.body, str) else answer.body
+            try:
+                self.send_response(answer.status)
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up (e.g. timed out during a stall)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Silence the default per-request logging."""
+
+    return Handler

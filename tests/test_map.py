@@ -1,0 +1,105 @@
+"""Mapping one Currents record to one Segment track call, as Braze's connector sends it."""
+import json
+import uuid
+
+import pytest
+
+from transforms.catalog import CATALOG, FAMILIES
+from transforms.map import iso_timestamp, message_id, namespace_uuid, serialize, to_track
+
+ID = "2f6f5a8e-1b1c-4d7e-9a51-0b8e2d1c3f40"
+
+
+def record(**fields):
+    base = {"id": ID, "user_id": "5e1a", "external_user_id": "user-1", "time": 1709294400}
+    base.update(fields)
+    return base
+
+
+def test_envelope_of_a_track_call():
+    message = to_track(record(app_id="app-1", campaign_id=None, timezone="UTC"),
+                       "users.messages.pushnotification.Send")
+    assert message["type"] == "track"
+    assert message["event"] == "Push Notification Sent"
+    assert message["userId"] == "user-1"
+    assert message["timestamp"] == "2024-03-01T12:00:00.000Z"
+    assert message["messageId"] == ID
+    assert message["properties"] == {"app_id": "app-1"}  # nulls and unlisted fields are not sent
+    assert message["context"]["library"]["name"] == "braze-currents-to-segment"
+    assert "traits" not in message["context"]
+
+
+def test_email_events_carry_the_address_as_a_trait_not_a_property():
+    message = to_track(record(email_address="a@example.com", url="https://x", send_id="s"),
+                       "users.messages.email.Click")
+    assert message["event"] == "Email Link Clicked"
+    assert message["context"]["traits"] == {"email": "a@example.com"}
+    assert message["properties"] == {"link_url": "https://x", "send_id": "s"}
+
+
+@pytest.mark.parametrize("value,expected", [(True, "true"), (False, "false")])
+def test_canvas_entered_sends_in_control_group_as_a_string(value, expected):
+    message = to_track(record(in_control_group=value, canvas_id="c"), "users.canvas.Entry")
+    assert message["properties"] == {"in_control_group": expected, "canvas_id": "c"}
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("subscribed", "Subscribed"), ("Unsubscribed", "Unsubscribed"), ("UNSUBSCRIBED", "Unsubscribed")])
+def test_subscription_status_is_normalised(value, expected):
+    message = to_track(record(subscription_group_id="g", subscription_status=value),
+                       "users.behaviors.subscriptiongroup.StateChange")
+    assert message["properties"] == {"subscription_group_id": "g", "subscription_status": expected}
+
+
+def test_card_id_comes_from_the_family_specific_field():
+    content = to_track(record(content_card_id="cc", card_id="ignored"), "users.messages.contentcard.Click")
+    news = to_track(record(card_id="nf"), "users.messages.newsfeedcard.Click")
+    in_app = to_track(record(card_id="not-sent", button_id="1"), "users.messages.inappmessage.Click")
+    assert content["properties"] == {"card_id": "cc"}
+    assert news["properties"] == {"card_id": "nf"}
+    assert in_app["properties"] == {"button_id": "1"}
+
+
+def test_the_seed_spelling_of_ios_foreground():
+    assert to_track(record(), "users.messages.pushnotification.IosForeground")["event"] == "iOS Foreground Push Opened"
+
+
+def test_catalog_has_the_34_events_in_the_eight_families():
+    assert len(CATALOG) == 34
+    assert {spec.family for spec in CATALOG.values()} == set(FAMILIES)
+    assert len({spec.segment_event for spec in CATALOG.values()}) == 34
+
+
+def test_message_id_namespace_gives_a_stable_uuid5():
+    namespace = namespace_uuid("6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+    assert message_id(ID, namespace) == str(uuid.uuid5(uuid.NAMESPACE_DNS, ID))
+    named = namespace_uuid("segment-source-b")
+    assert message_id(ID, named) == str(uuid.uuid5(uuid.uuid5(uuid.NAMESPACE_URL, "segment-source-b"), ID))
+    assert to_track(record(), "users.behaviors.Uninstall", namespace=named)["messageId"] == message_id(ID, named)
+
+
+def test_passthrough_sends_every_other_non_null_field_without_overriding():
+    message = to_track(record(email_address="a@example.com", url="u", esp="SendGrid", ip_pool=None,
+                              suspected_bot_click_reason=["a"]),
+                       "users.messages.email.Click", passthrough=True)
+    assert message["properties"] == {"link_url": "u", "user_id": "5e1a", "esp": "SendGrid",
+                                     "suspected_bot_click_reason": ["a"]}
+
+
+@pytest.mark.parametrize("bad", [{"id": None}, {"id": ""}, {"time": None}, {"time": "12"}])
+def test_records_without_id_or_integer_time_are_refused(bad):
+    with pytest.raises((TypeError, ValueError)):
+        to_track(record(**bad), "users.behaviors.Uninstall")
+
+
+def test_timestamps_before_1970_and_after_2038():
+    assert iso_timestamp(0) == "1970-01-01T00:00:00.000Z"
+    assert iso_timestamp(-1) == "1969-12-31T23:59:59.000Z"
+    assert iso_timestamp(2033802504) == "2034-06-13T09:08:24.000Z"
+
+
+def test_serialize_is_compact_utf8_and_refuses_nan():
+    assert serialize({"a": "é", "b": [1]}) == '{"a":"é","b":[1]}'.encode("utf-8")
+    with pytest.raises(ValueError):
+        serialize({"a": float("nan")})
+    assert json.loads(serialize(to_track(record(), "users.canvas.Conversion")))["event"] == "Canvas Converted"

@@ -1,0 +1,1 @@
+"""Beam transforms of the Currents → Segment pipeline, one module per stage."""

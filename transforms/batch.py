@@ -1,0 +1,61 @@
+"""Batch: group serialized events into Segment requests bounded by exact body size and event count.
+
+Events are windowed by event time (fixed windows) and spread over a few shards per window; each
+(window, shard) group is then cut greedily into requests. A request's size is known exactly before
+it is built: envelope + payloads + one comma between each two payloads (see `request_body`).
+Python's GroupIntoBatches bounds only the count, and BatchElements only the bytes; this bounds both.
+"""
+import zlib
+
+import apache_beam as beam
+from apache_beam.transforms import window
+
+
+def plan_batches(sizes, *, max_bytes, max_events, envelope):
+    """Cut a sequence of payload sizes into consecutive ranges, each a request within both limits.
+
+    A request of payloads p1..pn is `envelope + sum(len(p)) + (n - 1)` bytes. A payload too big to
+    share a request with anything is given one of its own.
+    """
+    batches = []
+    start, body = 0, envelope
+    for index, size in enumerate(sizes):
+        count = index - start
+        grown = body + size + (1 if count else 0)
+        if count and (grown > max_bytes or count >= max_events):
+            batches.append(range(start, index))
+            start, grown = index, envelope + size
+        body = grown
+    if start < len(sizes):
+        batches.append(range(start, len(sizes)))
+    return batches
+
+
+def shard_of(message_id, shards):
+    """A shard number stable across processes (str hash() is salted per process)."""
+    return zlib.crc32(message_id.encode("utf-8")) % shards
+
+
+class GroupIntoSegmentBatches(beam.PTransform):
+    """SegmentEvents stamped with event time → lists of SegmentEvents, one list per request."""
+
+    def __init__(self, *, window_seconds, max_bytes, max_events, envelope, shards):
+        super().__init__()
+        self._window_seconds = window_seconds
+        self._limits = {"max_bytes": max_bytes, "max_events": max_events, "envelope": envelope}
+        self._shards = shards
+
+    def _cut(self, keyed_group):
+        events = list(keyed_group[1])
+        for batch in plan_batches([len(e.payload) for e in events], **self._limits):
+            yield events[batch.start:batch.stop]
+
+    def expand(self, events):
+        shards = self._shards
+        return (events
+                | "Event-time windows" >> beam.WindowInto(window.FixedWindows(self._window_seconds))
+                | "Key by shard" >> beam.Map(lambda event: (shard_of(event.message_id, shards), event))
+                | "Group per window and shard" >> beam.GroupByKey()
+                | "Cut into requests" >> beam.FlatMap(self._cut)
+                # Windows only decide which events may share a request; what follows is global.
+                | "Back to one window" >> beam.WindowInto(window.GlobalWindows()))

@@ -1,0 +1,252 @@
+"""HTTP client for Segment's batch endpoint (`POST /v1/batch`), used by the sink.
+
+Events arrive already serialized as compact JSON bytes, one `bytes` per Segment message; request bodies are
+assembled by byte concatenation so an event is never serialized twice and request sizes are known exactly.
+It follows the contract of Segment's HTTP tracking API: requests stay within 500,000 bytes and 2,500 events,
+bodies are gzipped, transient failures are retried with exponential backoff and full jitter (honouring
+Retry-After) within a budget of attempts and elapsed time, a rejected batch (400/413) is split to isolate the
+events Segment refuses, and configuration errors (401/403/404/3xx) stop the run.
+
+The client knows nothing of Beam. It is not thread-safe: use one per worker thread.
+"""
+from __future__ import annotations
+
+import email.utils
+import gzip
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import Callable, Sequence
+
+import requests
+from requests.adapters import HTTPAdapter
+
+BATCH_PATH = "/v1/batch"
+MAX_REQUEST_BYTES = 500_000
+MAX_EVENT_BYTES = 32_000
+MAX_BATCH_EVENTS = 2_500
+US_ENDPOINT = "https://api.segment.io"
+EU_ENDPOINT = "https://events.eu1.segmentapis.com"
+
+_RETRY_AFTER_CAP_SECONDS = 300.0
+_EXCERPT_CHARS = 500
+_SPLIT_STATUSES = frozenset({400, 413})
+_NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+
+
+def format_sent_at(now: datetime) -> str:
+    """Format an aware datetime as ISO-8601 UTC with milliseconds and 'Z', e.g. "2026-11-28T12:00:00.000Z"."""
+    utc = now.astimezone(timezone.utc)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+def request_body(payloads: Sequence[bytes], write_key: str, sent_at: str) -> bytes:
+    """Assemble a /v1/batch body from already-serialized events, without re-serializing them."""
+    return (b'{"batch":[' + b",".join(payloads) + b'],"sentAt":"' + sent_at.encode("ascii")
+            + b'","writeKey":' + json.dumps(write_key).encode("ascii") + b"}")
+
+
+def envelope_bytes(write_key: str) -> int:
+    """Size of a body with no events; n >= 1 payloads make it envelope + sum(len(p)) + (n - 1) bytes."""
+    return len(request_body([], write_key, format_sent_at(datetime(2000, 1, 1, tzinfo=timezone.utc))))
+
+
+class SegmentConfigError(Exception):
+    """Segment refused the request in a way retrying cannot fix (401/403/404/3xx): the run must stop."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An event that was not delivered: reason is "event_too_large", "rejected_by_segment" or "retries_exhausted"."""
+
+    index: int
+    reason: str
+    status: int | None
+    response_excerpt: str | None
+
+
+@dataclass
+class SendReport:
+    """Outcome of one send(): every payload index appears exactly once in accepted or rejected."""
+
+    accepted: list[int]
+    rejected: list[Rejection]
+    requests: int
+    retries: int
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What one HTTP attempt produced; status is None for a network error."""
+
+    status: int | None
+    text: str
+    retry_after: float | None = None
+
+
+def _is_transient(status: int | None) -> bool:
+    return status is None or status in (408, 410, 429, 460) or (500 <= status < 600 and status not in (501, 505))
+
+
+def _config_error(status: int, url: str) -> SegmentConfigError | None:
+    """The error to stop the run with, or None when the status is not a configuration error."""
+    causes = {
+        401: "the write key is wrong or belongs to another region (see --segment_write_key, --segment_region)",
+        403: "the write key is not allowed to send to this source (see --segment_write_key)",
+        404: "the endpoint is wrong: check the region (see --segment_region)",
+    }
+    if status in causes:
+        cause = causes[status]
+    elif 300 <= status < 400:
+        cause = "the endpoint redirects, so it is not Segment's API: check the region (see --segment_region)"
+    else:
+        return None
+    return SegmentConfigError(f"Segment answered {status} {_phrase(status)} for {url}: {cause}.")
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "(unknown status)"
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Parse Retry-After (seconds or HTTP-date) into seconds from now, capped; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (email.utils.parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return None if math.isnan(seconds) else min(max(seconds, 0.0), _RETRY_AFTER_CAP_SECONDS)
+
+
+class SegmentClient:
+    """Sends serialized events to Segment's /v1/batch over one pooled, TLS-verifying requests.Session."""
+
+    def __init__(self, endpoint: str, write_key: str, *, timeout: tuple[float, float] = (5.0, 30.0),
+                 max_attempts: int = 8, max_retry_seconds: float = 300.0, backoff_base: float = 0.5,
+                 backoff_cap: float = 60.0, max_requests_per_second: float | None = None, gzip_level: int = 6,
+                 user_agent: str = "braze-currents-to-segment", sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, rng: Callable[[], float] = random.random):
+        """Configure the client; endpoint is the base URL (US_ENDPOINT, EU_ENDPOINT or a test server)."""
+        if not write_key:
+            raise ValueError("the Segment write key is empty")
+        self._url = endpoint.rstrip("/") + BATCH_PATH
+        self._write_key = write_key
+        self._envelope_bytes = envelope_bytes(write_key)
+        self._timeout = timeout
+        self._max_attempts = max_attempts
+        self._max_retry_seconds = max_retry_seconds
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._min_request_interval = 1.0 / max_requests_per_second if max_requests_per_second else 0.0
+        self._last_request_start: float | None = None
+        self._gzip_level = gzip_level
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng
+        self._session = requests.Session()
+        self._session.mount("https://", HTTPAdapter())
+        self._session.mount("http://", HTTPAdapter())
+        self._session.auth = (write_key, "")
+        self._session.headers.update({"Content-Type": "application/json", "Content-Encoding": "gzip",
+                                      "User-Agent": user_agent})
+
+    def __repr__(self) -> str:
+        return f"SegmentClient(url={self._url!r})"
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+    def send(self, payloads: Sequence[bytes]) -> SendReport:
+        """Deliver the payloads; raise SegmentConfigError on 401/403/404/3xx, otherwise report every index."""
+        report = SendReport(accepted=[], rejected=[], requests=0, retries=0)
+        sendable = []
+        for index, payload in enumerate(payloads):
+            if len(payload) > MAX_EVENT_BYTES:
+                report.rejected.append(Rejection(index, "event_too_large", None, None))
+            else:
+                sendable.append(index)
+        for group in self._bounded_groups(sendable, payloads):
+            self._send_group(group, payloads, report)
+        return report
+
+    def _bounded_groups(self, indexes: list[int], payloads: Sequence[bytes]):
+        """Yield runs of indexes whose request fits MAX_REQUEST_BYTES and MAX_BATCH_EVENTS."""
+        group: list[int] = []
+        size = self._envelope_bytes - 1  # each event adds its bytes plus one separator; the first has none
+        for index in indexes:
+            cost = len(payloads[index]) + 1
+            if group and (len(group) == MAX_BATCH_EVENTS or size + cost > MAX_REQUEST_BYTES):
+                yield group
+                group, size = [], self._envelope_bytes - 1
+            group.append(index)
+            size += cost
+        if group:
+            yield group
+
+    def _send_group(self, group: list[int], payloads: Sequence[bytes], report: SendReport) -> None:
+        """Send one request's events; on 400/413 split in halves so only the refused events end up rejected."""
+        answer, exhausted = self._deliver([payloads[index] for index in group], report)
+        if answer.status is not None and 200 <= answer.status < 300:
+            report.accepted.extend(group)
+        elif answer.status in _SPLIT_STATUSES and len(group) > 1:
+            half = len(group) // 2
+            self._send_group(group[:half], payloads, report)
+            self._send_group(group[half:], payloads, report)
+        else:
+            reason = "retries_exhausted" if exhausted else "rejected_by_segment"
+            excerpt = answer.text[:_EXCERPT_CHARS]
+            report.rejected.extend(Rejection(index, reason, answer.status, excerpt) for index in group)
+
+    def _deliver(self, batch: list[bytes], report: SendReport) -> tuple[_Answer, bool]:
+        """POST until a non-transient answer or the retry budget is spent; return (last answer, exhausted)."""
+        started = self._clock()
+        attempt = 0
+        while True:
+            answer = self._post(batch, attempt)
+            report.requests += 1
+            if answer.status is not None and (error := _config_error(answer.status, self._url)):
+                raise error
+            if not _is_transient(answer.status):
+                return answer, False
+            delay = self._backoff_seconds(attempt, answer.retry_after)
+            attempt += 1
+            if attempt >= self._max_attempts or self._clock() - started + delay > self._max_retry_seconds:
+                return answer, True
+            self._sleep(delay)
+            report.retries += 1
+
+    def _backoff_seconds(self, attempt: int, retry_after: float | None) -> float:
+        jitter = self._rng() * min(self._backoff_cap, self._backoff_base * 2 ** attempt)
+        return jitter if retry_after is None else min(max(retry_after, jitter), _RETRY_AFTER_CAP_SECONDS)
+
+    def _post(self, batch: list[bytes], attempt: int) -> _Answer:
+        """One HTTP attempt with a fresh sentAt; network errors become an answer without status."""
+        self._pace()
+        body = request_body(batch, self._write_key, format_sent_at(datetime.now(timezone.utc)))
+        try:
+            response = self._session.post(
+                self._url, data=gzip.compress(body, compresslevel=self._gzip_level),
+                headers={"X-Retry-Count": str(attempt)}, timeout=self._timeout, allow_redirects=False)
+        except _NETWORK_ERRORS as error:
+            return _Answer(None, f"{type(error).__name__}: {error}")
+        return _Answer(response.status_code, response.text, _retry_after_seconds(response.headers.get("Retry-After")))
+
+    def _pace(self) -> None:
+        """Keep request starts at least 1 / max_requests_per_second apart."""
+        if self._min_request_interval and self._last_request_start is not None:
+            wait = self._last_request_start + self._min_request_interval - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+        self._last_request_start = self._clock()
