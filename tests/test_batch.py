@@ -1,8 +1,8 @@
 """Batch sizing: no request over the byte or event limit, no event lost, doubled or reordered."""
 from hypothesis import given, settings, strategies as st
 
-from transforms.batch import plan_batches, shard_of
-from transforms.segment_client import request_body
+from transforms.batch import shard_of
+from transforms.segment_client import plan_batches, request_body
 
 ENVELOPE = 70
 

@@ -2,7 +2,7 @@
 
 Events are windowed by event time (fixed windows) and spread over a few shards per window; each
 (window, shard) group is then cut greedily into requests. A request's size is known exactly before
-it is built: envelope + payloads + one comma between each two payloads (see `request_body`).
+it is built: envelope + payloads + one comma between each two payloads (see `plan_batches`).
 Python's GroupIntoBatches bounds only the count, and BatchElements only the bytes; this bounds both.
 """
 import zlib
@@ -10,25 +10,7 @@ import zlib
 import apache_beam as beam
 from apache_beam.transforms import window
 
-
-def plan_batches(sizes, *, max_bytes, max_events, envelope):
-    """Cut a sequence of payload sizes into consecutive ranges, each a request within both limits.
-
-    A request of payloads p1..pn is `envelope + sum(len(p)) + (n - 1)` bytes. A payload too big to
-    share a request with anything is given one of its own.
-    """
-    batches = []
-    start, body = 0, envelope
-    for index, size in enumerate(sizes):
-        count = index - start
-        grown = body + size + (1 if count else 0)
-        if count and (grown > max_bytes or count >= max_events):
-            batches.append(range(start, index))
-            start, grown = index, envelope + size
-        body = grown
-    if start < len(sizes):
-        batches.append(range(start, len(sizes)))
-    return batches
+from transforms.segment_client import plan_batches
 
 
 def shard_of(message_id, shards):

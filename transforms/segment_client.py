@@ -55,6 +55,26 @@ def envelope_bytes(write_key: str) -> int:
     return len(request_body([], write_key, format_sent_at(datetime(2000, 1, 1, tzinfo=timezone.utc))))
 
 
+def plan_batches(sizes, *, max_bytes, max_events, envelope):
+    """Cut a sequence of payload sizes into consecutive ranges, each a request within both limits.
+
+    A request of payloads p1..pn is `envelope + sum(len(p)) + (n - 1)` bytes. A payload too big to
+    share a request with anything is given one of its own.
+    """
+    batches = []
+    start, body = 0, envelope
+    for index, size in enumerate(sizes):
+        count = index - start
+        grown = body + size + (1 if count else 0)
+        if count and (grown > max_bytes or count >= max_events):
+            batches.append(range(start, index))
+            start, grown = index, envelope + size
+        body = grown
+    if start < len(sizes):
+        batches.append(range(start, len(sizes)))
+    return batches
+
+
 class SegmentConfigError(Exception):
     """Segment refused the request in a way retrying cannot fix (401/403/404/3xx): the run must stop."""
 
@@ -177,23 +197,10 @@ class SegmentClient:
                 report.rejected.append(Rejection(index, "event_too_large", None, None))
             else:
                 sendable.append(index)
-        for group in self._bounded_groups(sendable, payloads):
-            self._send_group(group, payloads, report)
+        for batch in plan_batches([len(payloads[i]) for i in sendable], max_bytes=MAX_REQUEST_BYTES,
+                                  max_events=MAX_BATCH_EVENTS, envelope=self._envelope_bytes):
+            self._send_group(sendable[batch.start:batch.stop], payloads, report)
         return report
-
-    def _bounded_groups(self, indexes: list[int], payloads: Sequence[bytes]):
-        """Yield runs of indexes whose request fits MAX_REQUEST_BYTES and MAX_BATCH_EVENTS."""
-        group: list[int] = []
-        size = self._envelope_bytes - 1  # each event adds its bytes plus one separator; the first has none
-        for index in indexes:
-            cost = len(payloads[index]) + 1
-            if group and (len(group) == MAX_BATCH_EVENTS or size + cost > MAX_REQUEST_BYTES):
-                yield group
-                group, size = [], self._envelope_bytes - 1
-            group.append(index)
-            size += cost
-        if group:
-            yield group
 
     def _send_group(self, group: list[int], payloads: Sequence[bytes], report: SendReport) -> None:
         """Send one request's events; on 400/413 split in halves so only the refused events end up rejected."""
