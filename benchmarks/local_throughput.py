@@ -1,14 +1,18 @@
 """Benchmark: events/s of a whole local run into the loopback Segment server, and request sizes.
 
 Writes a generated Currents bucket (all 34 mapped types, newest schemas), runs the job on it with
-FnApiRunner or multi-processing into tests/segment_server.py, and prints events read, events
-sent, wall time, events/s, requests, the largest request body and the peak memory of this process.
+FnApiRunner or multi-processing into tests/segment_server.py (in a process of its own, so that its
+validation does not compete with the job for this process's interpreter), and prints events
+written and accepted, wall time, events/s, requests, the largest request body, and the peak memory
+of the job's process.
 
     .venv/bin/python benchmarks/local_throughput.py --events 200000
     .venv/bin/python benchmarks/local_throughput.py --events 200000 --workers 2
+    .venv/bin/python benchmarks/local_throughput.py --events 200000 -- --window_seconds 3600
 """
 import argparse
 import datetime
+import multiprocessing
 import os
 import resource
 import sys
@@ -45,27 +49,45 @@ def write_bucket(root, events):
     return seq
 
 
-def run(events, workers):
+def serve(write_key, connection):
+    """Child process: run the loopback server until told to stop, then report what it saw."""
+    with SegmentServer(write_key=write_key) as server:
+        connection.send(server.url)
+        connection.recv()
+        connection.send({"accepted": len(server.accepted), "requests": len(server.requests),
+                         "largest": max((r.body_bytes or 0 for r in server.requests), default=0),
+                         "violations": len(server.violations)})
+
+
+def run(events, workers, pipeline_args):
     """Run once and print the figures."""
-    with tempfile.TemporaryDirectory() as root, SegmentServer(write_key=KEY) as server:
+    with tempfile.TemporaryDirectory() as root:
         written = write_bucket(os.path.join(root, "bucket"), events)
+        connection, child_end = multiprocessing.Pipe()
+        server = multiprocessing.Process(target=serve, args=(KEY, child_end), daemon=True)
+        server.start()
+        url = connection.recv()
         runner = (["--runner=FnApiRunner"] if workers == 1 else
                   ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"])
         started = time.monotonic()
-        status = main([*runner, "--input", f"{root}/bucket/**", "--segment_endpoint", server.url,
+        status = main([*runner, "--input", f"{root}/bucket/**", "--segment_endpoint", url,
                        "--segment_write_key", KEY, "--dead_letter_output", f"{root}/dead",
-                       "--summary_output", f"{root}/summary.json"])
+                       "--summary_output", f"{root}/summary.json", *pipeline_args])
         elapsed = time.monotonic() - started
-        largest = max(r.body_bytes for r in server.requests)
-        print(f"\nstatus {status}; events written {written:,}; accepted by server {len(server.accepted):,}; "
-              f"requests {len(server.requests):,}; violations {len(server.violations)}")
-        print(f"wall {elapsed:.1f} s; {written / elapsed:,.0f} events/s; largest request {largest:,} bytes; "
-              f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+        connection.send("stop")
+        seen = connection.recv()
+        server.join()
+        print(f"\nstatus {status}; events written {written:,}; accepted by server {seen['accepted']:,}; "
+              f"requests {seen['requests']:,}; violations {seen['violations']}")
+        print(f"wall {elapsed:.1f} s; {written / elapsed:,.0f} events/s; largest request {seen['largest']:,} bytes; "
+              f"peak RSS of the job's process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events to generate (default 100,000)")
     parser.add_argument("--workers", type=int, default=1, help="1 = FnApiRunner, more = multi-processing")
+    parser.add_argument("pipeline_args", nargs=argparse.REMAINDER,
+                        help="after --: more job options, e.g. -- --window_seconds 3600")
     args = parser.parse_args()
-    run(args.events, args.workers)
+    run(args.events, args.workers, [a for a in args.pipeline_args if a != "--"])
