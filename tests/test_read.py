@@ -28,6 +28,10 @@ def test_event_type_from_schema_names():
     assert event_type_from_schema({"name": "Click", "namespace": "dataexport.AzureBlob.inner.users.messages.email"}) == CLICK
     kafka = currents_schemas.kafka_connect_variant(currents_schemas.schema(CLICK))
     assert event_type_from_schema(kafka) == CLICK
+    assert event_type_from_schema({"name": "Entry", "namespace": "com.example.currents.users.canvas"}) == (
+        "users.canvas.Entry")
+    assert event_type_from_schema({"name": "dataexport.GCS.inner.users.messages.email.Deferral"}) == (
+        "users.messages.email.Deferral")
 
 
 def test_files_without_event_type_folder_and_twice_matched_files(tmp_path):

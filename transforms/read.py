@@ -13,6 +13,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 
 from transforms import dead_letters, metrics
+from transforms.catalog import CATALOG
 from transforms.elements import DEAD_LETTER, CurrentsEvent
 
 _PATH_EVENT_TYPE = re.compile(r"(?:^|/)event_type=([^/]+)/")
@@ -27,11 +28,18 @@ def event_type_from_path(path):
 
 
 def event_type_from_schema(schema):
-    """The event type named by an Avro writer schema's full name."""
+    """The event type named by an Avro writer schema's full name.
+
+    Producers other than the usual one prefix it differently; a name that ends with a catalogued
+    event type (`com.example.users.canvas.Entry`) is taken as that type.
+    """
     name = schema.get("name", "")
     namespace = schema.get("namespace")
     full_name = name if "." in name or not namespace else f"{namespace}.{name}"
-    return _NAME_PREFIX.sub("", full_name)
+    event_type = _NAME_PREFIX.sub("", full_name)
+    if event_type in CATALOG:
+        return event_type
+    return next((known for known in CATALOG if event_type.endswith("." + known)), event_type)
 
 
 class _DecodeFileFn(beam.DoFn):
