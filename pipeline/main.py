@@ -79,8 +79,7 @@ def run(argv):
     pipeline_options = PipelineOptions(argv)
     options = pipeline_options.view_as(CurrentsToSegmentOptions)
     write_key = resolve_write_key(options)
-    envelope = envelope_bytes(write_key)
-    validate(options, envelope)
+    validate(options, write_key)
     client_settings = None if options.dry_run_output else {
         "endpoint": resolve_endpoint(options), "write_key": write_key,
         "max_attempts": options.max_retry_attempts, "max_retry_seconds": options.max_retry_seconds,
@@ -88,7 +87,7 @@ def run(argv):
     }
     _require_matches(options.input)
     pipeline = beam.Pipeline(options=pipeline_options)
-    assembly.build(pipeline, options, client_settings=client_settings, envelope=envelope)
+    assembly.build(pipeline, options, client_settings=client_settings, envelope=envelope_bytes(write_key))
     result = pipeline.run()
     result.wait_until_finish()
     run_summary = summary.summarize(summary.counters_of(result))

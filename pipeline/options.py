@@ -88,12 +88,8 @@ class CurrentsToSegmentOptions(PipelineOptions):
 
 
 def resolve_write_key(options):
-    """The write key from the option or the environment; None in a dry run that has none."""
-    key = options.segment_write_key or os.environ.get(WRITE_KEY_ENV)
-    if not key and not options.dry_run_output:
-        raise ConfigError(f"no Segment write key: set {WRITE_KEY_ENV} or --segment_write_key "
-                          "(or use --dry_run_output DIR to write requests without sending)")
-    return key or ""
+    """The write key from the option or the environment; "" when there is none."""
+    return options.segment_write_key or os.environ.get(WRITE_KEY_ENV) or ""
 
 
 def resolve_endpoint(options):
@@ -107,11 +103,14 @@ def resolve_endpoint(options):
     return REGION_ENDPOINTS[options.segment_region or "us"]
 
 
-def validate(options, envelope):
+def validate(options, write_key):
     """Raise ConfigError for option values the job cannot run with."""
     if not options.input:
         raise ConfigError("no input: give --input PATTERN (repeatable)")
-    smallest = segment_client.MAX_EVENT_BYTES + envelope
+    if not write_key and not options.dry_run_output:
+        raise ConfigError(f"no Segment write key: set {WRITE_KEY_ENV} or --segment_write_key "
+                          "(or use --dry_run_output DIR to write requests without sending)")
+    smallest = segment_client.MAX_EVENT_BYTES + segment_client.envelope_bytes(write_key)
     if not smallest <= options.max_batch_bytes <= segment_client.MAX_REQUEST_BYTES:
         raise ConfigError(f"--max_batch_bytes must be between {smallest} (one largest event) and "
                           f"{segment_client.MAX_REQUEST_BYTES}, got {options.max_batch_bytes}")
