@@ -7,6 +7,7 @@ Exit status: 0 when the run completed (dead letters are reported, not fatal), 1 
 error (one line on stderr), 2 with --fail_on_dead_letters when anything was dead-lettered.
 """
 import argparse
+import datetime
 import logging
 import re
 import sys
@@ -15,13 +16,17 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import assembly, sample_bucket, summary
-from pipeline.options import ConfigError, CurrentsToSegmentOptions, resolve_endpoint, resolve_write_key, validate
+from pipeline import assembly, partitions, plan, sample_bucket, summary
+from pipeline.options import (
+    ConfigError, CurrentsToSegmentOptions, parse_integrations, resolve_endpoint, resolve_write_key, validate)
+from transforms import ledger
 from transforms.segment_client import SegmentConfigError, envelope_bytes
 
 EXIT_CONFIG_ERROR = 1
 EXIT_DEAD_LETTERS = 2
 SUBCOMMANDS = {"make-sample-bucket": sample_bucket.main}
+# Segment keeps messageIds for about a day: a replay of older events is not deduplicated.
+DEDUP_WINDOW = datetime.timedelta(hours=24)
 _CONFIG_ERROR_TEXT = re.compile(r"SegmentConfigError: ([^\n]+)")
 
 
@@ -61,6 +66,17 @@ def _require_matches(patterns):
             logging.warning("no file matched --input %s", pattern)
 
 
+def _warn_if_beyond_dedup(end):
+    if end is None:
+        return
+    age = datetime.datetime.now(datetime.timezone.utc) - end
+    if age > DEDUP_WINDOW:
+        print(f"warning: the selected range ended {age.days} days {age.seconds // 3600} hours ago; Segment "
+              "deduplicates messageIds for about 24 h only, so events already sent will be duplicated in "
+              "destinations other than warehouses (consider --integrations '{\"All\": false}').",
+              file=sys.stderr)
+
+
 def _segment_config_error(error):
     """The one line of a SegmentConfigError, whether raised here or re-raised as text by a runner."""
     while error is not None:
@@ -80,17 +96,29 @@ def run(argv):
     options = pipeline_options.view_as(CurrentsToSegmentOptions)
     write_key = resolve_write_key(options)
     validate(options, write_key)
+    selection = partitions.select_input(options)
+    if options.plan:
+        print(plan.describe(selection.patterns, None if options.rerun else options.ledger))
+        return 0
+    if options.input:
+        _require_matches(options.input)
+    elif not selection.partitions:
+        raise ConfigError(f"no hour partition selected under --currents_root {options.currents_root} "
+                          "(check --start, --end, --event_types)")
+    _warn_if_beyond_dedup(selection.end)
     client_settings = None if options.dry_run_output else {
         "endpoint": resolve_endpoint(options), "write_key": write_key,
         "max_attempts": options.max_retry_attempts, "max_retry_seconds": options.max_retry_seconds,
         "max_requests_per_second": options.max_requests_per_second,
     }
-    _require_matches(options.input)
     pipeline = beam.Pipeline(options=pipeline_options)
-    assembly.build(pipeline, options, client_settings=client_settings, envelope=envelope_bytes(write_key))
+    assembly.build(pipeline, options, selection=selection, client_settings=client_settings,
+                   envelope=envelope_bytes(write_key), integrations=parse_integrations(options),
+                   run_id=ledger.new_run_id())
     result = pipeline.run()
     result.wait_until_finish()
-    run_summary = summary.summarize(summary.counters_of(result))
+    run_summary = summary.summarize(summary.counters_of(result), by_event_time=options.by_event_time,
+                                    with_ledger=bool(options.ledger))
     if options.summary_output:
         summary.write_json(options.summary_output, run_summary)
     print(summary.format_table(run_summary))

@@ -2,10 +2,12 @@
 
 Every standard Beam option (--runner, --project, ...) passes through next to these.
 """
+import json
 import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import partitions
 from transforms import segment_client
 
 WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
@@ -25,7 +27,45 @@ class CurrentsToSegmentOptions(PipelineOptions):
         parser.add_argument(
             "--input", action="append", default=None, metavar="PATTERN",
             help="Currents Avro file pattern on any Beam filesystem (local, gs://, s3://, azfs://); "
-                 "repeatable. '**' matches across folders, e.g. 'bucket/prefix/**/*.avro'.")
+                 "repeatable. '**' matches across folders, e.g. 'bucket/prefix/**/*.avro'. "
+                 "Alternative to --currents_root.")
+        parser.add_argument(
+            "--currents_root", default=None, metavar="URI",
+            help="Instead of --input: the Currents prefix configured in Braze (the folder holding the "
+                 "dataexport.* folders), or any folder below it down to one event_type= folder. Hour "
+                 "partitions are found by listing; with --start/--end only those hours are read.")
+        parser.add_argument(
+            "--start", default=None, metavar="HOUR",
+            help="With --currents_root: first hour to read, UTC, YYYY-MM-DD or YYYY-MM-DDTHH (inclusive).")
+        parser.add_argument(
+            "--end", default=None, metavar="HOUR",
+            help="With --currents_root: hour to stop before, UTC, YYYY-MM-DD or YYYY-MM-DDTHH (exclusive).")
+        parser.add_argument(
+            "--event_types", action="append", default=None, metavar="NAMES",
+            help="With --currents_root: only these Currents event types or families (push, email, sms, "
+                 "in_app, content_card, news_feed, canvas_campaign, other); comma-separated, repeatable.")
+        parser.add_argument(
+            "--by_event_time", action="store_true", default=False,
+            help="Select events by their own `time` in [start, end) instead of by the hour Braze queued "
+                 "them: also reads the --late_hours partitions after --end.")
+        parser.add_argument(
+            "--late_hours", type=int, default=24, metavar="N",
+            help="With --by_event_time: hours of partitions after --end to look in for late events. Default 24.")
+        parser.add_argument(
+            "--plan", action="store_true", default=False,
+            help="Only list the partitions and files that would be read, with sizes and event counts per "
+                 "type and hour; send nothing.")
+        parser.add_argument(
+            "--ledger", default=None, metavar="PATH",
+            help="Folder (any Beam filesystem) recording each input file once all its events were accepted or "
+                 "dead-lettered; later runs skip the files it holds. For hourly incremental runs.")
+        parser.add_argument(
+            "--rerun", action="store_true", default=False,
+            help="With --ledger: read every selected file again, even those already in the ledger.")
+        parser.add_argument(
+            "--integrations", default=None, metavar="JSON",
+            help='Segment `integrations` object added to every call, e.g. \'{"All": false}\' to reach only '
+                 "warehouses when replaying days Segment can no longer deduplicate.")
         parser.add_argument(
             "--segment_write_key", default=None, metavar="KEY",
             help=f"Segment source write key. Default: the {WRITE_KEY_ENV} environment variable, which is "
@@ -103,11 +143,51 @@ def resolve_endpoint(options):
     return REGION_ENDPOINTS[options.segment_region or "us"]
 
 
+def _validate_input(options):
+    if options.input and options.currents_root:
+        raise ConfigError("give either --input or --currents_root, not both")
+    if not options.input and not options.currents_root:
+        raise ConfigError("no input: give --input PATTERN (repeatable) or --currents_root URI")
+    ranged = [f"--{name}" for name in ("start", "end", "event_types", "by_event_time")
+              if getattr(options, name)]
+    if ranged and not options.currents_root:
+        raise ConfigError(f"{', '.join(ranged)} select partitions under --currents_root; with --input, "
+                          "name the files in the pattern instead")
+    hours = {}
+    for name in ("start", "end"):
+        if getattr(options, name):
+            try:
+                hours[name] = partitions.parse_hour(getattr(options, name))
+            except ValueError as error:
+                raise ConfigError(f"--{name}: {error}") from error
+    if "start" in hours and "end" in hours and hours["end"] <= hours["start"]:
+        raise ConfigError(f"--end {options.end} is not after --start {options.start}")
+    if options.by_event_time and len(hours) < 2:
+        raise ConfigError("--by_event_time needs both --start and --end")
+    if options.late_hours < 0:
+        raise ConfigError(f"--late_hours must be 0 or more, got {options.late_hours}")
+    if options.rerun and not options.ledger:
+        raise ConfigError("--rerun only makes sense with --ledger")
+
+
+def parse_integrations(options):
+    """The --integrations JSON object, or None."""
+    if not options.integrations:
+        return None
+    try:
+        integrations = json.loads(options.integrations)
+    except ValueError as error:
+        raise ConfigError(f"--integrations is not JSON: {error}") from error
+    if not isinstance(integrations, dict):
+        raise ConfigError('--integrations must be a JSON object, e.g. {"All": false}')
+    return integrations
+
+
 def validate(options, write_key):
     """Raise ConfigError for option values the job cannot run with."""
-    if not options.input:
-        raise ConfigError("no input: give --input PATTERN (repeatable)")
-    if not write_key and not options.dry_run_output:
+    _validate_input(options)
+    parse_integrations(options)
+    if not write_key and not options.dry_run_output and not options.plan:
         raise ConfigError(f"no Segment write key: set {WRITE_KEY_ENV} or --segment_write_key "
                           "(or use --dry_run_output DIR to write requests without sending)")
     smallest = segment_client.MAX_EVENT_BYTES + segment_client.envelope_bytes(write_key)

@@ -8,10 +8,10 @@ import json
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms import metrics
+from transforms import ledger, metrics
 
 _TOTALS = (metrics.READ, metrics.DROPPED_NO_EXTERNAL_ID, metrics.UNSUPPORTED_EVENT_TYPE, metrics.SENT,
-           metrics.DEAD_LETTERED)
+           metrics.DEAD_LETTERED, metrics.OUTSIDE_TIME_RANGE)
 _PER_TYPE_KEYS = (metrics.READ, metrics.DROPPED_NO_EXTERNAL_ID, metrics.SENT, metrics.DEAD_LETTERED)
 
 
@@ -25,8 +25,12 @@ def counters_of(result):
     return counters
 
 
-def summarize(counters):
-    """Build the summary dict from counter values."""
+def summarize(counters, *, by_event_time=False, with_ledger=False):
+    """Build the summary dict from counter values.
+
+    With by_event_time it also has `outside_time_range` (events read from late partitions whose time
+    is outside the range); with a ledger, `ledger` (files skipped as already sent, files recorded).
+    """
     totals = collections.Counter()
     by_type = collections.defaultdict(lambda: dict.fromkeys(_PER_TYPE_KEYS, 0))
     for name, value in counters.items():
@@ -35,7 +39,7 @@ def summarize(counters):
             totals[metric] += value
             if metric in _PER_TYPE_KEYS:
                 by_type[event_type][metric] += value
-    return {
+    summary = {
         "events_read": totals[metrics.READ],
         "dropped_no_external_id": totals[metrics.DROPPED_NO_EXTERNAL_ID],
         "unsupported_event_type": totals[metrics.UNSUPPORTED_EVENT_TYPE],
@@ -45,12 +49,19 @@ def summarize(counters):
         "requests": counters.get(metrics.REQUESTS, 0),
         "by_event_type": {event_type: by_type[event_type] for event_type in sorted(by_type)},
     }
+    if by_event_time:
+        summary["outside_time_range"] = totals[metrics.OUTSIDE_TIME_RANGE]
+    if with_ledger:
+        summary["ledger"] = {"files_skipped": counters.get(ledger.FILES_SKIPPED, 0),
+                             "files_recorded": counters.get(ledger.FILES_RECORDED, 0)}
+    return summary
 
 
 def is_balanced(summary):
     """True when every event read is accounted for exactly once."""
     return summary["events_read"] == (summary["dropped_no_external_id"] + summary["unsupported_event_type"]
-                                      + summary["sent"] + summary["dead_lettered"])
+                                      + summary["sent"] + summary["dead_lettered"]
+                                      + summary.get("outside_time_range", 0))
 
 
 def format_table(summary):
@@ -67,6 +78,11 @@ def format_table(summary):
     lines.append(f"unsupported event types: {summary['unsupported_event_type']}   "
                  f"unreadable files: {summary['unreadable_files']}   requests: {summary['requests']}   "
                  f"balanced: {'yes' if is_balanced(summary) else 'NO'}")
+    if "outside_time_range" in summary:
+        lines.append(f"outside the event-time range (late partitions): {summary['outside_time_range']}")
+    if "ledger" in summary:
+        lines.append(f"ledger: {summary['ledger']['files_skipped']} files skipped as already sent, "
+                     f"{summary['ledger']['files_recorded']} recorded")
     return "\n".join(lines)
 
 

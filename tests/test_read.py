@@ -41,7 +41,7 @@ def test_files_without_event_type_folder_and_twice_matched_files(tmp_path):
     write_currents_file(path, schema, records, "snappy")
     with test_pipeline.TestPipeline(runner="FnApiRunner") as pipeline:
         read = pipeline | ReadCurrentsFiles([str(tmp_path / "flat" / "*.avro"), str(tmp_path / "**")])
-        assert_that(read.events | beam.Map(lambda e: (e.event_type, e.record["id"], e.source_file)),
+        assert_that(read["events"] | beam.Map(lambda e: (e.event_type, e.record["id"], e.source_file)),
                     equal_to([(CLICK, r["id"], path) for r in records]))
         assert_that(read[DEAD_LETTER], equal_to([]), label="no dead letters")
 
@@ -60,7 +60,7 @@ def test_a_file_broken_midway_keeps_its_first_events_and_is_dead_lettered(tmp_pa
     not_avro.write_text("not avro")
     with test_pipeline.TestPipeline(runner="FnApiRunner") as pipeline:
         read = pipeline | ReadCurrentsFiles([str(tmp_path / "**")])
-        counted = read.events | beam.combiners.Count.Globally()
+        counted = read["events"] | beam.combiners.Count.Globally()
         letters = read[DEAD_LETTER] | beam.Map(
             lambda l: [l["reason"], l["event_type"], l["source_file"], l["events_read_before_error"]])
 

@@ -59,11 +59,12 @@ def message_id(currents_id, namespace=None):
     return currents_id if namespace is None else str(uuid.uuid5(namespace, currents_id))
 
 
-def to_track(record, event_type, *, namespace=None, passthrough=False):
+def to_track(record, event_type, *, namespace=None, passthrough=False, integrations=None):
     """Build the Segment track call of one Currents record of a catalogued event type.
 
     A property is sent only when its source field is in the record and not null. With passthrough,
-    every other non-null field is sent too, under its own name.
+    every other non-null field is sent too, under its own name. `integrations` is Segment's
+    destination filter object, sent as given.
     """
     spec = spec_for(event_type)
     properties = {}
@@ -84,6 +85,8 @@ def to_track(record, event_type, *, namespace=None, passthrough=False):
         "properties": properties,
         "context": {"library": LIBRARY},
     }
+    if integrations:
+        message["integrations"] = integrations
     email_trait = spec.family in EMAIL_TRAIT_FAMILIES
     if email_trait and record.get(EMAIL_TRAIT_FIELD) is not None:
         message["context"] = {"library": LIBRARY, "traits": {"email": record[EMAIL_TRAIT_FIELD]}}
@@ -106,9 +109,11 @@ class _MapToTrackFn(beam.DoFn):
     """CurrentsEvent → timestamped SegmentEvent; invalid records and events over 32,000 bytes go to
     the dead-letter output instead, since Segment would reject the whole request carrying them."""
 
-    def __init__(self, message_id_namespace, passthrough):
+    def __init__(self, message_id_namespace, passthrough, integrations):
+        super().__init__()
         self._message_id_namespace = message_id_namespace
         self._passthrough = passthrough
+        self._integrations = integrations
         self._namespace = None
 
     def setup(self):
@@ -117,7 +122,7 @@ class _MapToTrackFn(beam.DoFn):
     def process(self, event):
         try:
             message = to_track(event.record, event.event_type, namespace=self._namespace,
-                               passthrough=self._passthrough)
+                               passthrough=self._passthrough, integrations=self._integrations)
             payload = serialize(message)
         except (KeyError, TypeError, ValueError, OverflowError) as error:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letters.record_letter(event, "invalid_record", error))
@@ -135,11 +140,10 @@ class ToSegmentTrack(beam.PTransform):
     """Map a PCollection of CurrentsEvent to SegmentEvent (tag "events", stamped with the event's
     `time`) and dead letters (tag DEAD_LETTER)."""
 
-    def __init__(self, message_id_namespace=None, passthrough=False):
+    def __init__(self, message_id_namespace=None, passthrough=False, integrations=None):
         super().__init__()
-        self._message_id_namespace = message_id_namespace
-        self._passthrough = passthrough
+        self._fn_args = (message_id_namespace, passthrough, integrations)
 
     def expand(self, events):
-        return events | "To track call" >> beam.ParDo(
-            _MapToTrackFn(self._message_id_namespace, self._passthrough)).with_outputs(DEAD_LETTER, main="events")
+        return events | "To track call" >> beam.ParDo(_MapToTrackFn(*self._fn_args)).with_outputs(
+            DEAD_LETTER, main="events")

@@ -13,7 +13,7 @@ DROPPED_NO_EXTERNAL_ID = "dropped_no_external_id"
 UNSUPPORTED_EVENT_TYPE = "unsupported_event_type"
 SENT = "sent"
 DEAD_LETTERED = "dead_lettered"
-PER_TYPE_METRICS = (READ, DROPPED_NO_EXTERNAL_ID, UNSUPPORTED_EVENT_TYPE, SENT, DEAD_LETTERED)
+OUTSIDE_TIME_RANGE = "outside_time_range"  # only with --by_event_time
 
 # Plain counters.
 UNREADABLE_FILES = "unreadable_files"

@@ -15,6 +15,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from transforms import dead_letters, metrics
 from transforms.catalog import CATALOG
 from transforms.elements import DEAD_LETTER, CurrentsEvent
+from transforms.ledger import SkipFilesInLedger
 
 _PATH_EVENT_TYPE = re.compile(r"(?:^|/)event_type=([^/]+)/")
 # Braze's producers prefix the record's full name with dataexport.<connector>.inner.
@@ -73,19 +74,25 @@ def _first(items):
 class ReadCurrentsFiles(beam.PTransform):
     """Read the files matching any of the patterns (a file matched twice is read once).
 
-    Returns a DoOutputsTuple: "events" (CurrentsEvent) and DEAD_LETTER (unreadable files).
+    With `ledger_dir`, files the ledger records are skipped. Returns a dict of PCollections:
+    "events" (CurrentsEvent), DEAD_LETTER (unreadable files) and "files" (the FileMetadata read).
     """
 
-    def __init__(self, patterns):
+    def __init__(self, patterns, ledger_dir=None):
         super().__init__()
         self._patterns = list(patterns)
+        self._ledger_dir = ledger_dir
 
     def expand(self, pbegin):
-        return (pbegin
-                | "Patterns" >> beam.Create(self._patterns)
-                | "List files" >> fileio.MatchAll()
-                | "Key by path" >> beam.Map(lambda metadata: (metadata.path, metadata))
-                | "Read each file once" >> beam.CombinePerKey(_first)
-                | "Drop keys" >> beam.Values()
-                | "Open" >> fileio.ReadMatches()
-                | "Decode Avro" >> beam.ParDo(_DecodeFileFn()).with_outputs(DEAD_LETTER, main="events"))
+        files = (pbegin
+                 | "Patterns" >> beam.Create(self._patterns)
+                 | "List files" >> fileio.MatchAll()
+                 | "Key by path" >> beam.Map(lambda metadata: (metadata.path, metadata))
+                 | "Read each file once" >> beam.CombinePerKey(_first)
+                 | "Drop keys" >> beam.Values())
+        if self._ledger_dir:
+            files = files | "Skip files in ledger" >> SkipFilesInLedger(self._ledger_dir)
+        decoded = (files
+                   | "Open" >> fileio.ReadMatches()
+                   | "Decode Avro" >> beam.ParDo(_DecodeFileFn()).with_outputs(DEAD_LETTER, main="events"))
+        return {"events": decoded.events, DEAD_LETTER: decoded[DEAD_LETTER], "files": files}

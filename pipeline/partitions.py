@@ -1,0 +1,150 @@
+"""Date ranges over a Currents bucket: which `event_type=`/`date=` hour partitions a run reads.
+
+Currents writes `<root>/dataexport.<...>/event_type=<type>/date=<YYYY-MM-DD-HH>/...`. Braze warns the
+names may change, so nothing here builds a path: event-type and hour folders are found by listing,
+and only their `event_type=` and `date=` segments are interpreted. `date=` is the UTC hour Braze
+queued the event, not the event's own `time`.
+"""
+import datetime
+import os
+import re
+from typing import NamedTuple
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.catalog import CATALOG, FAMILIES
+
+UTC = datetime.timezone.utc
+HOUR = datetime.timedelta(hours=1)
+_EVENT_TYPE = re.compile(r"^event_type=(.+)$")
+_DATE = re.compile(r"^date=(\d{4}-\d{2}-\d{2}-\d{2})$")
+_HOUR_FORMATS = ("%Y-%m-%dT%H", "%Y-%m-%d")
+
+
+class Partition(NamedTuple):
+    """One `date=` hour folder of one event type."""
+    event_type: str
+    hour: datetime.datetime
+    path: str
+
+
+def parse_hour(text):
+    """Parse YYYY-MM-DD or YYYY-MM-DDTHH (UTC) into an aware datetime; ValueError otherwise."""
+    for hour_format in _HOUR_FORMATS:
+        try:
+            return datetime.datetime.strptime(text, hour_format).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    raise ValueError(f"{text!r} is not YYYY-MM-DD or YYYY-MM-DDTHH")
+
+
+def hours_between(start, end):
+    """The hours from start (inclusive) to end (exclusive)."""
+    hours = []
+    while start < end:
+        hours.append(start)
+        start += HOUR
+    return hours
+
+
+def expand_event_types(names):
+    """Event types named directly or through a family name (push, email, ...); None means all."""
+    if not names:
+        return None
+    selected = set()
+    for name in names:
+        if name in FAMILIES:
+            selected.update(t for t, spec in CATALOG.items() if spec.family == name)
+        else:
+            selected.add(name)
+    return selected
+
+
+def _join(parent, child):
+    return parent.rstrip("/") + "/" + child
+
+
+def _children(uri):
+    """Names of the folders directly under uri (one listing)."""
+    if "://" not in uri:
+        return sorted(entry.name for entry in os.scandir(uri) if entry.is_dir())
+    # Object stores have no folders: derive them from the keys below the prefix.
+    prefix = uri.rstrip("/") + "/"
+    names = set()
+    for metadata in FileSystems.match([prefix + "**"])[0].metadata_list:
+        head, _, rest = metadata.path[len(prefix):].partition("/")
+        if rest:
+            names.add(head)
+    return sorted(names)
+
+
+def event_type_folders(root):
+    """The `event_type=` folders at, just under, or two levels under root, as (event type, path) pairs.
+
+    Two levels: a prefix holding several `dataexport.*` folders (one per Currents integration).
+    """
+    root = root.rstrip("/")
+    found = _EVENT_TYPE.match(root.rsplit("/", 1)[-1])
+    if found:
+        return [(found.group(1), root)]
+    folders = []
+    for name in _children(root):
+        found = _EVENT_TYPE.match(name)
+        if found:
+            folders.append((found.group(1), _join(root, name)))
+            continue
+        for child in _children(_join(root, name)):
+            found = _EVENT_TYPE.match(child)
+            if found:
+                folders.append((found.group(1), _join(_join(root, name), child)))
+    return sorted(folders)
+
+
+def select_partitions(root, start=None, end=None, event_types=None):
+    """The hour partitions under root whose hour is in [start, end), of the selected event types.
+
+    Lists the root (and, for a prefix, each dataexport folder) once, then each selected event-type
+    folder once; never one listing per hour.
+    """
+    partitions = []
+    for event_type, folder in event_type_folders(root):
+        if event_types is not None and event_type not in event_types:
+            continue
+        for name in _children(folder):
+            found = _DATE.match(name)
+            if not found:
+                continue
+            hour = datetime.datetime.strptime(found.group(1), "%Y-%m-%d-%H").replace(tzinfo=UTC)
+            if (start is None or hour >= start) and (end is None or hour < end):
+                partitions.append(Partition(event_type, hour, _join(folder, name)))
+    return partitions
+
+
+class Selection(NamedTuple):
+    """What a run reads: file patterns, and the time range they were chosen for (None: not a range)."""
+    patterns: list
+    partitions: list
+    start: datetime.datetime = None
+    end: datetime.datetime = None
+
+
+def _names(values):
+    return [name.strip() for value in values or () for name in value.split(",") if name.strip()]
+
+
+def select_input(options):
+    """The files a run reads, from --input patterns or from --currents_root with the date options.
+
+    With --by_event_time, the --late_hours partitions after --end are read too; the events whose own
+    time falls outside [start, end) are filtered out later.
+    """
+    if options.input:
+        return Selection(list(options.input), [])
+    start = parse_hour(options.start) if options.start else None
+    end = parse_hour(options.end) if options.end else None
+    read_until = end + options.late_hours * HOUR if options.by_event_time else end
+    partitions = select_partitions(options.currents_root, start, read_until,
+                                   expand_event_types(_names(options.event_types)))
+    if end is None and partitions:
+        end = max(p.hour for p in partitions) + HOUR
+    return Selection([p.path + "/**" for p in partitions], partitions, start, end)

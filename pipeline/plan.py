@@ -1,0 +1,54 @@
+"""--plan: what a run would read, per event type and hour, without sending anything.
+
+Event counts come from the Avro block headers, so no record is decoded.
+"""
+import collections
+import re
+
+import fastavro
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import ledger
+from transforms.read import event_type_from_path
+
+_DATE = re.compile(r"(?:^|/)date=([^/]+)/")
+
+
+def _count_events(path):
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+        return sum(block.num_records for block in fastavro.block_reader(stream))
+
+
+def _file_entry(metadata, skipped):
+    """(events counted, text line) of one file; 0 events for a skipped or unreadable file."""
+    line = f"    {metadata.path}  {metadata.size_in_bytes:,} bytes"
+    if skipped:
+        return 0, line + "  (in the ledger: skipped)"
+    try:
+        events = _count_events(metadata.path)
+    except Exception as error:  # pylint: disable=broad-except  # any failure makes the file unreadable
+        return 0, f"{line}  UNREADABLE: {error}".splitlines()[0]
+    return events, f"{line}  {events:,} events"
+
+
+def describe(patterns, ledger_dir=None):
+    """A text plan of the files the patterns select: per (event type, hour) partition, then per file."""
+    recorded = ledger.recorded_keys(ledger_dir) if ledger_dir else set()
+    files = {m.path: m for result in FileSystems.match(patterns) for m in result.metadata_list}
+    groups = collections.defaultdict(list)
+    for path in sorted(files):
+        date = _DATE.search(path)
+        groups[(event_type_from_path(path) or "(type in file header)", date.group(1) if date else "-")].append(
+            files[path])
+    lines, total_files, total_bytes, total_events = [], 0, 0, 0
+    for (event_type, hour), members in sorted(groups.items()):
+        entries = [_file_entry(m, ledger.entry_key(m.path, m.size_in_bytes, m.last_updated_in_seconds) in recorded)
+                   for m in members]
+        size, events = sum(m.size_in_bytes for m in members), sum(n for n, _ in entries)
+        lines.append(f"{event_type}  date={hour}  {len(members)} files  {size:,} bytes  {events:,} events")
+        lines.extend(line for _, line in entries)
+        total_files, total_bytes, total_events = total_files + len(members), total_bytes + size, total_events + events
+    lines.append(f"TOTAL  {len(groups)} partitions  {total_files} files  {total_bytes:,} bytes  "
+                 f"{total_events:,} events to read")
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""Ledger: which input files were fully handled, so that incremental runs skip them.
+
+A file is recorded (path, size, modification time) only after every event read from it was accepted
+by Segment or dead-lettered: the entries are written after the dead-letter output, which itself waits
+for every request. A run that fails records nothing, and the next run sends its files again; their
+deterministic messageIds make that harmless within Segment's 24-hour deduplication.
+
+Each run writes its own `entries-<run id>-*.jsonl` files and never rewrites another's, so two runs
+that overlap cannot lose each other's entries; a file both read is sent by both (and deduplicated).
+"""
+import datetime
+import json
+import uuid
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.fileio import EmptyMatchTreatment
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import metrics
+
+FILES_SKIPPED = "ledger_files_skipped"
+FILES_RECORDED = "ledger_files_recorded"
+
+
+def entry(metadata, run_id):
+    """The ledger entry of one input file."""
+    return {"path": metadata.path, "size": metadata.size_in_bytes,
+            "modified": metadata.last_updated_in_seconds, "run": run_id}
+
+
+def entry_key(path, size, modified):
+    """What identifies a file version: a rewritten or grown file is read again."""
+    return json.dumps([path, size, modified])
+
+
+def _entries_pattern(ledger_dir):
+    return ledger_dir.rstrip("/") + "/entries-*.jsonl"
+
+
+def new_run_id():
+    """A ledger run id that sorts by start time and never collides."""
+    return f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def _keys_in(stream):
+    for line in stream.read().decode("utf-8").splitlines():
+        if line.strip():
+            recorded = json.loads(line)
+            yield entry_key(recorded["path"], recorded["size"], recorded["modified"])
+
+
+def _entries_of(readable_file):
+    with readable_file.open(compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+        yield from ((key, None) for key in _keys_in(stream))
+
+
+class _KeepUnrecordedFn(beam.DoFn):
+    def setup(self):
+        self._skipped = metrics.counter(FILES_SKIPPED)
+
+    def process(self, keyed):
+        _, grouped = keyed
+        if grouped["ledger"]:
+            self._skipped.inc(len(grouped["file"]))
+        else:
+            yield from grouped["file"]
+
+
+class SkipFilesInLedger(beam.PTransform):
+    """FileMetadata → the FileMetadata not recorded in the ledger folder (a join on path, size, mtime)."""
+
+    def __init__(self, ledger_dir):
+        super().__init__()
+        self._ledger_dir = ledger_dir
+
+    def expand(self, files):
+        recorded = (files.pipeline
+                    | "Ledger files" >> beam.Create([_entries_pattern(self._ledger_dir)])
+                    | "List ledger" >> fileio.MatchAll(EmptyMatchTreatment.ALLOW)
+                    | "Open ledger" >> fileio.ReadMatches()
+                    | "Ledger entries" >> beam.FlatMap(_entries_of))
+        keyed = files | "Key files" >> beam.Map(
+            lambda m: (entry_key(m.path, m.size_in_bytes, m.last_updated_in_seconds), m))
+        return ({"file": keyed, "ledger": recorded}
+                | "Join with ledger" >> beam.CoGroupByKey()
+                | "Keep unrecorded" >> beam.ParDo(_KeepUnrecordedFn()))
+
+
+class _EntryFn(beam.DoFn):
+    def __init__(self, run_id):
+        super().__init__()
+        self._run_id = run_id
+
+    def setup(self):
+        self._recorded = metrics.counter(FILES_RECORDED)
+
+    def process(self, metadata, done):  # pylint: disable=unused-argument  # `done` only orders the step
+        self._recorded.inc()
+        yield json.dumps(entry(metadata, self._run_id))
+
+
+class RecordInLedger(beam.PTransform):
+    """Write a ledger entry for each file, once `done` (a PCollection) is complete."""
+
+    def __init__(self, ledger_dir, run_id, done):
+        super().__init__()
+        self._prefix = f"{ledger_dir.rstrip('/')}/entries-{run_id}"
+        self._run_id = run_id
+        self._done = done
+
+    def expand(self, files):
+        finished = self._done | "Wait for delivery" >> beam.combiners.Count.Globally()
+        return (files
+                | "Ledger entry" >> beam.ParDo(_EntryFn(self._run_id), done=beam.pvalue.AsSingleton(finished))
+                | "Write ledger" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl"))
+
+
+def recorded_keys(ledger_dir):
+    """The entry keys recorded in a ledger folder, read directly (for --plan, outside a pipeline)."""
+    keys = set()
+    for metadata in FileSystems.match([_entries_pattern(ledger_dir)])[0].metadata_list:
+        with FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+            keys.update(_keys_in(stream))
+    return keys
