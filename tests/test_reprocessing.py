@@ -1,0 +1,184 @@
+"""Replaying days from a Currents root: hour ranges, event-time selection, --plan and the ledger."""
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from pipeline import currents_schemas
+from pipeline.partitions import parse_hour
+from pipeline.sample_bucket import currents_path, make_record, write_currents_file
+from tests.pipeline_runs import RUNNER, run_job
+from tests.segment_server import SegmentServer
+
+KEY = "reprocessing-key"
+TYPES = ("users.messages.email.Send", "users.canvas.Entry", "users.behaviors.Uninstall")
+HOURS = [f"2024-03-0{day}T{h:02d}" for day in (1, 2, 3) for h in (0, 12, 23)]
+
+
+def epoch(text):
+    return int(parse_hour(text).timestamp())
+
+
+def write_partition(root, event_type, queued_hour, times, seq, offset=0):
+    """One file in the `queued_hour` partition holding events that happened at `times`."""
+    schema = currents_schemas.schema(event_type)
+    records = [make_record(event_type, schema, seq + i, time=t) for i, t in enumerate(times)]
+    write_currents_file(currents_path(root, event_type, parse_hour(queued_hour), offset=offset), schema, records)
+    return records
+
+
+@pytest.fixture
+def bucket(tmp_path):
+    """Three days; in each partition two events of its own hour, and in the 00 and 12 partitions
+    one late event from 2 and 26 hours earlier (so partitions of a day hold events of the day before)."""
+    root = str(tmp_path / "currents")
+    events = []  # (queued hour, event time, id)
+    seq = 0
+    for queued in HOURS:
+        for event_type in TYPES:
+            times = [epoch(queued) + 60, epoch(queued) + 1800]
+            if not queued.endswith("T23"):
+                times += [epoch(queued) - 2 * 3600, epoch(queued) - 26 * 3600]
+            for record in write_partition(root, event_type, queued, times, seq):
+                events.append((queued, record["time"], record["id"]))
+            seq += 100
+    return root, events
+
+
+@pytest.fixture
+def server():
+    with SegmentServer(write_key=KEY) as running:
+        yield running
+
+
+def send(tmp_path, server, *args, name="run"):
+    out = tmp_path / name
+    out.mkdir(exist_ok=True)
+    return run_job(out, "--segment_endpoint", server.url, "--segment_write_key", KEY, *args)
+
+
+def test_one_day_sends_exactly_that_days_partitions(tmp_path, bucket, server):
+    root, events = bucket
+    status, summary, _ = send(tmp_path, server, "--currents_root", root, "--start", "2024-03-02",
+                              "--end", "2024-03-03")
+    assert status == 0
+    assert server.accepted_ids() == Counter(i for queued, _, i in events if queued.startswith("2024-03-02"))
+    assert summary["events_read"] == summary["sent"] == 3 * len(TYPES) * 4 - len(TYPES) * 2
+    assert not server.violations
+
+
+def test_by_event_time_sends_exactly_the_events_that_happened_that_day(tmp_path, bucket, server):
+    root, events = bucket
+    day_start, day_end = epoch("2024-03-02"), epoch("2024-03-03")
+    status, summary, _ = send(tmp_path, server, "--currents_root", root, "--start", "2024-03-02",
+                              "--end", "2024-03-03", "--by_event_time", "--late_hours", "24")
+    assert status == 0
+    assert server.accepted_ids() == Counter(i for _, t, i in events if day_start <= t < day_end)
+    read_partitions = [e for e in events if "2024-03-02" <= e[0] < "2024-03-04"]
+    assert summary["events_read"] == len(read_partitions)
+    assert summary["outside_time_range"] == len(read_partitions) - summary["sent"] > 0
+    assert summary["events_read"] == summary["sent"] + summary["outside_time_range"]
+
+
+def test_plan_lists_partitions_files_sizes_and_counts_and_sends_nothing(tmp_path, bucket, server, capsys,
+                                                                        monkeypatch):
+    root, _ = bucket
+    monkeypatch.delenv("SEGMENT_WRITE_KEY", raising=False)
+    status, summary, _ = run_job(tmp_path, "--currents_root", root, "--start", "2024-03-01T12",
+                                 "--end", "2024-03-02", "--event_types", "canvas_campaign,users.behaviors.Uninstall",
+                                 "--plan")
+    out = capsys.readouterr().out.splitlines()
+    assert status == 0 and summary is None and server.requests == []
+    partitions = [line for line in out if "  date=" in line]
+    assert [line.split("  ")[:2] for line in partitions] == [
+        ["users.behaviors.Uninstall", "date=2024-03-01-12"], ["users.behaviors.Uninstall", "date=2024-03-01-23"],
+        ["users.canvas.Entry", "date=2024-03-01-12"], ["users.canvas.Entry", "date=2024-03-01-23"]]
+    assert [line.rsplit("  ", 1)[1] for line in partitions] == ["4 events", "2 events", "4 events", "2 events"]
+    assert out[-1].startswith("TOTAL  4 partitions  4 files") and out[-1].endswith("12 events to read")
+    assert sum(1 for line in out if line.startswith("    ") and line.endswith(" events")) == 4
+
+
+def ledger_entries(ledger_dir):
+    entries = []
+    for name in sorted(os.listdir(ledger_dir)) if os.path.isdir(ledger_dir) else []:
+        if name.startswith("entries-"):
+            with open(os.path.join(ledger_dir, name), encoding="utf-8") as stream:
+                entries.extend(json.loads(line) for line in stream if line.strip())
+    return entries
+
+
+def test_ledger_second_run_sends_nothing_and_a_new_file_in_an_old_hour_is_picked_up(tmp_path, bucket, server):
+    root, events = bucket
+    ledger = str(tmp_path / "ledger")
+    common = ("--currents_root", root, "--ledger", ledger)
+    status, first, _ = send(tmp_path, server, *common, name="first")
+    assert status == 0 and first["sent"] == len(events) and first["ledger"]["files_recorded"] == 27
+    assert len(ledger_entries(ledger)) == 27
+    requests_before = len(server.requests)
+
+    status, second, _ = send(tmp_path, server, *common, name="second")
+    assert status == 0 and len(server.requests) == requests_before
+    assert second["events_read"] == 0 and second["ledger"] == {"files_skipped": 27, "files_recorded": 0}
+
+    late = write_partition(root, "users.canvas.Entry", "2024-03-01T12", [epoch("2024-03-01T12")], 9_000, offset=77)
+    status, third, _ = send(tmp_path, server, *common, name="third")
+    assert status == 0 and third["sent"] == 1 and server.accepted[-1]["messageId"] == late[0]["id"]
+    assert third["ledger"] == {"files_skipped": 27, "files_recorded": 1}
+
+    status, rerun, _ = send(tmp_path, server, *common, "--rerun", name="rerun")
+    assert status == 0 and rerun["sent"] == len(events) + 1
+
+
+def test_a_run_killed_midway_records_nothing_and_the_next_run_delivers_everything(tmp_path, bucket, server):
+    root, events = bucket
+    ledger = str(tmp_path / "ledger")
+    args = [sys.executable, "-m", "pipeline", RUNNER, "--currents_root", root, "--ledger", ledger,
+            "--segment_endpoint", server.url, "--dead_letter_output", str(tmp_path / "dl-killed"),
+            "--max_batch_events", "3", "--max_requests_per_second", "4"]
+    killed = subprocess.Popen(args, env={**os.environ, "SEGMENT_WRITE_KEY": KEY},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(server.accepted) < 6 and time.monotonic() < deadline and killed.poll() is None:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    delivered_before = set(server.accepted_ids())
+    assert 6 <= len(delivered_before) < len(events)
+    assert ledger_entries(ledger) == []
+
+    status, summary, _ = send(tmp_path, server, "--currents_root", root, "--ledger", ledger)
+    assert status == 0 and summary["sent"] == len(events)
+    assert set(server.accepted_ids()) == {i for _, _, i in events}
+    assert len(ledger_entries(ledger)) == 27
+
+
+def test_old_ranges_warn_about_deduplication_and_integrations_are_sent(tmp_path, bucket, server, capsys):
+    root, _ = bucket
+    status, _, _ = send(tmp_path, server, "--currents_root", root, "--start", "2024-03-03T23",
+                        "--integrations", '{"All": false, "Amazon S3": true}')
+    assert status == 0
+    assert "deduplicates messageIds for about 24 h only" in capsys.readouterr().err
+    assert {json.dumps(m["integrations"]) for m in server.accepted} == {'{"All": false, "Amazon S3": true}'}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--input", "x", "--currents_root", "y"], "either --input or --currents_root"),
+    (["--currents_root", "{root}", "--start", "2024-03-02", "--end", "2024-03-01"], "is not after --start"),
+    (["--currents_root", "{root}", "--start", "2024-03-02", "--end", "2024-03-02"], "is not after --start"),
+    (["--currents_root", "{root}", "--start", "March"], "--start: 'March' is not YYYY-MM-DD"),
+    (["--input", "{root}/**", "--start", "2024-03-01"], "--start select partitions under --currents_root"),
+    (["--currents_root", "{root}", "--by_event_time", "--start", "2024-03-01"], "needs both --start and --end"),
+    (["--currents_root", "{root}", "--integrations", "[1]"], "--integrations must be a JSON object"),
+    (["--currents_root", "{root}", "--start", "2030-01-01"], "no hour partition selected"),
+])
+def test_range_configuration_errors(tmp_path, bucket, capsys, args, message):
+    root, _ = bucket
+    status = run_job(tmp_path, "--segment_write_key", KEY, *[a.replace("{root}", root) for a in args])[0]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1 and message in err[0]
