@@ -96,7 +96,10 @@ def run(argv):
     options = pipeline_options.view_as(CurrentsToSegmentOptions)
     write_key = resolve_write_key(options)
     validate(options, write_key)
-    selection = partitions.select_input(options)
+    try:
+        selection = partitions.select_input(options)
+    except (OSError, ValueError) as error:  # listing failed: missing folder, bucket or filesystem
+        raise ConfigError(f"cannot list --currents_root {options.currents_root}: {error}".splitlines()[0]) from error
     if options.plan:
         print(plan.describe(selection.patterns, None if options.rerun else options.ledger))
         return 0

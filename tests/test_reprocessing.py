@@ -176,6 +176,7 @@ def test_old_ranges_warn_about_deduplication_and_integrations_are_sent(tmp_path,
     (["--currents_root", "{root}", "--by_event_time", "--start", "2024-03-01"], "needs both --start and --end"),
     (["--currents_root", "{root}", "--integrations", "[1]"], "--integrations must be a JSON object"),
     (["--currents_root", "{root}", "--start", "2030-01-01"], "no hour partition selected"),
+    (["--currents_root", "{root}/missing"], "cannot list --currents_root"),
 ])
 def test_range_configuration_errors(tmp_path, bucket, capsys, args, message):
     root, _ = bucket
