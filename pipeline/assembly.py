@@ -26,7 +26,8 @@ def build(pipeline, options, *, selection, client_settings, envelope, integratio
     ledger entries.
     """
     skip_recorded = options.ledger if options.ledger and not options.rerun else None
-    read = pipeline | "Read Currents files" >> ReadCurrentsFiles(selection.patterns, ledger_dir=skip_recorded)
+    read = pipeline | "Read Currents files" >> ReadCurrentsFiles(
+        selection.patterns, ledger_dir=skip_recorded, ledger_scope=selection.ledger_scope)
     events = read["events"]
     if options.by_event_time:
         events = events | "Keep event time" >> KeepEventTime(
@@ -47,4 +48,5 @@ def build(pipeline, options, *, selection, client_settings, envelope, integratio
                          | "Dead letters" >> WriteDeadLetters(options.dead_letter_output))
     if options.ledger:
         # The dead-letter output is complete only after every request: then each file is done.
-        _ = read["files"] | "Ledger" >> RecordInLedger(options.ledger, run_id, done=dead_letter_files)
+        _ = read["files"] | "Ledger" >> RecordInLedger(
+            options.ledger, run_id, done=dead_letter_files, scope=selection.ledger_scope)

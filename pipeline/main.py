@@ -101,7 +101,7 @@ def run(argv):
     except (OSError, ValueError) as error:  # listing failed: missing folder, bucket or filesystem
         raise ConfigError(f"cannot list --currents_root {options.currents_root}: {error}".splitlines()[0]) from error
     if options.plan:
-        print(plan.describe(selection.patterns, None if options.rerun else options.ledger))
+        print(plan.describe(selection.patterns, None if options.rerun else options.ledger, selection.ledger_scope))
         return 0
     if options.input:
         _require_matches(options.input)

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import ledger
 from transforms.catalog import CATALOG, FAMILIES
 
 UTC = datetime.timezone.utc
@@ -121,11 +122,13 @@ def select_partitions(root, start=None, end=None, event_types=None):
 
 
 class Selection(NamedTuple):
-    """What a run reads: file patterns, and the time range they were chosen for (None: not a range)."""
+    """What a run reads: file patterns, the time range they were chosen for (None: not a range), and
+    the ledger scope of its files (a --by_event_time run sends only part of each file)."""
     patterns: list
     partitions: list
     start: datetime.datetime = None
     end: datetime.datetime = None
+    ledger_scope: str = ledger.WHOLE_FILE
 
 
 def _names(values):
@@ -145,6 +148,9 @@ def select_input(options):
     read_until = end + options.late_hours * HOUR if options.by_event_time else end
     partitions = select_partitions(options.currents_root, start, read_until,
                                    expand_event_types(_names(options.event_types)))
+    scope = ledger.WHOLE_FILE
+    if options.by_event_time:
+        scope = ledger.time_scope(int(start.timestamp()), int(end.timestamp()))
     if end is None and partitions:
         end = max(p.hour for p in partitions) + HOUR
-    return Selection([p.path + "/**" for p in partitions], partitions, start, end)
+    return Selection([p.path + "/**" for p in partitions], partitions, start, end, scope)

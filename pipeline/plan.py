@@ -32,9 +32,16 @@ def _file_entry(metadata, skipped):
     return events, f"{line}  {events:,} events"
 
 
-def describe(patterns, ledger_dir=None):
-    """A text plan of the files the patterns select: per (event type, hour) partition, then per file."""
-    recorded = ledger.recorded_keys(ledger_dir) if ledger_dir else set()
+def _key(metadata):
+    return ledger.entry_key(metadata.path, metadata.size_in_bytes, metadata.last_updated_in_seconds)
+
+
+def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE):
+    """A text plan of the files the patterns select: per (event type, hour) partition, then per file.
+
+    Files the ledger holds for this scope are listed as skipped.
+    """
+    recorded = ledger.recorded_scopes(ledger_dir) if ledger_dir else {}
     files = {m.path: m for result in FileSystems.match(patterns) for m in result.metadata_list}
     groups = collections.defaultdict(list)
     for path in sorted(files):
@@ -43,8 +50,7 @@ def describe(patterns, ledger_dir=None):
             files[path])
     lines, total_files, total_bytes, total_events = [], 0, 0, 0
     for (event_type, hour), members in sorted(groups.items()):
-        entries = [_file_entry(m, ledger.entry_key(m.path, m.size_in_bytes, m.last_updated_in_seconds) in recorded)
-                   for m in members]
+        entries = [_file_entry(m, ledger.covers(recorded.get(_key(m), set()), scope)) for m in members]
         size, events = sum(m.size_in_bytes for m in members), sum(n for n, _ in entries)
         lines.append(f"{event_type}  date={hour}  {len(members)} files  {size:,} bytes  {events:,} events")
         lines.extend(line for _, line in entries)

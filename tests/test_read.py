@@ -25,7 +25,8 @@ def test_event_type_from_path():
 
 def test_event_type_from_schema_names():
     assert event_type_from_schema({"name": "dataexport.S3.inner.users.messages.email.Click"}) == CLICK
-    assert event_type_from_schema({"name": "Click", "namespace": "dataexport.AzureBlob.inner.users.messages.email"}) == CLICK
+    azure = {"name": "Click", "namespace": "dataexport.AzureBlob.inner.users.messages.email"}
+    assert event_type_from_schema(azure) == CLICK
     kafka = currents_schemas.kafka_connect_variant(currents_schemas.schema(CLICK))
     assert event_type_from_schema(kafka) == CLICK
     assert event_type_from_schema({"name": "Entry", "namespace": "com.example.currents.users.canvas"}) == (

@@ -135,6 +135,21 @@ def test_ledger_second_run_sends_nothing_and_a_new_file_in_an_old_hour_is_picked
     assert status == 0 and rerun["sent"] == len(events) + 1
 
 
+def test_event_time_runs_with_a_ledger_do_not_skip_files_they_sent_only_in_part(tmp_path, bucket, server):
+    root, events = bucket
+    ledger = str(tmp_path / "ledger")
+    for day, following in (("2024-03-02", "2024-03-03"), ("2024-03-03", "2024-03-04")):
+        status, _, _ = send(tmp_path, server, "--currents_root", root, "--ledger", ledger, "--by_event_time",
+                            "--start", day, "--end", following, name=day)
+        assert status == 0
+    # Day 3's partitions were read by the day-2 run for its late events; day 3 still gets all of its own.
+    in_days = {i for _, t, i in events if epoch("2024-03-02") <= t < epoch("2024-03-04")}
+    assert server.accepted_ids() == Counter(in_days)
+    status, again, _ = send(tmp_path, server, "--currents_root", root, "--ledger", ledger, "--by_event_time",
+                            "--start", "2024-03-03", "--end", "2024-03-04", name="again")
+    assert status == 0 and again["events_read"] == 0 and again["ledger"]["files_recorded"] == 0
+
+
 def test_a_run_killed_midway_records_nothing_and_the_next_run_delivers_everything(tmp_path, bucket, server):
     root, events = bucket
     ledger = str(tmp_path / "ledger")

@@ -7,6 +7,10 @@ deterministic messageIds make that harmless within Segment's 24-hour deduplicati
 
 Each run writes its own `entries-<run id>-*.jsonl` files and never rewrites another's, so two runs
 that overlap cannot lose each other's entries; a file both read is sent by both (and deduplicated).
+
+An entry has a scope: "" when every event of the file was considered, or the event-time range of a
+--by_event_time run, which sent only part of the file. A file is skipped when the ledger holds it
+with scope "" or with the current run's scope.
 """
 import datetime
 import json
@@ -24,10 +28,18 @@ FILES_SKIPPED = "ledger_files_skipped"
 FILES_RECORDED = "ledger_files_recorded"
 
 
-def entry(metadata, run_id):
+WHOLE_FILE = ""
+
+
+def entry(metadata, run_id, scope=WHOLE_FILE):
     """The ledger entry of one input file."""
     return {"path": metadata.path, "size": metadata.size_in_bytes,
-            "modified": metadata.last_updated_in_seconds, "run": run_id}
+            "modified": metadata.last_updated_in_seconds, "scope": scope, "run": run_id}
+
+
+def time_scope(start, end):
+    """The scope of a --by_event_time run over [start, end) (UNIX seconds)."""
+    return f"time:{start}-{end}"
 
 
 def entry_key(path, size, modified):
@@ -44,25 +56,34 @@ def new_run_id():
     return f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
-def _keys_in(stream):
+def _keyed_scopes(stream):
     for line in stream.read().decode("utf-8").splitlines():
         if line.strip():
             recorded = json.loads(line)
-            yield entry_key(recorded["path"], recorded["size"], recorded["modified"])
+            yield entry_key(recorded["path"], recorded["size"], recorded["modified"]), recorded.get("scope", "")
 
 
 def _entries_of(readable_file):
     with readable_file.open(compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-        yield from ((key, None) for key in _keys_in(stream))
+        yield from _keyed_scopes(stream)
+
+
+def covers(scopes, scope):
+    """True when entries of these scopes mean a run of `scope` has nothing left to send of the file."""
+    return WHOLE_FILE in scopes or scope in scopes
 
 
 class _KeepUnrecordedFn(beam.DoFn):
+    def __init__(self, scope):
+        super().__init__()
+        self._scope = scope
+
     def setup(self):
         self._skipped = metrics.counter(FILES_SKIPPED)
 
     def process(self, keyed):
         _, grouped = keyed
-        if grouped["ledger"]:
+        if covers(set(grouped["ledger"]), self._scope):
             self._skipped.inc(len(grouped["file"]))
         else:
             yield from grouped["file"]
@@ -71,9 +92,10 @@ class _KeepUnrecordedFn(beam.DoFn):
 class SkipFilesInLedger(beam.PTransform):
     """FileMetadata → the FileMetadata not recorded in the ledger folder (a join on path, size, mtime)."""
 
-    def __init__(self, ledger_dir):
+    def __init__(self, ledger_dir, scope=WHOLE_FILE):
         super().__init__()
         self._ledger_dir = ledger_dir
+        self._scope = scope
 
     def expand(self, files):
         recorded = (files.pipeline
@@ -85,42 +107,46 @@ class SkipFilesInLedger(beam.PTransform):
             lambda m: (entry_key(m.path, m.size_in_bytes, m.last_updated_in_seconds), m))
         return ({"file": keyed, "ledger": recorded}
                 | "Join with ledger" >> beam.CoGroupByKey()
-                | "Keep unrecorded" >> beam.ParDo(_KeepUnrecordedFn()))
+                | "Keep unrecorded" >> beam.ParDo(_KeepUnrecordedFn(self._scope)))
 
 
 class _EntryFn(beam.DoFn):
-    def __init__(self, run_id):
+    def __init__(self, run_id, scope):
         super().__init__()
         self._run_id = run_id
+        self._scope = scope
 
     def setup(self):
         self._recorded = metrics.counter(FILES_RECORDED)
 
     def process(self, metadata, done):  # pylint: disable=unused-argument  # `done` only orders the step
         self._recorded.inc()
-        yield json.dumps(entry(metadata, self._run_id))
+        yield json.dumps(entry(metadata, self._run_id, self._scope))
 
 
 class RecordInLedger(beam.PTransform):
     """Write a ledger entry for each file, once `done` (a PCollection) is complete."""
 
-    def __init__(self, ledger_dir, run_id, done):
+    def __init__(self, ledger_dir, run_id, done, scope=WHOLE_FILE):
         super().__init__()
         self._prefix = f"{ledger_dir.rstrip('/')}/entries-{run_id}"
         self._run_id = run_id
         self._done = done
+        self._scope = scope
 
     def expand(self, files):
         finished = self._done | "Wait for delivery" >> beam.combiners.Count.Globally()
         return (files
-                | "Ledger entry" >> beam.ParDo(_EntryFn(self._run_id), done=beam.pvalue.AsSingleton(finished))
+                | "Ledger entry" >> beam.ParDo(_EntryFn(self._run_id, self._scope),
+                                               done=beam.pvalue.AsSingleton(finished))
                 | "Write ledger" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl"))
 
 
-def recorded_keys(ledger_dir):
-    """The entry keys recorded in a ledger folder, read directly (for --plan, outside a pipeline)."""
-    keys = set()
+def recorded_scopes(ledger_dir):
+    """{entry key: set of scopes} of a ledger folder, read directly (for --plan, outside a pipeline)."""
+    scopes = {}
     for metadata in FileSystems.match([_entries_pattern(ledger_dir)])[0].metadata_list:
         with FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            keys.update(_keys_in(stream))
-    return keys
+            for key, scope in _keyed_scopes(stream):
+                scopes.setdefault(key, set()).add(scope)
+    return scopes

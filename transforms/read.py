@@ -15,7 +15,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from transforms import dead_letters, metrics
 from transforms.catalog import CATALOG
 from transforms.elements import DEAD_LETTER, CurrentsEvent
-from transforms.ledger import SkipFilesInLedger
+from transforms.ledger import WHOLE_FILE, SkipFilesInLedger
 
 _PATH_EVENT_TYPE = re.compile(r"(?:^|/)event_type=([^/]+)/")
 # Braze's producers prefix the record's full name with dataexport.<connector>.inner.
@@ -74,14 +74,15 @@ def _first(items):
 class ReadCurrentsFiles(beam.PTransform):
     """Read the files matching any of the patterns (a file matched twice is read once).
 
-    With `ledger_dir`, files the ledger records are skipped. Returns a dict of PCollections:
+    With `ledger_dir`, files the ledger records for `ledger_scope` are skipped. Returns a dict of PCollections:
     "events" (CurrentsEvent), DEAD_LETTER (unreadable files) and "files" (the FileMetadata read).
     """
 
-    def __init__(self, patterns, ledger_dir=None):
+    def __init__(self, patterns, ledger_dir=None, ledger_scope=WHOLE_FILE):
         super().__init__()
         self._patterns = list(patterns)
         self._ledger_dir = ledger_dir
+        self._ledger_scope = ledger_scope
 
     def expand(self, pbegin):
         files = (pbegin
@@ -91,7 +92,7 @@ class ReadCurrentsFiles(beam.PTransform):
                  | "Read each file once" >> beam.CombinePerKey(_first)
                  | "Drop keys" >> beam.Values())
         if self._ledger_dir:
-            files = files | "Skip files in ledger" >> SkipFilesInLedger(self._ledger_dir)
+            files = files | "Skip files in ledger" >> SkipFilesInLedger(self._ledger_dir, self._ledger_scope)
         decoded = (files
                    | "Open" >> fileio.ReadMatches()
                    | "Decode Avro" >> beam.ParDo(_DecodeFileFn()).with_outputs(DEAD_LETTER, main="events"))
