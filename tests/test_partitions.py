@@ -1,8 +1,10 @@
 """Hour ranges and partition discovery under a Currents root, found by listing."""
 import datetime
+import types
 
 import pytest
 
+from pipeline import partitions
 from pipeline.partitions import (
     event_type_folders, expand_event_types, hours_between, parse_hour, select_partitions)
 from pipeline.sample_bucket import currents_path
@@ -78,3 +80,30 @@ def test_roots_at_every_level_and_event_type_filters(root):
     assert [(p.event_type, p.hour) for p in single] == [("users.canvas.Entry", hour("2024-03-02T01"))]
     emails = select_partitions(str(root), None, None, expand_event_types(["email"]))
     assert {p.event_type for p in emails} == {"users.messages.email.Send"} and len(emails) == 7
+
+
+def test_object_store_folders_are_derived_from_listed_keys(monkeypatch):
+    """Buckets have no folders: partitions come from the keys one prefix listing returns.
+    (The cloud servers themselves are exercised by the storage tests; here the listing is given.)"""
+    keys = [
+        "gs://b/currents/dataexport.prod-01.GCS.integration.1/event_type=users.canvas.Entry/date=2024-03-01-05/3/0/a.avro",
+        "gs://b/currents/dataexport.prod-01.GCS.integration.1/event_type=users.canvas.Entry/date=2024-03-02-05/3/0/b.avro",
+        "gs://b/currents/dataexport.prod-01.GCS.integration.1/event_type=users.behaviors.Uninstall/date=2024-03-01-06/3/0/c.avro",
+        "gs://b/currents/README.txt",
+    ]
+    listed = []
+
+    def match(patterns, limits=None):  # pylint: disable=unused-argument
+        listed.extend(patterns)
+        prefix = patterns[0][:-len("**")]
+        return [types.SimpleNamespace(metadata_list=[types.SimpleNamespace(path=k) for k in keys
+                                                     if k.startswith(prefix)])]
+
+    monkeypatch.setattr(partitions.FileSystems, "match", staticmethod(match))
+    selected = select_partitions("gs://b/currents", hour("2024-03-01"), hour("2024-03-02"))
+    assert [(p.event_type, p.path) for p in selected] == [
+        ("users.behaviors.Uninstall", "gs://b/currents/dataexport.prod-01.GCS.integration.1/"
+                                      "event_type=users.behaviors.Uninstall/date=2024-03-01-06"),
+        ("users.canvas.Entry", "gs://b/currents/dataexport.prod-01.GCS.integration.1/"
+                               "event_type=users.canvas.Entry/date=2024-03-01-05")]
+    assert all(pattern.endswith("/**") for pattern in listed) and len(listed) == 4  # root, integration, 2 types
