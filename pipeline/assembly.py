@@ -17,13 +17,14 @@ from transforms.route import SplitByFamily
 from transforms.write import WriteToSegment
 
 
-def build(pipeline, options, *, selection, client_settings, envelope, integrations=None, run_id=None):
+def build(pipeline, options, *, selection, client_settings, envelope, integrations=None, protect=None,
+          run_id=None):
     """Add the whole job to `pipeline`.
 
     `selection` says what to read (pipeline.partitions.Selection); `client_settings` are the
     SegmentClient's keyword arguments (unused in a dry run); `envelope` is the size in bytes of an
     empty request body with this write key, so batches are bounded exactly; `run_id` names this run's
-    ledger entries.
+    ledger entries; `protect` names the fields to redact or hash ({"redact": ..., "hash": ...}).
     """
     skip_recorded = options.ledger if options.ledger and not options.rerun else None
     read = pipeline | "Read Currents files" >> ReadCurrentsFiles(
@@ -36,7 +37,7 @@ def build(pipeline, options, *, selection, client_settings, envelope, integratio
                 | "Drop anonymous users" >> DropAnonymousUsers()
                 | "Split by family" >> SplitByFamily())
     mapped = [families[family] | f"Map {family}" >> ToSegmentTrack(
-        options.message_id_namespace, options.passthrough_fields, integrations) for family in FAMILIES]
+        options.message_id_namespace, options.passthrough_fields, integrations, protect) for family in FAMILIES]
     batches = ([branch.events for branch in mapped]
                | "Merge families" >> beam.Flatten()
                | "Batch" >> GroupIntoSegmentBatches(

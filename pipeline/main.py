@@ -18,7 +18,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import assembly, partitions, plan, sample_bucket, summary
 from pipeline.options import (
-    ConfigError, CurrentsToSegmentOptions, parse_integrations, resolve_endpoint, resolve_write_key, validate)
+    ConfigError, CurrentsToSegmentOptions, field_names, key_source, parse_integrations, resolve_endpoint,
+    resolve_write_key, split_write_key, validate)
 from transforms import ledger
 from transforms.segment_client import SegmentConfigError, envelope_bytes
 
@@ -92,9 +93,11 @@ def _segment_config_error(error):
 def run(argv):
     """Run the job with these command-line arguments; return the exit status."""
     _reject_unknown_flags(argv)
+    key_flag, argv = split_write_key(argv)
     pipeline_options = PipelineOptions(argv)
     options = pipeline_options.view_as(CurrentsToSegmentOptions)
-    write_key = resolve_write_key(options)
+    source = key_source(options, key_flag)
+    write_key = resolve_write_key(source)
     validate(options, write_key)
     try:
         selection = partitions.select_input(options)
@@ -110,13 +113,15 @@ def run(argv):
                           "(check --start, --end, --event_types)")
     _warn_if_beyond_dedup(selection.end)
     client_settings = None if options.dry_run_output else {
-        "endpoint": resolve_endpoint(options), "write_key": write_key,
+        "endpoint": resolve_endpoint(options), "key_source": source,
         "max_attempts": options.max_retry_attempts, "max_retry_seconds": options.max_retry_seconds,
+        "backoff_base": options.retry_backoff_seconds, "timeout": (5.0, options.request_timeout_seconds),
         "max_requests_per_second": options.max_requests_per_second,
     }
     pipeline = beam.Pipeline(options=pipeline_options)
     assembly.build(pipeline, options, selection=selection, client_settings=client_settings,
                    envelope=envelope_bytes(write_key), integrations=parse_integrations(options),
+                   protect={"redact": field_names(options.redact_fields), "hash": field_names(options.hash_fields)},
                    run_id=ledger.new_run_id())
     result = pipeline.run()
     result.wait_until_finish()

@@ -2,13 +2,15 @@
 
 Every standard Beam option (--runner, --project, ...) passes through next to these.
 """
+import ipaddress
 import json
 import os
+import urllib.parse
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import partitions
-from transforms import segment_client
+from transforms import segment_client, write_key
 
 WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
 REGION_ENDPOINTS = {"us": segment_client.US_ENDPOINT, "eu": segment_client.EU_ENDPOINT}
@@ -68,8 +70,28 @@ class CurrentsToSegmentOptions(PipelineOptions):
                  "warehouses when replaying days Segment can no longer deduplicate.")
         parser.add_argument(
             "--segment_write_key", default=None, metavar="KEY",
-            help=f"Segment source write key. Default: the {WRITE_KEY_ENV} environment variable, which is "
-                 "preferable because options can be shown by runners. Never printed or logged.")
+            help=f"Segment source write key. Prefer, in this order: the {WRITE_KEY_ENV} environment "
+                 "variable (the default), --segment_write_key_file, --segment_write_key_secret. The key is "
+                 "never printed, logged or kept in the pipeline options.")
+        parser.add_argument(
+            "--segment_write_key_file", default=None, metavar="PATH",
+            help="Read the write key from this file (any Beam filesystem), on each worker.")
+        parser.add_argument(
+            "--segment_write_key_secret", default=None, metavar="NAME",
+            help="Read the write key from GCP Secret Manager, on each worker: "
+                 "projects/P/secrets/S/versions/V (needs the gcp extra).")
+        parser.add_argument(
+            "--allow_insecure_endpoint", action="store_true", default=False,
+            help="Allow an http:// --segment_endpoint that is not on this machine (loopback is always "
+                 "allowed). TLS certificates are always verified on https.")
+        parser.add_argument(
+            "--redact_fields", action="append", default=None, metavar="NAMES",
+            help="Properties or context.traits to leave out of every call, e.g. email,campaign_name; "
+                 "comma-separated, repeatable.")
+        parser.add_argument(
+            "--hash_fields", action="append", default=None, metavar="NAMES",
+            help="Properties or context.traits to send as the SHA-256 hex digest of their value, e.g. email; "
+                 "comma-separated, repeatable.")
         parser.add_argument(
             "--segment_endpoint", default=None, metavar="URL",
             help=f"Segment API base URL; requests go to <endpoint>/v1/batch. Default {segment_client.US_ENDPOINT}.")
@@ -112,6 +134,13 @@ class CurrentsToSegmentOptions(PipelineOptions):
             help="Attempts per request on transient errors (429, 5xx, network) before its events are "
                  "dead-lettered. Default 8.")
         parser.add_argument(
+            "--retry_backoff_seconds", type=float, default=0.5, metavar="SECONDS",
+            help="First retry delay; it doubles on each attempt (with full jitter, capped at 60 s) unless "
+                 "Segment's Retry-After says longer. Default 0.5.")
+        parser.add_argument(
+            "--request_timeout_seconds", type=float, default=30.0, metavar="SECONDS",
+            help="How long to wait for Segment's answer to one request before retrying it. Default 30.")
+        parser.add_argument(
             "--max_retry_seconds", type=float, default=300.0, metavar="SECONDS",
             help="Longest time to keep retrying one request, in seconds. Default 300.")
         parser.add_argument(
@@ -127,9 +156,57 @@ class CurrentsToSegmentOptions(PipelineOptions):
             help="Exit with status 2 when anything was dead-lettered (for schedulers). Default: exit 0.")
 
 
-def resolve_write_key(options):
-    """The write key from the option or the environment; "" when there is none."""
-    return options.segment_write_key or os.environ.get(WRITE_KEY_ENV) or ""
+def split_write_key(argv):
+    """(the --segment_write_key value or None, argv without it): the key must not reach the pipeline
+    options, which runners display."""
+    rest, key, args = [], None, iter(argv)
+    for arg in args:
+        if arg == "--segment_write_key":
+            key = next(args, None)
+        elif arg.startswith("--segment_write_key="):
+            key = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return key, rest
+
+
+def key_source(options, key_flag):
+    """Where the write key comes from (a write_key.KeySource), or None when nothing names one."""
+    given = [(kind, reference) for kind, reference in (
+        (write_key.VALUE, key_flag), (write_key.FILE, options.segment_write_key_file),
+        (write_key.SECRET, options.segment_write_key_secret)) if reference]
+    if len(given) > 1:
+        raise ConfigError("give only one of --segment_write_key, --segment_write_key_file, "
+                          "--segment_write_key_secret")
+    if given:
+        return write_key.KeySource(*given[0])
+    if os.environ.get(WRITE_KEY_ENV):
+        return write_key.KeySource(write_key.ENV, WRITE_KEY_ENV)
+    return None
+
+
+def resolve_write_key(source):
+    """The write key of a KeySource ("" for None), or ConfigError with why it could not be read."""
+    if source is None:
+        return ""
+    try:
+        return write_key.resolve(source)
+    except write_key.WriteKeyError as error:
+        raise ConfigError(str(error)) from None
+
+
+def field_names(values):
+    """Names given as repeatable, comma-separated option values, as a frozenset."""
+    return frozenset(name.strip() for value in values or () for name in value.split(",") if name.strip())
+
+
+def _is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def resolve_endpoint(options):
@@ -137,9 +214,16 @@ def resolve_endpoint(options):
     if options.segment_endpoint and options.segment_region:
         raise ConfigError("give either --segment_endpoint or --segment_region, not both")
     if options.segment_endpoint:
-        if not options.segment_endpoint.startswith(("http://", "https://")):
+        endpoint = options.segment_endpoint.rstrip("/")
+        scheme, _, rest = endpoint.partition("://")
+        if scheme not in ("http", "https") or not rest:
             raise ConfigError(f"--segment_endpoint must be an http(s) URL, got {options.segment_endpoint!r}")
-        return options.segment_endpoint.rstrip("/")
+        host = urllib.parse.urlsplit(endpoint).hostname or ""
+        if scheme == "http" and not _is_loopback(host) and not getattr(options, "allow_insecure_endpoint", False):
+            raise ConfigError(f"--segment_endpoint {endpoint} is plain http to another machine: the write key and "
+                              "your users' data would cross the network unencrypted (use https, or "
+                              "--allow_insecure_endpoint)")
+        return endpoint
     return REGION_ENDPOINTS[options.segment_region or "us"]
 
 
@@ -183,14 +267,14 @@ def parse_integrations(options):
     return integrations
 
 
-def validate(options, write_key):
-    """Raise ConfigError for option values the job cannot run with."""
+def validate(options, key):
+    """Raise ConfigError for option values the job cannot run with (`key`: the resolved write key)."""
     _validate_input(options)
     parse_integrations(options)
-    if not write_key and not options.dry_run_output and not options.plan:
-        raise ConfigError(f"no Segment write key: set {WRITE_KEY_ENV} or --segment_write_key "
-                          "(or use --dry_run_output DIR to write requests without sending)")
-    smallest = segment_client.MAX_EVENT_BYTES + segment_client.envelope_bytes(write_key)
+    if not key and not options.dry_run_output and not options.plan:
+        raise ConfigError(f"no Segment write key: set {WRITE_KEY_ENV}, or give --segment_write_key_file or "
+                          "--segment_write_key_secret (or use --dry_run_output DIR to write requests without sending)")
+    smallest = segment_client.MAX_EVENT_BYTES + segment_client.envelope_bytes(key)
     if not smallest <= options.max_batch_bytes <= segment_client.MAX_REQUEST_BYTES:
         raise ConfigError(f"--max_batch_bytes must be between {smallest} (one largest event) and "
                           f"{segment_client.MAX_REQUEST_BYTES}, got {options.max_batch_bytes}")
@@ -200,7 +284,11 @@ def validate(options, write_key):
     for name in ("window_seconds", "shards_per_window", "max_retry_attempts"):
         if getattr(options, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(options, name)}")
-    for name in ("max_requests_per_second", "max_retry_seconds"):
+    overlap = field_names(options.redact_fields) & field_names(options.hash_fields)
+    if overlap:
+        raise ConfigError(f"{', '.join(sorted(overlap))}: in both --redact_fields and --hash_fields")
+    for name in ("max_requests_per_second", "max_retry_seconds", "retry_backoff_seconds",
+                 "request_timeout_seconds"):
         value = getattr(options, name)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name} must be positive, got {value}")

@@ -3,6 +3,7 @@
 `to_track` builds the call exactly as the catalog says (the catalog's properties and nothing else,
 unless passthrough is on); `serialize` turns it into the compact JSON bytes every later stage uses.
 """
+import hashlib
 import importlib.metadata
 import json
 import time
@@ -100,6 +101,21 @@ def to_track(record, event_type, *, namespace=None, passthrough=False, integrati
     return message
 
 
+def protect(message, redact=frozenset(), hashed=frozenset()):
+    """Leave out the `redact` names and replace the `hashed` ones by the SHA-256 hex digest of their
+    value (a string as is, anything else as JSON), in the properties and context.traits; in place."""
+    context = message["context"]
+    for fields in (message["properties"], context.get("traits", {})):
+        for name in redact & fields.keys():
+            del fields[name]
+        for name in hashed & fields.keys():
+            value = fields[name] if isinstance(fields[name], str) else json.dumps(fields[name])
+            fields[name] = hashlib.sha256(value.encode("utf-8")).hexdigest()
+    if "traits" in context and not context["traits"]:
+        del context["traits"]
+    return message
+
+
 def serialize(message):
     """Compact UTF-8 JSON of a message; NaN and other non-JSON values raise ValueError."""
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
@@ -109,11 +125,12 @@ class _MapToTrackFn(beam.DoFn):
     """CurrentsEvent → timestamped SegmentEvent; invalid records and events over 32,000 bytes go to
     the dead-letter output instead, since Segment would reject the whole request carrying them."""
 
-    def __init__(self, message_id_namespace, passthrough, integrations):
+    def __init__(self, message_id_namespace, passthrough, integrations, protect_fields):
         super().__init__()
         self._message_id_namespace = message_id_namespace
         self._passthrough = passthrough
         self._integrations = integrations
+        self._protect = protect_fields or {}
         self._namespace = None
 
     def setup(self):
@@ -123,6 +140,8 @@ class _MapToTrackFn(beam.DoFn):
         try:
             message = to_track(event.record, event.event_type, namespace=self._namespace,
                                passthrough=self._passthrough, integrations=self._integrations)
+            if self._protect:
+                protect(message, self._protect.get("redact", frozenset()), self._protect.get("hash", frozenset()))
             payload = serialize(message)
         except (KeyError, TypeError, ValueError, OverflowError) as error:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letters.record_letter(event, "invalid_record", error))
@@ -138,11 +157,11 @@ class _MapToTrackFn(beam.DoFn):
 
 class ToSegmentTrack(beam.PTransform):
     """Map a PCollection of CurrentsEvent to SegmentEvent (tag "events", stamped with the event's
-    `time`) and dead letters (tag DEAD_LETTER)."""
+    `time`) and dead letters (tag DEAD_LETTER). `protect_fields`: {"redact": names, "hash": names}."""
 
-    def __init__(self, message_id_namespace=None, passthrough=False, integrations=None):
+    def __init__(self, message_id_namespace=None, passthrough=False, integrations=None, protect_fields=None):
         super().__init__()
-        self._fn_args = (message_id_namespace, passthrough, integrations)
+        self._fn_args = (message_id_namespace, passthrough, integrations, protect_fields)
 
     def expand(self, events):
         return events | "To track call" >> beam.ParDo(_MapToTrackFn(*self._fn_args)).with_outputs(

@@ -10,7 +10,7 @@ import datetime
 
 import apache_beam as beam
 
-from transforms import dead_letters, metrics
+from transforms import dead_letters, metrics, write_key
 from transforms.elements import DEAD_LETTER
 from transforms.segment_client import SegmentClient, format_sent_at, request_body
 
@@ -29,7 +29,10 @@ class _BatchFn(beam.DoFn):
 
 
 class _PostBatchFn(_BatchFn):
-    """POST one batch; accepted events are counted as sent, rejected ones become dead letters."""
+    """POST one batch; accepted events are counted as sent, rejected ones become dead letters.
+
+    The write key is resolved here, on the worker, from the KeySource in the client settings.
+    """
 
     def __init__(self, client_settings):
         super().__init__()
@@ -38,7 +41,9 @@ class _PostBatchFn(_BatchFn):
 
     def setup(self):
         super().setup()
-        self._client = SegmentClient(**self._client_settings)
+        settings = dict(self._client_settings)
+        settings["write_key"] = write_key.resolve(settings.pop("key_source"))
+        self._client = SegmentClient(**settings)
 
     def process(self, batch):
         report = self._client.send([event.payload for event in batch])

@@ -1,0 +1,64 @@
+"""Where the Segment write key comes from, resolved where it is used.
+
+The key never travels in pipeline options (runners display those): the job carries a KeySource,
+and the sink resolves it when it starts. In order of preference:
+
+1. the environment (`SEGMENT_WRITE_KEY`): the variable's name travels, not the key;
+2. a file (`--segment_write_key_file`, any Beam filesystem): its path travels;
+3. GCP Secret Manager (`--segment_write_key_secret projects/P/secrets/S/versions/V`): its name travels;
+4. `--segment_write_key KEY`: the key itself is pickled into the job (never shown, but stored).
+"""
+import os
+from typing import NamedTuple
+
+ENV, FILE, SECRET, VALUE = "env", "file", "secret", "value"
+
+
+class WriteKeyError(Exception):
+    """The write key could not be read; the message never contains the key."""
+
+
+class KeySource(NamedTuple):
+    """A kind (ENV, FILE, SECRET or VALUE) and its reference (variable, path, secret name or the key)."""
+    kind: str
+    reference: str
+
+    def __repr__(self):
+        shown = "***" if self.kind == VALUE else self.reference
+        return f"KeySource({self.kind}, {shown})"
+
+    __str__ = __repr__
+
+
+def _from_file(path):
+    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+    with FileSystems.open(path) as stream:
+        return stream.read().decode("utf-8").strip()
+
+
+def _from_secret_manager(name):
+    try:
+        from google.cloud import secretmanager  # pylint: disable=import-outside-toplevel
+    except ImportError as error:
+        raise WriteKeyError("--segment_write_key_secret needs the gcp extra: pip install "
+                            "'braze-currents-to-segment[gcp]'") from error
+    response = secretmanager.SecretManagerServiceClient().access_secret_version(name=name)
+    return response.payload.data.decode("utf-8").strip()
+
+
+_READERS = {ENV: lambda name: os.environ.get(name, "").strip(), FILE: _from_file,
+            SECRET: _from_secret_manager, VALUE: lambda key: key}
+
+
+def resolve(source):
+    """The write key of a KeySource; WriteKeyError when it is missing or cannot be read."""
+    try:
+        key = _READERS[source.kind](source.reference)
+    except WriteKeyError:
+        raise
+    except Exception as error:  # pylint: disable=broad-except  # each store fails its own way
+        raise WriteKeyError(f"cannot read the write key from {source}: {type(error).__name__}: {error}"
+                            .splitlines()[0]) from None
+    if not key:
+        raise WriteKeyError(f"the write key from {source} is empty")
+    return key
