@@ -23,7 +23,7 @@ setuptools.setup(
         "backports.zstd>=1.0,<2; python_version < '3.14'",
     ],
     extras_require={
-        "gcp": ["apache-beam[gcp]>=2.60,<3"],
+        "gcp": ["apache-beam[gcp]>=2.60,<3", "google-cloud-secret-manager>=2.16,<3"],
         "aws": ["apache-beam[aws]>=2.60,<3"],
         "azure": ["apache-beam[azure]>=2.60,<3"],
         "test": ["pytest>=7,<10", "hypothesis>=6.80,<7"],

@@ -4,7 +4,8 @@
     python -m pipeline make-sample-bucket DIR    # write a demo Currents bucket
 
 Exit status: 0 when the run completed (dead letters are reported, not fatal), 1 on a configuration
-error (one line on stderr), 2 with --fail_on_dead_letters when anything was dead-lettered.
+error (one line on stderr), 2 with --fail_on_dead_letters when anything was dead-lettered, 3 when
+Segment stayed unreachable past the retry budget (those events are in the dead letters).
 """
 import argparse
 import datetime
@@ -20,11 +21,12 @@ from pipeline import assembly, partitions, plan, sample_bucket, summary
 from pipeline.options import (
     ConfigError, CurrentsToSegmentOptions, field_names, key_source, parse_integrations, resolve_endpoint,
     resolve_write_key, split_write_key, validate)
-from transforms import ledger
+from transforms import ledger, metrics
 from transforms.segment_client import SegmentConfigError, envelope_bytes
 
 EXIT_CONFIG_ERROR = 1
 EXIT_DEAD_LETTERS = 2
+EXIT_SEGMENT_UNREACHABLE = 3
 SUBCOMMANDS = {"make-sample-bucket": sample_bucket.main}
 # Segment keeps messageIds for about a day: a replay of older events is not deduplicated.
 DEDUP_WINDOW = datetime.timedelta(hours=24)
@@ -125,14 +127,20 @@ def run(argv):
                    run_id=ledger.new_run_id())
     result = pipeline.run()
     result.wait_until_finish()
-    run_summary = summary.summarize(summary.counters_of(result), by_event_time=options.by_event_time,
-                                    with_ledger=bool(options.ledger))
+    counters = summary.counters_of(result)
+    run_summary = summary.summarize(counters, by_event_time=options.by_event_time, with_ledger=bool(options.ledger))
     if options.summary_output:
         summary.write_json(options.summary_output, run_summary)
     print(summary.format_table(run_summary))
     print(f"dead letters: {options.dead_letter_output}"
           + (f"   dry-run requests: {options.dry_run_output}" if options.dry_run_output else "")
           + (f"   summary: {options.summary_output}" if options.summary_output else ""))
+    unreachable = counters.get(metrics.RETRIES_EXHAUSTED, 0)
+    if unreachable:
+        print(f"error: Segment stayed unreachable past the retry budget for {unreachable} events; they are in "
+              f"the dead letters under {options.dead_letter_output} (replay them with: python -m pipeline "
+              f"replay-dead-letters {options.dead_letter_output})", file=sys.stderr)
+        return EXIT_SEGMENT_UNREACHABLE
     undelivered = run_summary["dead_lettered"] or run_summary["unreadable_files"]
     return EXIT_DEAD_LETTERS if undelivered and options.fail_on_dead_letters else 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import random
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ class SegmentServer:
         self.write_key = write_key
         self.poison: Callable[[dict], bool] | None = None
         self.always: int | None = None
+        self._faults: tuple[float, random.Random, tuple] | None = None
         self.requests: list[RequestRecord] = []
         self.accepted: list[dict] = []
         self.violations: list[str] = []
@@ -150,6 +152,15 @@ class SegmentServer:
         with self._lock:
             self._script.extend(answers)
 
+    def inject_faults(self, rate: float, *, seed: int = 0, stall_seconds: float = 2.0) -> None:
+        """Answer a share `rate` of requests (drawn with a seeded RNG) with a fault instead of processing
+        them: 429 with Retry-After, 500, 502, 503, a dropped connection, a stall past the client's timeout,
+        or accepting the events and then failing the answer."""
+        kinds = (Answer(429, headers={"Retry-After": "0"}), Answer(500), Answer(502), Answer(503), "drop",
+                 f"stall:{stall_seconds}", "accept_then_fail")
+        with self._lock:
+            self._faults = (rate, random.Random(seed), kinds)
+
     def accepted_ids(self) -> Counter:
         """How many times each messageId was accepted."""
         with self._lock:
@@ -168,6 +179,8 @@ class SegmentServer:
         with self._lock:
             scripted = self._script.popleft() if self._script else None
             always = self.always
+            if scripted is None and self._faults and self._faults[1].random() < self._faults[0]:
+                scripted = self._faults[1].choice(self._faults[2])
         if scripted == "accept_then_fail":
             answer = self._process(record, document)
             return Answer(500, body="accepted, then failed") if answer.status == 200 else answer

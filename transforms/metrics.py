@@ -19,6 +19,7 @@ OUTSIDE_TIME_RANGE = "outside_time_range"  # only with --by_event_time
 UNREADABLE_FILES = "unreadable_files"
 REQUESTS = "requests"
 RETRIES = "retries"
+RETRIES_EXHAUSTED = "retries_exhausted"  # events dead-lettered because Segment stayed unreachable
 
 
 def counter(name):

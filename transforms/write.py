@@ -22,6 +22,7 @@ class _BatchFn(beam.DoFn):
         self._sent = metrics.TypeCounter(metrics.SENT)
         self._requests = metrics.counter(metrics.REQUESTS)
         self._retries = metrics.counter(metrics.RETRIES)
+        self._retries_exhausted = metrics.counter(metrics.RETRIES_EXHAUSTED)
 
     def _count_sent(self, events):
         for event_type, n in collections.Counter(e.event_type for e in events).items():
@@ -51,6 +52,8 @@ class _PostBatchFn(_BatchFn):
         self._retries.inc(report.retries)
         self._count_sent([batch[i] for i in report.accepted])
         for rejection in report.rejected:
+            if rejection.reason == "retries_exhausted":
+                self._retries_exhausted.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letters.event_letter(
                 batch[rejection.index], rejection.reason, http_status=rejection.status,
                 response_excerpt=rejection.response_excerpt))
