@@ -9,6 +9,12 @@ of the job's process.
     .venv/bin/python benchmarks/local_throughput.py --events 200000
     .venv/bin/python benchmarks/local_throughput.py --events 200000 --workers 2
     .venv/bin/python benchmarks/local_throughput.py --events 200000 -- --window_seconds 3600
+
+Soak run through a flaky Segment (a share of requests answered 429/5xx, dropped, stalled past the
+client timeout, or accepted and then failed), reporting faults, retried requests and duplicates:
+
+    .venv/bin/python benchmarks/local_throughput.py --events 200000 --fault-rate 0.3 -- \
+        --request_timeout_seconds 2 --retry_backoff_seconds 0.05 --max_retry_attempts 30
 """
 import argparse
 import datetime
@@ -49,22 +55,27 @@ def write_bucket(root, events):
     return seq
 
 
-def serve(write_key, connection):
+def serve(write_key, fault_rate, connection):
     """Child process: run the loopback server until told to stop, then report what it saw."""
     with SegmentServer(write_key=write_key) as server:
+        if fault_rate:
+            server.inject_faults(fault_rate, seed=1, stall_seconds=5.0)
         connection.send(server.url)
         connection.recv()
-        connection.send({"accepted": len(server.accepted), "requests": len(server.requests),
+        ids = server.accepted_ids()
+        connection.send({"accepted": len(server.accepted), "distinct": len(ids), "requests": len(server.requests),
+                         "faulted": sum(1 for r in server.requests if r.status != 200),
+                         "retried": sum(1 for r in server.requests if (r.retry_count or 0) > 0),
                          "largest": max((r.body_bytes or 0 for r in server.requests), default=0),
                          "violations": len(server.violations)})
 
 
-def run(events, workers, pipeline_args):
+def run(events, workers, fault_rate, pipeline_args):
     """Run once and print the figures."""
     with tempfile.TemporaryDirectory() as root:
         written = write_bucket(os.path.join(root, "bucket"), events)
         connection, child_end = multiprocessing.Pipe()
-        server = multiprocessing.Process(target=serve, args=(KEY, child_end), daemon=True)
+        server = multiprocessing.Process(target=serve, args=(KEY, fault_rate, child_end), daemon=True)
         server.start()
         url = connection.recv()
         runner = (["--runner=FnApiRunner"] if workers == 1 else
@@ -77,8 +88,10 @@ def run(events, workers, pipeline_args):
         connection.send("stop")
         seen = connection.recv()
         server.join()
-        print(f"\nstatus {status}; events written {written:,}; accepted by server {seen['accepted']:,}; "
-              f"requests {seen['requests']:,}; violations {seen['violations']}")
+        print(f"\nstatus {status}; events written {written:,}; accepted by server {seen['accepted']:,} "
+              f"({seen['distinct']:,} distinct, {seen['accepted'] - seen['distinct']:,} duplicates); "
+              f"requests {seen['requests']:,} ({seen['faulted']:,} faulted, {seen['retried']:,} retries); "
+              f"violations {seen['violations']}")
         print(f"wall {elapsed:.1f} s; {written / elapsed:,.0f} events/s; largest request {seen['largest']:,} bytes; "
               f"peak RSS of the job's process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
 
@@ -87,7 +100,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events to generate (default 100,000)")
     parser.add_argument("--workers", type=int, default=1, help="1 = FnApiRunner, more = multi-processing")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests the server fails (soak)")
     parser.add_argument("pipeline_args", nargs=argparse.REMAINDER,
                         help="after --: more job options, e.g. -- --window_seconds 3600")
     args = parser.parse_args()
-    run(args.events, args.workers, [a for a in args.pipeline_args if a != "--"])
+    run(args.events, args.workers, args.fault_rate, [a for a in args.pipeline_args if a != "--"])

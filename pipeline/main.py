@@ -2,6 +2,7 @@
 
     python -m pipeline --runner=FnApiRunner --input 'bucket/**/*.avro' --dry_run_output out/requests
     python -m pipeline make-sample-bucket DIR    # write a demo Currents bucket
+    python -m pipeline replay-dead-letters DIR   # resend dead-lettered calls as they were
 
 Exit status: 0 when the run completed (dead letters are reported, not fatal), 1 on a configuration
 error (one line on stderr), 2 with --fail_on_dead_letters when anything was dead-lettered, 3 when
@@ -17,7 +18,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import assembly, partitions, plan, sample_bucket, summary
+from pipeline import assembly, partitions, plan, replay, sample_bucket, summary
 from pipeline.options import (
     ConfigError, CurrentsToSegmentOptions, field_names, key_source, parse_integrations, resolve_endpoint,
     resolve_write_key, split_write_key, validate)
@@ -27,7 +28,7 @@ from transforms.segment_client import SegmentConfigError, envelope_bytes
 EXIT_CONFIG_ERROR = 1
 EXIT_DEAD_LETTERS = 2
 EXIT_SEGMENT_UNREACHABLE = 3
-SUBCOMMANDS = {"make-sample-bucket": sample_bucket.main}
+SUBCOMMANDS = {"make-sample-bucket": sample_bucket.main, "replay-dead-letters": replay.main}
 # Segment keeps messageIds for about a day: a replay of older events is not deduplicated.
 DEDUP_WINDOW = datetime.timedelta(hours=24)
 _CONFIG_ERROR_TEXT = re.compile(r"SegmentConfigError: ([^\n]+)")
@@ -43,7 +44,8 @@ def _help_parser():
         prog="python -m pipeline",
         description="Send Braze Currents Avro events to Segment as track calls (an Apache Beam job).",
         epilog="Every standard Beam option (--runner, --project, --temp_location, ...) passes through. "
-               "Subcommand: 'make-sample-bucket DIR' writes a demo Currents bucket.")
+               "Subcommands: 'make-sample-bucket DIR' writes a demo Currents bucket; 'replay-dead-letters DIR' "
+               "resends dead-lettered calls unchanged (see 'replay-dead-letters --help').")
     CurrentsToSegmentOptions._add_argparse_args(parser)  # pylint: disable=protected-access
     return parser
 

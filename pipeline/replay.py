@@ -1,0 +1,189 @@
+"""Resend to Segment the messages a run dead-lettered, exactly as they were stored.
+
+    python -m pipeline replay-dead-letters DIR [--output DIR2] [--reasons rejected_by_segment,retries_exhausted]
+
+Reads every dead_letters-*.jsonl directly in DIR (any Beam filesystem) and resends the `message` of each
+letter with a replayed reason byte for byte (same messageId, so Segment deduplicates within its window).
+Letters that fail again go to DIR2/dead_letters-replay-<UTC timestamp>.jsonl (default DIR2:
+DIR/replayed-<UTC timestamp>) with the new reason, status and excerpt and replay_attempts + 1; replay that
+folder the same way. Other letters are counted as skipped and left in DIR.
+
+Exit status: 0 when every replayed message was accepted, 2 when some failed again or some lines could not
+be read, 1 on a configuration error (one line on stderr). The write key is never printed.
+"""
+import argparse
+import datetime
+import json
+import sys
+from collections import Counter
+
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.options import (
+    REGION_ENDPOINTS, WRITE_KEY_ENV, ConfigError, key_source, resolve_endpoint, resolve_write_key, split_write_key)
+from transforms.segment_client import MAX_BATCH_EVENTS, SegmentClient, SegmentConfigError
+
+REASONS = ("event_too_large", "rejected_by_segment", "retries_exhausted", "invalid_record", "unreadable_file")
+DEFAULT_REASONS = "rejected_by_segment,retries_exhausted"
+CHUNK = 4 * MAX_BATCH_EVENTS  # messages per send(): bounds memory on large folders
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ConfigError(message)
+
+
+def _parser():
+    parser = _Parser(prog="replay-dead-letters", description=__doc__.split("\n")[0])
+    parser.add_argument("dir", metavar="DIR", help="dead-letter folder (any Beam filesystem)")
+    parser.add_argument("--segment_write_key", metavar="KEY", help=f"default: ${WRITE_KEY_ENV}; never printed")
+    parser.add_argument("--segment_write_key_file", metavar="PATH", help="read the write key from this file")
+    parser.add_argument("--segment_write_key_secret", metavar="NAME",
+                        help="read the write key from GCP Secret Manager (projects/P/secrets/S/versions/V)")
+    parser.add_argument("--segment_endpoint", metavar="URL", help="Segment API base URL")
+    parser.add_argument("--segment_region", choices=sorted(REGION_ENDPOINTS), help="Segment region")
+    parser.add_argument("--output", metavar="DIR2", help="folder for what fails again "
+                        "(default: DIR/replayed-<UTC timestamp>)")
+    parser.add_argument("--reasons", default=DEFAULT_REASONS, help=f"comma-separated (default {DEFAULT_REASONS})")
+    parser.add_argument("--max_retry_attempts", type=int, default=8, metavar="N")
+    parser.add_argument("--max_retry_seconds", type=float, default=300.0, metavar="SECONDS")
+    return parser
+
+
+def _reasons(value):
+    reasons = {name.strip() for name in value.split(",") if name.strip()}
+    unknown = sorted(reasons - set(REASONS))
+    if unknown or not reasons:
+        raise ConfigError(f"--reasons: unknown {', '.join(unknown) or 'empty list'} (known: {', '.join(REASONS)})")
+    return reasons
+
+
+def dead_letter_files(directory):
+    """Paths of the dead_letters-*.jsonl files directly in `directory`; ConfigError when there are none."""
+    try:
+        found = FileSystems.match([FileSystems.join(directory, "dead_letters-*.jsonl")])[0].metadata_list
+    except BeamIOError:
+        found = []
+    if not found:
+        raise ConfigError(f"no dead_letters-*.jsonl files in {directory}")
+    return sorted(metadata.path for metadata in found)
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def read_letters(paths, tally):
+    """Yield each letter (a dict with a reason) line by line; count other lines in tally["unreadable"]."""
+    for path in paths:
+        with FileSystems.open(path) as stream:
+            for line in stream:
+                if not line.strip():
+                    continue
+                try:
+                    letter = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+                except ValueError:
+                    letter = None
+                if isinstance(letter, dict) and "reason" in letter:
+                    yield letter
+                else:
+                    tally["unreadable"] += 1
+
+
+class _LazyOutput:
+    """The output JSONL file, created on the first letter written to it."""
+
+    def __init__(self, path):
+        self.path, self._stream = path, None
+
+    def write(self, letter):
+        self._stream = self._stream or FileSystems.create(self.path)
+        self._stream.write(json.dumps(letter, ensure_ascii=False, default=repr).encode("utf-8") + b"\n")
+
+    def close(self):
+        if self._stream:
+            self._stream.close()
+
+
+def _send(letters, client, output, tally):
+    """Resend the stored messages as they are; write those that fail again with their new outcome."""
+    payloads = [json.dumps(letter["message"], separators=(",", ":"), ensure_ascii=False).encode()
+                for letter in letters]
+    report = client.send(payloads)
+    tally["replayed"] += len(letters)
+    tally["accepted"] += len(report.accepted)
+    for rejection in sorted(report.rejected, key=lambda r: r.index):
+        letter = dict(letters[rejection.index], reason=rejection.reason, http_status=rejection.status,
+                      response_excerpt=rejection.response_excerpt)
+        letter["replay_attempts"] = (letter.get("replay_attempts") or 0) + 1
+        output.write(letter)
+        tally["failed"] += 1
+
+
+def replay(letters, client, reasons, output, tally, skipped):
+    """Resend the letters of the given reasons that carry a message, CHUNK at a time; count the rest."""
+    pending = []
+    for letter in letters:
+        if letter["reason"] in reasons and letter.get("message") is not None:
+            pending.append(letter)
+            if len(pending) >= CHUNK:
+                _send(pending, client, output, tally)
+                pending = []
+        else:
+            reason = letter["reason"]
+            skipped[reason if reason not in reasons else f"{reason} without message"] += 1
+    if pending:
+        _send(pending, client, output, tally)
+
+
+def _report(tally, skipped, output_path):
+    failed = f"failed again {tally['failed']}" + (f" (written to {output_path})" if tally["failed"] else "")
+    line = f"replayed {tally['replayed']}: accepted {tally['accepted']}, {failed}, skipped {sum(skipped.values())}"
+    if skipped:
+        line += " (reasons not replayed: " + ", ".join(f"{r} {n}" for r, n in sorted(skipped.items())) + ")"
+    if tally["unreadable"]:
+        line += f", unreadable lines {tally['unreadable']} (left in the input)"
+    return line
+
+
+def run(args, key):
+    """Replay the dead letters of args.dir with the resolved key; return the exit status."""
+    if not key:
+        raise ConfigError(f"no Segment write key: set {WRITE_KEY_ENV} or give --segment_write_key")
+    if args.max_retry_attempts < 1 or args.max_retry_seconds <= 0:
+        raise ConfigError("--max_retry_attempts must be at least 1 and --max_retry_seconds positive")
+    reasons, endpoint, paths = _reasons(args.reasons), resolve_endpoint(args), dead_letter_files(args.dir)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    output = _LazyOutput(FileSystems.join(args.output or FileSystems.join(args.dir, f"replayed-{stamp}"),
+                                          f"dead_letters-replay-{stamp}.jsonl"))
+    client = SegmentClient(endpoint, key, max_attempts=args.max_retry_attempts,
+                           max_retry_seconds=args.max_retry_seconds)
+    tally, skipped = Counter(), Counter()
+    try:
+        replay(read_letters(paths, tally), client, reasons, output, tally, skipped)
+    finally:
+        output.close()
+        client.close()
+    print(_report(tally, skipped, output.path))
+    return 0 if not tally["failed"] and not tally["unreadable"] else 2
+
+
+def main(argv=None):
+    """Command line `replay-dead-letters DIR ...`; returns the exit status (0, 1 or 2, see the module doc)."""
+    key_flag, rest = split_write_key(sys.argv[1:] if argv is None else list(argv))
+    key = key_flag or ""
+    try:
+        args = _parser().parse_args(rest)
+        key = resolve_write_key(key_source(args, key_flag))
+        return run(args, key)
+    except SystemExit as done:  # --help
+        return done.code or 0
+    except (ConfigError, SegmentConfigError, BeamIOError, OSError) as error:
+        message = str(error).replace(key, "***") if key else str(error)
+        print(f"error: {message.splitlines()[0] if message else type(error).__name__}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
