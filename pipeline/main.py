@@ -128,6 +128,10 @@ def run(argv):
                    protect={"redact": field_names(options.redact_fields), "hash": field_names(options.hash_fields)},
                    run_id=ledger.new_run_id())
     result = pipeline.run()
+    if getattr(result, "has_job", True) is False:
+        # Only the job graph was written (a Dataflow template launch): the runner starts the job later.
+        print("job graph written; its counters will be on the runner's job page", file=sys.stderr)
+        return 0
     result.wait_until_finish()
     counters = summary.counters_of(result)
     run_summary = summary.summarize(counters, by_event_time=options.by_event_time, with_ledger=bool(options.ledger))
