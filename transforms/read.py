@@ -1,18 +1,26 @@
-"""Read: list Currents Avro files, decode each with its own writer schema, keep its path.
+"""Read: list Currents Avro files, decode each block by block with its own writer schema, keep its path.
 
 The event type comes from the `event_type=` path segment, else from the Avro record's full name
 (`dataexport.S3.inner.users.messages.email.Send` → `users.messages.email.Send`). Fields are read by
-name, so any schema version, field order and codec decodes. A file that cannot be decoded is
-dead-lettered with its path and error; the events read before the error go on.
+name, so any schema version, field order and codec decodes.
+
+Corruption costs only what it touches (see transforms.avro_blocks): a file whose header is unreadable
+(not Avro, empty, a damaged magic, schema or codec) is one dead letter with `byte_range` [0, size];
+inside a readable file a
+corrupt block is skipped whole (none of its records is emitted), decoding goes on with the next block
+that checks out, and each skipped run of bytes is one dead letter with its `byte_range` [start, end)
+and `records_lost` (the declared record counts, None when a count was unreadable).
+`events_read_before_error` is the number of records emitted from the file before that region. The
+`unreadable_files` counter of the dead-letter stage counts these letters, i.e. unreadable *parts* of
+files (a file with two corrupt regions counts twice). The READ counter counts emitted records.
 """
 import re
 
 import apache_beam as beam
-import fastavro
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 
-from transforms import dead_letters, metrics
+from transforms import avro_blocks, dead_letters, metrics
 from transforms.catalog import CATALOG
 from transforms.elements import DEAD_LETTER, CurrentsEvent
 from transforms.ledger import WHOLE_FILE, SkipFilesInLedger
@@ -43,8 +51,28 @@ def event_type_from_schema(schema):
     return next((known for known in CATALOG if event_type.endswith("." + known)), event_type)
 
 
+def region_letter(path, event_type, region, events_read):
+    """The dead letter of a skipped region of a file (a BadRegion)."""
+    letter = dead_letters.file_letter(path, event_type, region.error, events_read)
+    letter["byte_range"] = [region.start, region.end]
+    letter["records_lost"] = region.records_lost
+    return letter
+
+
+def decode_file(path, stream):
+    """(event type, item) for every GoodBlock and BadRegion of an open Currents file, in order.
+
+    Raises CorruptHeader when nothing of the file can be read.
+    """
+    container = avro_blocks.open_container(stream)
+    event_type = event_type_from_path(path) or event_type_from_schema(container.header.schema)
+    for item in container:
+        yield event_type, item
+
+
 class _DecodeFileFn(beam.DoFn):
-    """ReadableFile → CurrentsEvent for each record; an undecodable file → one dead letter."""
+    """ReadableFile → CurrentsEvent for each record of every good block; an unreadable header → one
+    dead letter for the file; every skipped region → one dead letter with its byte range."""
 
     def setup(self):
         self._read = metrics.TypeCounter(metrics.READ)
@@ -53,18 +81,26 @@ class _DecodeFileFn(beam.DoFn):
         path = readable_file.metadata.path
         event_type = event_type_from_path(path)
         events_read = 0
+        position = 0  # where decoding stands, for the letter of an unexpected failure
         try:
             with readable_file.open(compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-                reader = fastavro.reader(stream)
-                event_type = event_type or event_type_from_schema(reader.writer_schema)
-                for record in reader:
-                    events_read += 1
-                    yield CurrentsEvent(event_type, path, record)
-        except Exception as error:  # pylint: disable=broad-except  # any decoding failure is the file's
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letters.file_letter(path, event_type, error, events_read))
-        finally:
-            if events_read:
-                self._read.inc(event_type, events_read)
+                for event_type, item in decode_file(path, stream):
+                    if isinstance(item, avro_blocks.BadRegion):
+                        yield beam.pvalue.TaggedOutput(
+                            DEAD_LETTER, region_letter(path, event_type, item, events_read))
+                    else:
+                        for record in item.records:
+                            yield CurrentsEvent(event_type, path, record)
+                        events_read += len(item.records)
+                        self._read.inc(event_type, len(item.records))
+                    position = item.end
+        except OSError:
+            raise  # storage trouble, not the file's: fail the bundle so that the runner retries it
+        except Exception as error:  # pylint: disable=broad-except  # an unreadable header: the file is lost
+            letter = dead_letters.file_letter(path, event_type, error, events_read)
+            letter["byte_range"] = [position, readable_file.metadata.size_in_bytes]
+            letter["records_lost"] = None
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
 
 
 def _first(items):
