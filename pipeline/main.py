@@ -94,45 +94,35 @@ def _segment_config_error(error):
     return None
 
 
-def run(argv):
-    """Run the job with these command-line arguments; return the exit status."""
-    _reject_unknown_flags(argv)
-    key_flag, argv = split_write_key(argv)
-    pipeline_options = PipelineOptions(argv)
-    options = pipeline_options.view_as(CurrentsToSegmentOptions)
-    source = key_source(options, key_flag)
-    write_key = resolve_write_key(source)
-    validate(options, write_key)
+def _select(options):
+    """What the run reads; ConfigError when the root cannot be listed."""
     try:
-        selection = partitions.select_input(options)
+        return partitions.select_input(options)
     except (OSError, ValueError) as error:  # listing failed: missing folder, bucket or filesystem
         raise ConfigError(f"cannot list --currents_root {options.currents_root}: {error}".splitlines()[0]) from error
-    if options.plan:
-        print(plan.describe(selection.patterns, None if options.rerun else options.ledger, selection.ledger_scope))
-        return 0
+
+
+def _require_input(options, selection):
+    """ConfigError when nothing is there to read."""
     if options.input:
         _require_matches(options.input)
     elif not selection.partitions:
         raise ConfigError(f"no hour partition selected under --currents_root {options.currents_root} "
                           "(check --start, --end, --event_types)")
-    _warn_if_beyond_dedup(selection.end)
-    client_settings = None if options.dry_run_output else {
+
+
+def _client_settings(options, source):
+    """The SegmentClient's keyword arguments (the key as a KeySource, resolved on the workers)."""
+    return {
         "endpoint": resolve_endpoint(options), "key_source": source,
         "max_attempts": options.max_retry_attempts, "max_retry_seconds": options.max_retry_seconds,
         "backoff_base": options.retry_backoff_seconds, "timeout": (5.0, options.request_timeout_seconds),
         "max_requests_per_second": options.max_requests_per_second,
     }
-    pipeline = beam.Pipeline(options=pipeline_options)
-    assembly.build(pipeline, options, selection=selection, client_settings=client_settings,
-                   envelope=envelope_bytes(write_key), integrations=parse_integrations(options),
-                   protect={"redact": field_names(options.redact_fields), "hash": field_names(options.hash_fields)},
-                   run_id=ledger.new_run_id())
-    result = pipeline.run()
-    if getattr(result, "has_job", True) is False:
-        # Only the job graph was written (a Dataflow template launch): the runner starts the job later.
-        print("job graph written; its counters will be on the runner's job page", file=sys.stderr)
-        return 0
-    result.wait_until_finish()
+
+
+def _report(result, options):
+    """Print and write the summary of a finished run; return the exit status it calls for."""
     counters = summary.counters_of(result)
     run_summary = summary.summarize(counters, by_event_time=options.by_event_time, with_ledger=bool(options.ledger))
     if options.summary_output:
@@ -149,6 +139,36 @@ def run(argv):
         return EXIT_SEGMENT_UNREACHABLE
     undelivered = run_summary["dead_lettered"] or run_summary["unreadable_files"]
     return EXIT_DEAD_LETTERS if undelivered and options.fail_on_dead_letters else 0
+
+
+def run(argv):
+    """Run the job with these command-line arguments; return the exit status."""
+    _reject_unknown_flags(argv)
+    key_flag, argv = split_write_key(argv)
+    pipeline_options = PipelineOptions(argv)
+    options = pipeline_options.view_as(CurrentsToSegmentOptions)
+    source = key_source(options, key_flag)
+    write_key = resolve_write_key(source)
+    validate(options, write_key)
+    selection = _select(options)
+    if options.plan:
+        print(plan.describe(selection.patterns, None if options.rerun else options.ledger, selection.ledger_scope))
+        return 0
+    _require_input(options, selection)
+    _warn_if_beyond_dedup(selection.end)
+    pipeline = beam.Pipeline(options=pipeline_options)
+    assembly.build(pipeline, options, selection=selection,
+                   client_settings=None if options.dry_run_output else _client_settings(options, source),
+                   envelope=envelope_bytes(write_key), integrations=parse_integrations(options),
+                   protect={"redact": field_names(options.redact_fields), "hash": field_names(options.hash_fields)},
+                   run_id=ledger.new_run_id())
+    result = pipeline.run()
+    if getattr(result, "has_job", True) is False:
+        # Only the job graph was written (a Dataflow template launch): the runner starts the job later.
+        print("job graph written; its counters will be on the runner's job page", file=sys.stderr)
+        return 0
+    result.wait_until_finish()
+    return _report(result, options)
 
 
 def main(argv=None):
