@@ -26,7 +26,8 @@ setuptools.setup(
         "gcp": ["apache-beam[gcp]>=2.60,<3", "google-cloud-secret-manager>=2.16,<3"],
         "aws": ["apache-beam[aws]>=2.60,<3"],
         "azure": ["apache-beam[azure]>=2.60,<3"],
-        "test": ["pytest>=7,<10", "hypothesis>=6.80,<7"],
+        # The storage tests run the job against a real S3 server on loopback (moto's).
+        "test": ["pytest>=7,<10", "hypothesis>=6.80,<7", "moto[server]>=5,<6", "apache-beam[aws]>=2.60,<3"],
     },
     entry_points={"console_scripts": ["currents-to-segment=pipeline.main:main"]},
 )

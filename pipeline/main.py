@@ -146,6 +146,9 @@ def run(argv):
     _reject_unknown_flags(argv)
     key_flag, argv = split_write_key(argv)
     pipeline_options = PipelineOptions(argv)
+    # Listing happens here too (inputs, partitions, plan): with the job's filesystem options
+    # (endpoints, credentials of S3, GCS, Azure).
+    FileSystems.set_options(pipeline_options)
     options = pipeline_options.view_as(CurrentsToSegmentOptions)
     source = key_source(options, key_flag)
     write_key = resolve_write_key(source)

@@ -11,6 +11,7 @@ import json
 import apache_beam as beam
 
 from transforms import metrics
+from transforms.jsonl import write_jsonl
 
 UNREADABLE_FILE = "unreadable_file"
 _ERROR_CHARS = 500
@@ -63,7 +64,8 @@ class _CountFn(beam.DoFn):
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Count dead letters and write them as JSONL files `dead_letters-*.jsonl` under a directory."""
+    """Count dead letters and write them as JSONL files `dead_letters-*.jsonl` under a directory (none
+    when there are no dead letters); returns the names of the files written."""
 
     def __init__(self, output_dir):
         super().__init__()
@@ -72,5 +74,4 @@ class WriteDeadLetters(beam.PTransform):
     def expand(self, letters):
         return (letters
                 | "Count" >> beam.ParDo(_CountFn())
-                | "Write JSONL" >> beam.io.WriteToText(
-                    self._output_dir.rstrip("/") + "/dead_letters", file_name_suffix=".jsonl"))
+                | "Write JSONL" >> write_jsonl(self._output_dir, "dead_letters"))

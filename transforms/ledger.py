@@ -23,6 +23,7 @@ from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import metrics
+from transforms.jsonl import write_jsonl
 
 FILES_SKIPPED = "ledger_files_skipped"
 FILES_RECORDED = "ledger_files_recorded"
@@ -129,7 +130,7 @@ class RecordInLedger(beam.PTransform):
 
     def __init__(self, ledger_dir, run_id, done, scope=WHOLE_FILE):
         super().__init__()
-        self._prefix = f"{ledger_dir.rstrip('/')}/entries-{run_id}"
+        self._ledger_dir = ledger_dir
         self._run_id = run_id
         self._done = done
         self._scope = scope
@@ -139,7 +140,7 @@ class RecordInLedger(beam.PTransform):
         return (files
                 | "Ledger entry" >> beam.ParDo(_EntryFn(self._run_id, self._scope),
                                                done=beam.pvalue.AsSingleton(finished))
-                | "Write ledger" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl"))
+                | "Write ledger" >> write_jsonl(self._ledger_dir, f"entries-{self._run_id}"))
 
 
 def recorded_scopes(ledger_dir):

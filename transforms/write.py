@@ -11,6 +11,7 @@ import datetime
 import apache_beam as beam
 
 from transforms import dead_letters, metrics, write_key
+from transforms.jsonl import write_jsonl
 from transforms.elements import DEAD_LETTER
 from transforms.segment_client import SegmentClient, format_sent_at, request_body
 
@@ -89,8 +90,7 @@ class WriteToSegment(beam.PTransform):
         if self._dry_run_output:
             bodies = batches | "Request bodies" >> beam.ParDo(_DryRunBodyFn()).with_outputs(
                 DEAD_LETTER, main="bodies")
-            _ = bodies.bodies | "Write bodies" >> beam.io.WriteToText(
-                self._dry_run_output.rstrip("/") + "/requests", file_name_suffix=".jsonl")
+            _ = bodies.bodies | "Write bodies" >> write_jsonl(self._dry_run_output, "requests")
             return bodies[DEAD_LETTER]
         posted = batches | "POST /v1/batch" >> beam.ParDo(_PostBatchFn(self._client_settings)).with_outputs(
             DEAD_LETTER, main="accepted")
