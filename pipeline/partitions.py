@@ -65,11 +65,11 @@ def _join(parent, child):
     return parent.rstrip("/") + "/" + child
 
 
-def _children(uri):
-    """Names of the folders directly under uri (one listing)."""
+def list_folders(uri):
+    """Names of the folders directly under uri: a directory listing on local disks; on an object
+    store, derived from the keys of one listing of everything below the prefix."""
     if "://" not in uri:
         return sorted(entry.name for entry in os.scandir(uri) if entry.is_dir())
-    # Object stores have no folders: derive them from the keys below the prefix.
     prefix = uri.rstrip("/") + "/"
     names = set()
     for metadata in FileSystems.match([prefix + "**"])[0].metadata_list:
@@ -79,39 +79,63 @@ def _children(uri):
     return sorted(names)
 
 
-def event_type_folders(root):
+def s3_folder_lister(client):
+    """A list_folders for s3:// URIs that asks S3 for one level only (Delimiter="/"), so that a day
+    out of a month costs a few list calls instead of listing every key; `client` is a boto3 S3 client."""
+    def list_s3_folders(uri):
+        if not uri.startswith("s3://"):
+            return list_folders(uri)
+        bucket, _, key = uri[len("s3://"):].partition("/")
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        names = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            names.extend(common["Prefix"][len(prefix):].rstrip("/") for common in page.get("CommonPrefixes", ()))
+        return sorted(names)
+    return list_s3_folders
+
+
+def folder_lister(pipeline_options, root):
+    """The folder listing for root: one level at a time on S3, with the job's S3 options."""
+    if root.startswith("s3://"):
+        from apache_beam.io.aws.clients.s3 import boto3_client  # pylint: disable=import-outside-toplevel
+        return s3_folder_lister(boto3_client.Client(options=pipeline_options).client)
+    return list_folders
+
+
+def event_type_folders(root, children=list_folders):
     """The `event_type=` folders at, just under, or two levels under root, as (event type, path) pairs.
 
     Two levels: a prefix holding several `dataexport.*` folders (one per Currents integration).
+    `children` lists the folder names under a URI.
     """
     root = root.rstrip("/")
     found = _EVENT_TYPE.match(root.rsplit("/", 1)[-1])
     if found:
         return [(found.group(1), root)]
     folders = []
-    for name in _children(root):
+    for name in children(root):
         found = _EVENT_TYPE.match(name)
         if found:
             folders.append((found.group(1), _join(root, name)))
             continue
-        for child in _children(_join(root, name)):
+        for child in children(_join(root, name)):
             found = _EVENT_TYPE.match(child)
             if found:
                 folders.append((found.group(1), _join(_join(root, name), child)))
     return sorted(folders)
 
 
-def select_partitions(root, start=None, end=None, event_types=None):
+def select_partitions(root, start=None, end=None, event_types=None, children=list_folders):
     """The hour partitions under root whose hour is in [start, end), of the selected event types.
 
     Lists the root (and, for a prefix, each dataexport folder) once, then each selected event-type
     folder once; never one listing per hour.
     """
     partitions = []
-    for event_type, folder in event_type_folders(root):
+    for event_type, folder in event_type_folders(root, children):
         if event_types is not None and event_type not in event_types:
             continue
-        for name in _children(folder):
+        for name in children(folder):
             found = _DATE.match(name)
             if not found:
                 continue
@@ -147,7 +171,8 @@ def select_input(options):
     end = parse_hour(options.end) if options.end else None
     read_until = end + options.late_hours * HOUR if options.by_event_time else end
     partitions = select_partitions(options.currents_root, start, read_until,
-                                   expand_event_types(_names(options.event_types)))
+                                   expand_event_types(_names(options.event_types)),
+                                   folder_lister(options, options.currents_root))
     scope = ledger.WHOLE_FILE
     if options.by_event_time:
         scope = ledger.time_scope(int(start.timestamp()), int(end.timestamp()))

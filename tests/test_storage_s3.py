@@ -1,11 +1,13 @@
 """Reading Currents from S3 and writing the outputs there, against a real S3 server on loopback
 (moto's standalone server), started and stopped by the test."""
+import concurrent.futures
 import json
 import os
 import socket
 
 import pytest
 
+from pipeline.partitions import parse_hour, s3_folder_lister, select_partitions
 from pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import expected_calls, received_calls, run_job
 from tests.segment_server import SegmentServer
@@ -85,3 +87,24 @@ def test_date_range_and_ledger_on_s3(tmp_path, s3):
                                *args)
         assert status == 0 and len(server.requests) == first  # the ledger in S3 skips every file
     assert client.list_objects_v2(Bucket=BUCKET, Prefix="ledger/entries-")["KeyCount"] >= 1
+
+
+def test_one_day_out_of_a_month_takes_a_few_list_calls(s3):
+    """Folders are listed one level at a time (Delimiter="/"): the cost depends on the folders, not
+    on how many hours and files the bucket holds."""
+    endpoint, client, _ = s3
+    integration = "month/dataexport.prod-01.S3.integration.5a"
+    types = ("users.canvas.Entry", "users.messages.email.Send", "users.behaviors.Uninstall")
+    keys = [f"{integration}/event_type={t}/date=2024-03-{day:02d}-{h:02d}/7/0/f.avro"
+            for t in types for day in range(1, 31) for h in range(24)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket=BUCKET, Key=key, Body=b"x"), keys))
+    calls = []
+    counted = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                           region_name="us-east-1")
+    counted.meta.events.register("before-call.s3.ListObjectsV2", lambda **_: calls.append(1))
+    selected = select_partitions(f"s3://{BUCKET}/month", parse_hour("2024-03-15"), parse_hour("2024-03-16"),
+                                 children=s3_folder_lister(counted))
+    assert len(keys) == 2160 and len(selected) == 3 * 24
+    assert {p.hour for p in selected} == {parse_hour(f"2024-03-15T{h:02d}") for h in range(24)}
+    assert len(calls) == 1 + 1 + len(types)  # the root, the integration folder, each event-type folder
