@@ -26,8 +26,10 @@ setuptools.setup(
         "gcp": ["apache-beam[gcp]>=2.60,<3", "google-cloud-secret-manager>=2.16,<3"],
         "aws": ["apache-beam[aws]>=2.60,<3"],
         "azure": ["apache-beam[azure]>=2.60,<3"],
-        # The storage tests run the job against a real S3 server on loopback (moto's).
-        "test": ["pytest>=7,<10", "hypothesis>=6.80,<7", "moto[server]>=5,<6", "apache-beam[aws]>=2.60,<3"],
+        # The storage tests run the job against real servers on loopback: moto's S3 server and
+        # gcp-storage-emulator here, Azurite from npm (run_tests.sh installs it).
+        "test": ["pytest>=7,<10", "hypothesis>=6.80,<7", "moto[server]>=5,<6", "gcp-storage-emulator>=2024.8,<2027",
+                 "apache-beam[aws,gcp,azure]>=2.60,<3"],
     },
     entry_points={"console_scripts": ["currents-to-segment=pipeline.main:main"]},
 )
