@@ -98,7 +98,7 @@ def _select(options):
     """What the run reads; ConfigError when the root cannot be listed."""
     try:
         return partitions.select_input(options)
-    except (OSError, ValueError) as error:  # listing failed: missing folder, bucket or filesystem
+    except Exception as error:  # pylint: disable=broad-except  # missing folder, bucket, credentials or extra
         raise ConfigError(f"cannot list --currents_root {options.currents_root}: {error}".splitlines()[0]) from error
 
 

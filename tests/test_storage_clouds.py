@@ -126,3 +126,14 @@ def test_date_range_with_a_ledger_in_the_bucket(tmp_path, store):
         status, _, _ = run_job(tmp_path / "again", "--segment_endpoint", server.url, "--segment_write_key", KEY,
                                *args)
         assert status == 0 and len(server.requests) == first
+
+
+def test_wrong_credentials_stop_the_run_with_one_line(tmp_path, store, capsys):
+    made, _ = store
+    if not made.base_uri.startswith("azfs://"):
+        pytest.skip("the GCS emulator accepts any credentials")
+    wrong = [arg.replace(AZURITE_KEY, "d3Jvbmcta2V5" * 7 + "AA==") for arg in made.args]
+    status, _, _ = run_job(tmp_path, "--currents_root", f"{made.base_uri}/prefix", "--segment_write_key", KEY,
+                           "--dry_run_output", str(tmp_path / "requests"), *wrong)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and err[-1].startswith(f"error: cannot list --currents_root {made.base_uri}/prefix")
