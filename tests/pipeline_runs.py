@@ -50,3 +50,12 @@ def expected_calls(manifest):
 def received_calls(messages):
     """The same form for what the server accepted or the dry run wrote."""
     return Counter(canonical(json.loads(serialize(message))) for message in messages)
+
+
+def assert_balanced(summary):
+    """Every event read is accounted for once, in the totals and in the per-type rows."""
+    assert summary["events_read"] == (summary["dropped_no_external_id"] + summary["unsupported_event_type"]
+                                      + summary["sent"] + summary["dead_lettered"])
+    for key in ("read", "dropped_no_external_id", "sent", "dead_lettered"):
+        assert sum(row[key] for row in summary["by_event_type"].values()) == summary[
+            "events_read" if key == "read" else key]

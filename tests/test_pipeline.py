@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pipeline.sample_bucket import make_sample_bucket
-from tests.pipeline_runs import expected_calls, read_jsonl, received_calls, run_job
+from tests.pipeline_runs import assert_balanced, expected_calls, read_jsonl, received_calls, run_job
 from tests.segment_server import Answer, SegmentServer
 
 KEY = "test-write-key-0123456789"
@@ -26,14 +26,6 @@ def server():
 def send(tmp_path, bucket_root, server, *args):
     return run_job(tmp_path, "--input", f"{bucket_root}/**", "--segment_endpoint", server.url,
                    "--segment_write_key", KEY, *args)
-
-
-def assert_balanced(summary):
-    assert summary["events_read"] == (summary["dropped_no_external_id"] + summary["unsupported_event_type"]
-                                      + summary["sent"] + summary["dead_lettered"])
-    for key in ("read", "dropped_no_external_id", "sent", "dead_lettered"):
-        assert sum(row[key] for row in summary["by_event_type"].values()) == summary[
-            "events_read" if key == "read" else key]
 
 
 def test_every_expected_call_arrives_and_the_traps_are_dead_lettered(tmp_path, bucket, server):

@@ -90,7 +90,7 @@ def to_track(record, event_type, *, namespace=None, passthrough=False, integrati
         message["integrations"] = integrations
     email_trait = spec.family in EMAIL_TRAIT_FAMILIES
     if email_trait and record.get(EMAIL_TRAIT_FIELD) is not None:
-        message["context"] = {"library": LIBRARY, "traits": {"email": record[EMAIL_TRAIT_FIELD]}}
+        message["context"]["traits"] = {"email": record[EMAIL_TRAIT_FIELD]}
     if passthrough:
         used = _ENVELOPE_FIELDS | set(spec.properties.values())
         if email_trait:
