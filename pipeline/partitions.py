@@ -79,26 +79,60 @@ def list_folders(uri):
     return sorted(names)
 
 
-def s3_folder_lister(client):
-    """A list_folders for s3:// URIs that asks S3 for one level only (Delimiter="/"), so that a day
-    out of a month costs a few list calls instead of listing every key; `client` is a boto3 S3 client."""
-    def list_s3_folders(uri):
-        if not uri.startswith("s3://"):
+def delimited_lister(head, list_prefixes):
+    """A list_folders for the URIs starting with head ("s3://", "gs://", "azfs://<account>/") that asks
+    the store for one level only (a "/" delimiter), so that a day out of a month costs a few list calls
+    instead of a listing of every key. list_prefixes(bucket, prefix) yields the full key prefixes one
+    level below prefix; other URIs are listed by list_folders."""
+    def list_delimited(uri):
+        if not uri.startswith(head):
             return list_folders(uri)
-        bucket, _, key = uri[len("s3://"):].partition("/")
-        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
-        names = []
+        bucket, _, key = uri[len(head):].partition("/")
+        prefix = key.strip("/") + "/" if key.strip("/") else ""
+        return sorted({child[len(prefix):].rstrip("/") for child in list_prefixes(bucket, prefix)})
+    return list_delimited
+
+
+def s3_prefixes(client):
+    """list_prefixes over a boto3 S3 client (ListObjectsV2, paginated)."""
+    def list_prefixes(bucket, prefix):
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-            names.extend(common["Prefix"][len(prefix):].rstrip("/") for common in page.get("CommonPrefixes", ()))
-        return sorted(names)
-    return list_s3_folders
+            yield from (common["Prefix"] for common in page.get("CommonPrefixes", ()))
+    return list_prefixes
+
+
+def gcs_prefixes(client):
+    """list_prefixes over a google.cloud.storage client (objects.list, paginated)."""
+    def list_prefixes(bucket, prefix):
+        for page in client.list_blobs(bucket, prefix=prefix, delimiter="/").pages:
+            yield from page.prefixes
+    return list_prefixes
+
+
+def azure_prefixes(client):
+    """list_prefixes over an azure.storage.blob BlobServiceClient; the "bucket" is the container."""
+    def list_prefixes(container, prefix):
+        for item in client.get_container_client(container).walk_blobs(name_starts_with=prefix, delimiter="/"):
+            if item.name.endswith("/"):  # a BlobPrefix; the blobs at this level are not folders
+                yield item.name
+    return list_prefixes
 
 
 def folder_lister(pipeline_options, root):
-    """The folder listing for root: one level at a time on S3, with the job's S3 options."""
+    """The folder listing for root, one level at a time on S3, GCS and Azure through the client Beam's
+    own filesystem builds from the job's options (endpoints, credentials); list_folders elsewhere."""
+    # pylint: disable=import-outside-toplevel  # each cloud's extra is optional
     if root.startswith("s3://"):
-        from apache_beam.io.aws.clients.s3 import boto3_client  # pylint: disable=import-outside-toplevel
-        return s3_folder_lister(boto3_client.Client(options=pipeline_options).client)
+        from apache_beam.io.aws.clients.s3 import boto3_client
+        return delimited_lister("s3://", s3_prefixes(boto3_client.Client(options=pipeline_options).client))
+    if root.startswith("gs://"):
+        from apache_beam.io.gcp import gcsio
+        return delimited_lister("gs://", gcs_prefixes(gcsio.GcsIO(pipeline_options=pipeline_options).client))
+    if root.startswith("azfs://"):
+        from apache_beam.io.azure import blobstorageio
+        account = root[len("azfs://"):].split("/", 1)[0]
+        client = blobstorageio.BlobStorageIO(pipeline_options=pipeline_options).client
+        return delimited_lister(f"azfs://{account}/", azure_prefixes(client))
     return list_folders
 
 

@@ -107,3 +107,16 @@ def test_object_store_folders_are_derived_from_listed_keys(monkeypatch):
         ("users.canvas.Entry", "gs://b/currents/dataexport.prod-01.GCS.integration.1/"
                                "event_type=users.canvas.Entry/date=2024-03-01-05")]
     assert all(pattern.endswith("/**") for pattern in listed) and len(listed) == 4  # root, integration, 2 types
+
+
+def test_delimited_listing_asks_for_one_level_under_the_right_prefix():
+    asked = []
+
+    def list_prefixes(bucket, prefix):
+        asked.append((bucket, prefix))
+        return [prefix + "dataexport.a/", prefix + "event_type=x/"]
+
+    lister = partitions.delimited_lister("azfs://acct/", list_prefixes)
+    assert lister("azfs://acct/container") == ["dataexport.a", "event_type=x"]
+    assert lister("azfs://acct/container/braze/currents/") == ["dataexport.a", "event_type=x"]
+    assert asked == [("container", ""), ("container", "braze/currents/")]

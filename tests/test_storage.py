@@ -3,27 +3,35 @@ against real servers on loopback speaking each protocol (moto's S3 server, gcp-s
 Azurite), started and stopped by the tests. A cloud whose server cannot start here is skipped with
 the reason."""
 import concurrent.futures
+import contextlib
+import http.server
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
-from pipeline.partitions import parse_hour, s3_folder_lister, select_partitions
+from pipeline import partitions
+from pipeline.partitions import parse_hour, select_partitions
 from pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import expected_calls, received_calls, run_job
 from tests.segment_server import SegmentServer
 
 KEY = "cloud-test-key"
-CONTAINER = "currents"
+# The buckets, account and roots of the README's per-cloud examples, so that those commands run as written.
+BUCKET, REGION = "my-bucket", "eu-central-1"
+AZURE_ACCOUNT, AZURE_CONTAINER = "myaccount", "currents"
 AZURITE = pathlib.Path(__file__).parent / "azurite" / "node_modules" / ".bin" / "azurite-blob"
-# Azurite's documented development account (public, local only).
-AZURITE_ACCOUNT = "devstoreaccount1"
+# The key of Azurite's documented development account (public, local only), given to our account.
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
 def free_port():
@@ -32,108 +40,214 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def listening(port, seconds):
+    """Wait until something accepts connections on the loopback port (the cloud SDKs' own retries back
+    off for seconds on a refused connection)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
 class Store:
-    """A bucket on a storage server: where it is for the job, and how the test puts, gets and lists
-    objects."""
+    """A bucket on a storage server: the Currents root the README's example reads (`root`), the job's
+    flags to reach it (`args`), or the README's endpoint flag and environment instead (`endpoint_args`,
+    `env`); how the test puts, gets and lists objects; `counting_lister()`, a one-level folder listing
+    whose list calls are counted; and `wrong_credentials()`, a context in which the server checks
+    credentials, giving job flags with wrong ones (None when the server accepts any)."""
 
-    def __init__(self, base_uri, args, put, get, keys):
-        self.base_uri, self.args, self.put, self.get, self.keys = base_uri, args, put, get, keys
-
-
-def s3_client(endpoint):
-    boto3 = pytest.importorskip("boto3", reason="needs the aws extra")
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                        region_name="us-east-1")
+    def __init__(self, root, *, args, endpoint_args, env, put, get, keys, counting_lister, wrong_credentials=None):
+        self.root, self.base_uri = root, root.rsplit("/", 1)[0]
+        self.args, self.endpoint_args, self.env = args, endpoint_args, env
+        self.put, self.get, self.keys, self.counting_lister = put, get, keys, counting_lister
+        self.wrong_credentials = wrong_credentials
 
 
 def s3_store():
     moto_server = pytest.importorskip("moto.server", reason="needs moto[server]")
+    boto3 = pytest.importorskip("boto3", reason="needs the aws extra")
+    requests = pytest.importorskip("requests")
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    client = s3_client(endpoint)
-    client.create_bucket(Bucket=CONTAINER)
-    store = Store(f"s3://{CONTAINER}",
-                  ["--s3_endpoint_url", endpoint, "--s3_access_key_id", "test", "--s3_secret_access_key", "test",
-                   "--s3_region_name", "us-east-1"],
-                  lambda key, path: client.upload_file(path, CONTAINER, key),
-                  lambda key: client.get_object(Bucket=CONTAINER, Key=key)["Body"].read().decode("utf-8"),
-                  lambda prefix: [o["Key"] for o in client.list_objects_v2(Bucket=CONTAINER, Prefix=prefix)
-                                  .get("Contents", [])])
-    store.endpoint = endpoint
+    # moto's backends live in the process, across servers: start from nothing.
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_EC2_METADATA_DISABLED": "true"}
+
+    def client():
+        return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                            region_name=REGION)
+
+    def counting_lister():
+        calls, counted = [], client()
+        counted.meta.events.register("before-call.s3.ListObjectsV2", lambda **_: calls.append(1))
+        return partitions.delimited_lister("s3://", partitions.s3_prefixes(counted)), calls
+
+    @contextlib.contextmanager
+    def wrong_credentials():
+        # moto checks credentials against its IAM once told to (its documented /moto-api/reset-auth).
+        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+        try:
+            yield ["--s3_endpoint_url", endpoint, "--s3_access_key_id", "AKIAWRONGWRONGWRONG1",
+                   "--s3_secret_access_key", "wrong", "--s3_region_name", REGION]
+        finally:
+            requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=10).raise_for_status()
+
+    s3 = client()
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    store = Store(f"s3://{BUCKET}/currents",
+                  args=["--s3_endpoint_url", endpoint, "--s3_access_key_id", "test", "--s3_secret_access_key",
+                        "test", "--s3_region_name", REGION],
+                  endpoint_args=["--s3_endpoint_url", endpoint], env=env,
+                  put=lambda key, body: s3.put_object(Bucket=BUCKET, Key=key, Body=body),
+                  get=lambda key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode("utf-8"),
+                  keys=lambda prefix: [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+                                       .get("Contents", [])],
+                  counting_lister=counting_lister, wrong_credentials=wrong_credentials)
     return store, server.stop
 
 
-def gcs_store(monkeypatch):
+class _TokenEndpoint(http.server.BaseHTTPRequestHandler):
+    """Google's OAuth token endpoint, as far as a service account's token request goes."""
+
+    def do_POST(self):  # pylint: disable=invalid-name  # the handler's protocol
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"access_token": "emulator-token", "expires_in": 3600, "token_type": "Bearer"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_):
+        pass
+
+
+@pytest.fixture(scope="session")
+def google_adc(tmp_path_factory):
+    """A service-account key file for Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS)
+    whose token endpoint is on loopback: the job authenticates the way the README says, without Beam's
+    ~25 s of retries before it falls back to anonymous access."""
+    rsa = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.rsa")
+    serialization = pytest.importorskip("cryptography.hazmat.primitives.serialization")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TokenEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    path = tmp_path_factory.mktemp("gcloud") / "service-account.json"
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": "test", "private_key_id": "1", "private_key": key.decode(),
+        "client_email": "currents@test.iam.gserviceaccount.com", "client_id": "1",
+        "token_uri": f"http://127.0.0.1:{server.server_address[1]}/token"}))
+    yield str(path)
+    server.shutdown()
+
+
+def gcs_store(monkeypatch, adc):
     server_module = pytest.importorskip("gcp_storage_emulator.server", reason="needs gcp-storage-emulator")
     storage = pytest.importorskip("google.cloud.storage", reason="needs the gcp extra")
     credentials = pytest.importorskip("google.auth.credentials")
+    requests = pytest.importorskip("requests")
     port = free_port()
-    server = server_module.create_server("127.0.0.1", port, in_memory=True, default_bucket=CONTAINER)
+    server = server_module.create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
     server.start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    bucket = storage.Client(project="test", credentials=credentials.AnonymousCredentials()).bucket(CONTAINER)
-    store = Store(f"gs://{CONTAINER}", ["--project", "test"],
-                  lambda key, path: bucket.blob(key).upload_from_filename(path),
-                  lambda key: bucket.blob(key).download_as_bytes().decode("utf-8"),
-                  lambda prefix: [b.name for b in bucket.list_blobs(prefix=prefix)])
+    # google-cloud-storage's own switch to an emulator; Beam's GCS filesystem has no endpoint option.
+    env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "GOOGLE_APPLICATION_CREDENTIALS": adc}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    def client(http=None):
+        return storage.Client(project="test", credentials=credentials.AnonymousCredentials(), _http=http)
+
+    def counting_lister():
+        calls, session = [], requests.Session()
+        # objects.list only: the client also fetches the bucket's metadata once, in the background.
+        session.hooks["response"].append(
+            lambda response, *_, **__: calls.append(response.url) if "/o?" in response.url else None)
+        return partitions.delimited_lister("gs://", partitions.gcs_prefixes(client(session))), calls
+
+    bucket = client().bucket(BUCKET)
+    store = Store(f"gs://{BUCKET}/currents", args=["--project", "test"], endpoint_args=[], env=env,
+                  put=lambda key, body: bucket.blob(key).upload_from_string(body),
+                  get=lambda key: bucket.blob(key).download_as_bytes().decode("utf-8"),
+                  keys=lambda prefix: [b.name for b in bucket.list_blobs(prefix=prefix)],
+                  counting_lister=counting_lister)
     return store, server.stop
 
 
-def azure_store(tmp_path):
+def azure_store(location):
     blob = pytest.importorskip("azure.storage.blob", reason="needs the azure extra")
     if not AZURITE.exists() or not shutil.which("node"):
         pytest.skip("Azurite is not installed (run_tests.sh installs it with npm when Node.js is present)")
     port = free_port()
     server = subprocess.Popen([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-                               "--location", str(tmp_path), "--silent", "--skipApiVersionCheck",
-                               "--disableTelemetry"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    connection = (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-                  f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};")
-    service = blob.BlobServiceClient.from_connection_string(connection)
-    for _ in range(100):
-        try:
-            container = service.create_container(CONTAINER)
-            break
-        except Exception:  # pylint: disable=broad-except  # not listening yet
-            time.sleep(0.1)
-    else:
+                               "--location", str(location), "--silent", "--skipApiVersionCheck",
+                               "--disableTelemetry"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=dict(os.environ, AZURITE_ACCOUNTS=f"{AZURE_ACCOUNT}:{AZURITE_KEY}"))
+    connection = (f"DefaultEndpointsProtocol=http;AccountName={AZURE_ACCOUNT};AccountKey={AZURITE_KEY};"
+                  f"BlobEndpoint=http://127.0.0.1:{port}/{AZURE_ACCOUNT};")
+    if not listening(port, seconds=30):
         server.terminate()
-        pytest.skip("Azurite did not start")
+        pytest.skip("Azurite did not start within 30 s")
+    container = blob.BlobServiceClient.from_connection_string(connection).create_container(AZURE_CONTAINER)
 
-    def put(key, path):
-        with open(path, "rb") as stream:
-            container.upload_blob(key, stream)
+    def counting_lister():
+        calls = []
+        counted = blob.BlobServiceClient.from_connection_string(connection, raw_response_hook=calls.append)
+        return partitions.delimited_lister(f"azfs://{AZURE_ACCOUNT}/", partitions.azure_prefixes(counted)), calls
 
-    store = Store(f"azfs://{AZURITE_ACCOUNT}/{CONTAINER}", ["--azure_connection_string", connection], put,
-                  lambda key: container.download_blob(key).readall().decode("utf-8"),
-                  lambda prefix: [b.name for b in container.list_blobs(name_starts_with=prefix)])
+    @contextlib.contextmanager
+    def wrong_credentials():
+        yield ["--azure_connection_string", connection.replace(AZURITE_KEY, "d3Jvbmcta2V5" * 7 + "AA==")]
+
+    store = Store(f"azfs://{AZURE_ACCOUNT}/{AZURE_CONTAINER}/braze",
+                  args=["--azure_connection_string", connection], endpoint_args=[],
+                  env={"AZURE_STORAGE_CONNECTION_STRING": connection},
+                  put=lambda key, body: container.upload_blob(key, body),
+                  get=lambda key: container.download_blob(key).readall().decode("utf-8"),
+                  keys=lambda prefix: [b.name for b in container.list_blobs(name_starts_with=prefix)],
+                  counting_lister=counting_lister, wrong_credentials=wrong_credentials)
     return store, server.terminate
 
 
 @pytest.fixture(params=["s3", "gcs", "azure"])
-def store(request, tmp_path, monkeypatch):
-    """A storage server holding a generated Currents bucket under `prefix/`; yields (store, manifest)."""
-    made, stop = {"s3": s3_store, "gcs": lambda: gcs_store(monkeypatch),
+def empty_store(request, tmp_path, monkeypatch):
+    """A storage server of each cloud with an empty bucket; yields the Store."""
+    made, stop = {"s3": s3_store, "gcs": lambda: gcs_store(monkeypatch, request.getfixturevalue("google_adc")),
                   "azure": lambda: azure_store(tmp_path / "azurite")}[request.param]()
     try:
-        root = str(tmp_path / "bucket")
-        manifest = make_sample_bucket(root, events_per_file=5)
-        for path in manifest["files"]:
-            made.put("prefix/" + os.path.relpath(path, root), path)
-        manifest["records"] = [
-            dict(entry, source_file=f"{made.base_uri}/prefix/" + os.path.relpath(entry["source_file"], root))
-            for entry in manifest["records"]]
-        yield made, manifest
+        yield made
     finally:
         stop()
+
+
+def _key(store, uri):
+    """The object key of a URI in the store's bucket."""
+    return uri[len(store.base_uri) + 1:]
+
+
+@pytest.fixture
+def store(empty_store, tmp_path):
+    """A generated Currents bucket uploaded under the store's root; yields (store, manifest)."""
+    local = str(tmp_path / "bucket")
+    manifest = make_sample_bucket(local, events_per_file=5)
+    for path in manifest["files"]:
+        with open(path, "rb") as stream:
+            empty_store.put(_key(empty_store, f"{empty_store.root}/" + os.path.relpath(path, local)), stream.read())
+    manifest["records"] = [
+        dict(entry, source_file=f"{empty_store.root}/" + os.path.relpath(entry["source_file"], local))
+        for entry in manifest["records"]]
+    return empty_store, manifest
 
 
 def test_input_pattern_and_outputs_in_the_bucket(tmp_path, store):
     made, manifest = store
     with SegmentServer(write_key=KEY) as server:
-        status, _, _ = run_job(tmp_path, "--input", f"{made.base_uri}/prefix/**", "--segment_endpoint", server.url,
+        status, _, _ = run_job(tmp_path, "--input", f"{made.root}/**", "--segment_endpoint", server.url,
                                "--segment_write_key", KEY, *made.args,
                                "--dead_letter_output", f"{made.base_uri}/out/dead",
                                "--summary_output", f"{made.base_uri}/out/summary.json")
@@ -144,13 +258,13 @@ def test_input_pattern_and_outputs_in_the_bucket(tmp_path, store):
     assert summary["sent"] == sum(expected_calls(manifest).values()) and summary["unreadable_files"] == 2
     letters = [json.loads(line) for key in made.keys("out/dead/") for line in made.get(key).splitlines() if line]
     assert {letter["reason"] for letter in letters} == {"event_too_large", "unreadable_file"}
-    assert all(letter["source_file"].startswith(f"{made.base_uri}/prefix/") for letter in letters)
+    assert all(letter["source_file"].startswith(f"{made.root}/") for letter in letters)
 
 
 def test_date_range_with_a_ledger_in_the_bucket(tmp_path, store):
     made, manifest = store
     day = [e for e in manifest["records"] if "/date=2024-03-02-" in e["source_file"]]
-    args = ["--currents_root", f"{made.base_uri}/prefix", "--start", "2024-03-02", "--end", "2024-03-03",
+    args = ["--currents_root", made.root, "--start", "2024-03-02", "--end", "2024-03-03",
             "--ledger", f"{made.base_uri}/ledger", "--dead_letter_output", f"{made.base_uri}/out/dead-range",
             *made.args]
     with SegmentServer(write_key=KEY) as server:
@@ -164,36 +278,76 @@ def test_date_range_with_a_ledger_in_the_bucket(tmp_path, store):
     assert made.keys("ledger/entries-")
 
 
+def readme_command(scheme):
+    """The README's Cloud storage example command for one URI scheme, continuation lines joined."""
+    section = README.read_text(encoding="utf-8").split("### Cloud storage", 1)[1].split("\n### ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    [command] = [" ".join(line.split()) for line in block.splitlines()
+                 if line.lstrip().startswith("python -m pipeline") and f"--currents_root {scheme}" in line]
+    return command
+
+
+def test_the_readme_example_runs_as_written(tmp_path, store):
+    """The README's command for this cloud, run by a shell in a fresh process with the credentials in the
+    environment, plus only the endpoint options (the local storage server's, the Segment server's)."""
+    made, manifest = store
+    command = readme_command(made.root.split("://", 1)[0] + "://")
+    day = [e for e in manifest["records"] if "/date=2024-03-01-" in e["source_file"]]
+    assert "--start 2024-03-01 --end 2024-03-02" in command and day
+    with SegmentServer(write_key=KEY) as server:
+        extra = " ".join(shlex.quote(arg) for arg in [*made.endpoint_args, "--segment_endpoint", server.url])
+        env = dict(os.environ, **made.env, SEGMENT_WRITE_KEY=KEY,
+                   PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+        done = subprocess.run(["bash", "-c", f"{command} {extra}"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert received_calls(server.accepted) == expected_calls(dict(manifest, records=day))
+        assert not server.violations
+
+
 def test_wrong_credentials_stop_the_run_with_one_line(tmp_path, store, capsys):
     made, _ = store
-    if not made.base_uri.startswith("azfs://"):
-        pytest.skip("this S3 or GCS server accepts any credentials")
-    wrong = [arg.replace(AZURITE_KEY, "d3Jvbmcta2V5" * 7 + "AA==") for arg in made.args]
-    status, _, _ = run_job(tmp_path, "--currents_root", f"{made.base_uri}/prefix", "--segment_write_key", KEY,
-                           "--dry_run_output", str(tmp_path / "requests"), *wrong)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert status == 1 and err[-1].startswith(f"error: cannot list --currents_root {made.base_uri}/prefix")
+    if made.wrong_credentials is None:
+        pytest.skip("this storage emulator accepts any credentials")
+    with made.wrong_credentials() as args:
+        for source in (["--currents_root", made.root], ["--input", f"{made.root}/**"]):
+            status, _, _ = run_job(tmp_path, *source, "--segment_write_key", KEY,
+                                   "--dry_run_output", str(tmp_path / "requests"), *args)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert status == 1 and err[-1].startswith(f"error: cannot list {source[0]} {made.root}"), err
 
 
-def test_one_day_out_of_a_month_takes_a_few_s3_list_calls():
-    """Folders are listed one level at a time (Delimiter="/"): the cost depends on the folders, not
-    on how many hours and files the bucket holds."""
+def test_missing_s3_credentials_stop_the_run_with_one_line(tmp_path, monkeypatch, capsys):
     made, stop = s3_store()
-    client = s3_client(made.endpoint)
-    integration = "month/dataexport.prod-01.S3.integration.5a"
-    types = ("users.canvas.Entry", "users.messages.email.Send", "users.behaviors.Uninstall")
-    keys = [f"{integration}/event_type={t}/date=2024-03-{day:02d}-{h:02d}/7/0/f.avro"
-            for t in types for day in range(1, 31) for h in range(24)]
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda key: client.put_object(Bucket=CONTAINER, Key=key, Body=b"x"), keys))
-    calls = []
-    counted = s3_client(made.endpoint)
-    counted.meta.events.register("before-call.s3.ListObjectsV2", lambda **_: calls.append(1))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     try:
-        selected = select_partitions(f"s3://{CONTAINER}/month", parse_hour("2024-03-15"), parse_hour("2024-03-16"),
-                                     children=s3_folder_lister(counted))
+        status, _, _ = run_job(tmp_path, "--currents_root", made.root, "--segment_write_key", KEY,
+                               "--dry_run_output", str(tmp_path / "requests"), *made.endpoint_args)
     finally:
         stop()
-    assert len(keys) == 2160 and len(selected) == 3 * 24
-    assert {p.hour for p in selected} == {parse_hour(f"2024-03-15T{h:02d}") for h in range(24)}
-    assert len(calls) == 1 + 1 + len(types)  # the root, the integration folder, each event-type folder
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and err == [f"error: cannot list --currents_root {made.root}: Unable to locate credentials"]
+
+
+def test_one_day_out_of_a_month_takes_a_few_list_calls(empty_store):
+    """Folders are listed one level at a time (a "/" delimiter): the cost depends on the folders, not
+    on how many hours and files the bucket holds."""
+    month = f"{empty_store.base_uri}/month/dataexport.prod-01.S3.integration.5a"
+    hourly, daily = "users.messages.email.Send", ("users.canvas.Entry", "users.behaviors.Uninstall")
+    uris = [f"{month}/event_type={hourly}/date=2024-03-{day:02d}-{hour:02d}/7/0/f.avro"
+            for day in range(1, 32) for hour in range(24)]
+    uris += [f"{month}/event_type={t}/date=2024-03-{day:02d}-06/7/0/f.avro" for t in daily for day in range(1, 32)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda uri: empty_store.put(_key(empty_store, uri), b"x"), uris))
+    lister, calls = empty_store.counting_lister()
+    selected = select_partitions(f"{empty_store.base_uri}/month", parse_hour("2024-03-15"), parse_hour("2024-03-16"),
+                                 children=lister)
+    assert len(uris) == 31 * 24 + 2 * 31
+    assert sorted((p.event_type, p.hour) for p in selected) == sorted(
+        [(hourly, parse_hour(f"2024-03-15T{hour:02d}")) for hour in range(24)]
+        + [(t, parse_hour("2024-03-15T06")) for t in daily])
+    assert len(calls) == 1 + 1 + 3  # the root, the integration folder, each event-type folder
