@@ -4,6 +4,7 @@
     every stage's dead letters → one dead-letter output → [ledger entries of the files read]
 """
 import apache_beam as beam
+from apache_beam.options.pipeline_options import S3Options
 
 from transforms.batch import GroupIntoSegmentBatches
 from transforms.catalog import FAMILIES
@@ -28,7 +29,8 @@ def build(pipeline, options, *, selection, client_settings, envelope, integratio
     """
     skip_recorded = options.ledger if options.ledger and not options.rerun else None
     read = pipeline | "Read Currents files" >> ReadCurrentsFiles(
-        selection.patterns, ledger_dir=skip_recorded, ledger_scope=selection.ledger_scope)
+        selection.patterns, ledger_dir=skip_recorded, ledger_scope=selection.ledger_scope,
+        s3_options=options.view_as(S3Options))
     events = read["events"]
     if options.by_event_time:
         events = events | "Keep event time" >> KeepEventTime(

@@ -3,6 +3,7 @@ import io
 
 import apache_beam as beam
 import fastavro
+import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -10,6 +11,7 @@ from pipeline import currents_schemas
 from pipeline.sample_bucket import make_record, write_currents_file
 from transforms.elements import DEAD_LETTER
 from transforms.read import ReadCurrentsFiles, event_type_from_path, event_type_from_schema
+from transforms.s3_files import s3_prefix
 
 CLICK = "users.messages.email.Click"
 
@@ -77,3 +79,14 @@ def test_a_file_broken_midway_keeps_its_first_events_and_is_dead_lettered(tmp_pa
 
         assert_that(counted, check_count)
         assert_that(letters, check_letters, label="letters")
+
+
+@pytest.mark.parametrize("pattern,prefix", [
+    ("s3://bucket/currents/event_type=x/date=2024-03-01-00/**", "s3://bucket/currents/event_type=x/date=2024-03-01-00/"),
+    ("s3://bucket/**", "s3://bucket/"),
+    ("s3://bucket/currents/*/date=2024-03-01-00/**", None),   # a glob before the end: Beam matches it
+    ("s3://bucket/currents/file.avro", None),
+    ("gs://bucket/currents/**", None),
+])
+def test_only_whole_prefix_s3_patterns_are_listed_by_prefix(pattern, prefix):
+    assert s3_prefix(pattern) == prefix

@@ -230,18 +230,23 @@ def _key(store, uri):
     return uri[len(store.base_uri) + 1:]
 
 
-@pytest.fixture
-def store(empty_store, tmp_path):
-    """A generated Currents bucket uploaded under the store's root; yields (store, manifest)."""
-    local = str(tmp_path / "bucket")
+def upload_sample_bucket(store, local):
+    """Generate a Currents bucket in the local folder and upload it under the store's root; return its
+    manifest, with the records' source files as their URIs in the store."""
     manifest = make_sample_bucket(local, events_per_file=5)
     for path in manifest["files"]:
         with open(path, "rb") as stream:
-            empty_store.put(_key(empty_store, f"{empty_store.root}/" + os.path.relpath(path, local)), stream.read())
+            store.put(_key(store, f"{store.root}/" + os.path.relpath(path, local)), stream.read())
     manifest["records"] = [
-        dict(entry, source_file=f"{empty_store.root}/" + os.path.relpath(entry["source_file"], local))
+        dict(entry, source_file=f"{store.root}/" + os.path.relpath(entry["source_file"], local))
         for entry in manifest["records"]]
-    return empty_store, manifest
+    return manifest
+
+
+@pytest.fixture
+def store(empty_store, tmp_path):
+    """A generated Currents bucket uploaded under the store's root; yields (store, manifest)."""
+    return empty_store, upload_sample_bucket(empty_store, str(tmp_path / "bucket"))
 
 
 def test_input_pattern_and_outputs_in_the_bucket(tmp_path, store):
@@ -261,7 +266,7 @@ def test_input_pattern_and_outputs_in_the_bucket(tmp_path, store):
     assert all(letter["source_file"].startswith(f"{made.root}/") for letter in letters)
 
 
-def test_date_range_with_a_ledger_in_the_bucket(tmp_path, store):
+def test_date_range_with_a_ledger_and_dry_run_in_the_bucket(tmp_path, store):
     made, manifest = store
     day = [e for e in manifest["records"] if "/date=2024-03-02-" in e["source_file"]]
     args = ["--currents_root", made.root, "--start", "2024-03-02", "--end", "2024-03-03",
@@ -276,6 +281,10 @@ def test_date_range_with_a_ledger_in_the_bucket(tmp_path, store):
                                *args)
         assert status == 0 and len(server.requests) == first  # the ledger in the bucket skips every file
     assert made.keys("ledger/entries-")
+    status, _, _ = run_job(tmp_path / "dry", *args, "--rerun", "--dry_run_output", f"{made.base_uri}/out/requests")
+    bodies = [json.loads(line) for key in made.keys("out/requests/") for line in made.get(key).splitlines() if line]
+    assert status == 0
+    assert received_calls(m for body in bodies for m in body["batch"]) == expected_calls(dict(manifest, records=day))
 
 
 def readme_command(scheme):
@@ -351,3 +360,25 @@ def test_one_day_out_of_a_month_takes_a_few_list_calls(empty_store):
         [(hourly, parse_hour(f"2024-03-15T{hour:02d}")) for hour in range(24)]
         + [(t, parse_hour("2024-03-15T06")) for t in daily])
     assert len(calls) == 1 + 1 + 3  # the root, the integration folder, each event-type folder
+
+
+def test_s3_files_are_listed_and_read_with_one_client_per_worker(tmp_path, monkeypatch):
+    """Beam's S3 filesystem builds a boto3 client per pattern listed and per file opened; the read
+    stage builds one per worker, so the count does not grow with the files."""
+    boto3 = pytest.importorskip("boto3", reason="needs the aws extra")
+    made, stop = s3_store()
+    created = []
+    build = boto3.session.Session.client
+    monkeypatch.setattr(boto3.session.Session, "client",
+                        lambda self, *args, **kwargs: created.append(1) or build(self, *args, **kwargs))
+    try:
+        manifest = upload_sample_bucket(made, str(tmp_path / "bucket"))
+        hours = {os.path.dirname(path) for path in manifest["files"]}
+        created.clear()
+        status, summary, _ = run_job(tmp_path, "--currents_root", made.root, "--dry_run_output",
+                                     str(tmp_path / "requests"), *made.args)
+    finally:
+        stop()
+    assert status == 0 and summary["sent"] == sum(expected_calls(manifest).values())
+    assert len(manifest["files"]) == 73 and len(hours) > 60
+    assert len(created) <= 5, len(created)  # here 3: the partition lister, one per DoFn of the read stage

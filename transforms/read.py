@@ -17,13 +17,12 @@ files (a file with two corrupt regions counts twice). The READ counter counts em
 import re
 
 import apache_beam as beam
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
 
 from transforms import avro_blocks, dead_letters, metrics
 from transforms.catalog import CATALOG
 from transforms.elements import DEAD_LETTER, CurrentsEvent
 from transforms.ledger import WHOLE_FILE, SkipFilesInLedger
+from transforms.s3_files import FileAccess
 
 _PATH_EVENT_TYPE = re.compile(r"(?:^|/)event_type=([^/]+)/")
 # Braze's producers prefix the record's full name with dataexport.<connector>.inner.
@@ -70,20 +69,35 @@ def decode_file(path, stream):
         yield event_type, item
 
 
+class _ListFilesFn(beam.DoFn):
+    """Pattern → the FileMetadata of each file it matches."""
+
+    def __init__(self, files):
+        super().__init__()
+        self._files = files
+
+    def process(self, pattern):
+        yield from self._files.match(pattern)
+
+
 class _DecodeFileFn(beam.DoFn):
-    """ReadableFile → CurrentsEvent for each record of every good block; an unreadable header → one
+    """FileMetadata → CurrentsEvent for each record of every good block; an unreadable header → one
     dead letter for the file; every skipped region → one dead letter with its byte range."""
+
+    def __init__(self, files):
+        super().__init__()
+        self._files = files
 
     def setup(self):
         self._read = metrics.TypeCounter(metrics.READ)
 
-    def process(self, readable_file):
-        path = readable_file.metadata.path
+    def process(self, metadata):
+        path = metadata.path
         event_type = event_type_from_path(path)
         events_read = 0
         position = 0  # where decoding stands, for the letter of an unexpected failure
         try:
-            with readable_file.open(compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+            with self._files.open(path) as stream:
                 for event_type, item in decode_file(path, stream):
                     if isinstance(item, avro_blocks.BadRegion):
                         yield beam.pvalue.TaggedOutput(
@@ -98,7 +112,7 @@ class _DecodeFileFn(beam.DoFn):
             raise  # storage trouble, not the file's: fail the bundle so that the runner retries it
         except Exception as error:  # pylint: disable=broad-except  # an unreadable header: the file is lost
             letter = dead_letters.file_letter(path, event_type, error, events_read)
-            letter["byte_range"] = [position, readable_file.metadata.size_in_bytes]
+            letter["byte_range"] = [position, metadata.size_in_bytes]
             letter["records_lost"] = None
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
 
@@ -110,26 +124,29 @@ def _first(items):
 class ReadCurrentsFiles(beam.PTransform):
     """Read the files matching any of the patterns (a file matched twice is read once).
 
-    With `ledger_dir`, files the ledger records for `ledger_scope` are skipped. Returns a dict of PCollections:
-    "events" (CurrentsEvent), DEAD_LETTER (unreadable files) and "files" (the FileMetadata read).
+    With `ledger_dir`, files the ledger records for `ledger_scope` are skipped. `s3_options` (the job's
+    pipeline options) let s3:// patterns be listed and read with one client per worker (see
+    transforms.s3_files). Returns a dict of PCollections: "events" (CurrentsEvent), DEAD_LETTER
+    (unreadable files) and "files" (the FileMetadata read).
     """
 
-    def __init__(self, patterns, ledger_dir=None, ledger_scope=WHOLE_FILE):
+    def __init__(self, patterns, ledger_dir=None, ledger_scope=WHOLE_FILE, s3_options=None):
         super().__init__()
         self._patterns = list(patterns)
         self._ledger_dir = ledger_dir
         self._ledger_scope = ledger_scope
+        on_s3 = any(pattern.startswith("s3://") for pattern in self._patterns)
+        self._files = FileAccess(s3_options if on_s3 else None)
 
     def expand(self, pbegin):
         files = (pbegin
                  | "Patterns" >> beam.Create(self._patterns)
-                 | "List files" >> fileio.MatchAll()
+                 | "List files" >> beam.ParDo(_ListFilesFn(self._files))
                  | "Key by path" >> beam.Map(lambda metadata: (metadata.path, metadata))
                  | "Read each file once" >> beam.CombinePerKey(_first)
                  | "Drop keys" >> beam.Values())
         if self._ledger_dir:
             files = files | "Skip files in ledger" >> SkipFilesInLedger(self._ledger_dir, self._ledger_scope)
-        decoded = (files
-                   | "Open" >> fileio.ReadMatches()
-                   | "Decode Avro" >> beam.ParDo(_DecodeFileFn()).with_outputs(DEAD_LETTER, main="events"))
+        decoded = files | "Decode Avro" >> beam.ParDo(_DecodeFileFn(self._files)).with_outputs(
+            DEAD_LETTER, main="events")
         return {"events": decoded.events, DEAD_LETTER: decoded[DEAD_LETTER], "files": files}
