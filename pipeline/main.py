@@ -81,6 +81,30 @@ def _require_matches(patterns):
             logging.warning("no file matched --input %s", pattern)
 
 
+def _require_writable(options, run_id):
+    """ConfigError when an output folder cannot be written (credentials, permissions, a missing bucket):
+    found before any event is sent, not after, when the dead letters of sent events would be lost.
+
+    Writes and deletes one small marker object in each; a marker that cannot be deleted is left behind.
+    """
+    folders = {"--dead_letter_output": options.dead_letter_output, "--dry_run_output": options.dry_run_output,
+               "--ledger": options.ledger,
+               "--summary_output": options.summary_output and FileSystems.split(options.summary_output)[0]}
+    for flag, folder in folders.items():
+        if not folder or "://" not in folder:
+            continue  # local folders: no credentials involved, and no empty folder left in the way
+        marker = FileSystems.join(folder, f".write-check-{run_id}")
+        try:
+            with FileSystems.create(marker) as stream:
+                stream.write(b"currents-to-segment write check\n")  # object stores refuse empty uploads
+        except Exception as error:  # pylint: disable=broad-except  # each filesystem raises its own kinds
+            raise ConfigError(f"cannot write {flag} {folder}: {_storage_reason(error)}") from error
+        try:
+            FileSystems.delete([marker])
+        except Exception as error:  # pylint: disable=broad-except
+            logging.warning("could not delete the write-check marker %s: %s", marker, _storage_reason(error))
+
+
 def _warn_if_beyond_dedup(end):
     if end is None:
         return
@@ -168,13 +192,15 @@ def run(argv):
         print(plan.describe(selection.patterns, None if options.rerun else options.ledger, selection.ledger_scope))
         return 0
     _require_input(options, selection)
+    run_id = ledger.new_run_id()
+    _require_writable(options, run_id)
     _warn_if_beyond_dedup(selection.end)
     pipeline = beam.Pipeline(options=pipeline_options)
     assembly.build(pipeline, options, selection=selection,
                    client_settings=None if options.dry_run_output else _client_settings(options, source),
                    envelope=envelope_bytes(write_key), integrations=parse_integrations(options),
                    protect={"redact": field_names(options.redact_fields), "hash": field_names(options.hash_fields)},
-                   run_id=ledger.new_run_id())
+                   run_id=run_id)
     result = pipeline.run()
     if getattr(result, "has_job", True) is False:
         # Only the job graph was written (a Dataflow template launch): the runner starts the job later.

@@ -382,3 +382,21 @@ def test_s3_files_are_listed_and_read_with_one_client_per_worker(tmp_path, monke
     assert status == 0 and summary["sent"] == sum(expected_calls(manifest).values())
     assert len(manifest["files"]) == 73 and len(hours) > 60
     assert len(created) <= 5, len(created)  # here 3: the partition lister, one per DoFn of the read stage
+
+
+def test_an_output_that_cannot_be_written_stops_the_run_before_anything_is_sent(tmp_path, store, capsys):
+    made, _ = store
+    if made.wrong_credentials is None:
+        pytest.skip("this storage emulator accepts any credentials")
+    local = tmp_path / "local"
+    make_sample_bucket(str(local), events_per_file=5)
+    with SegmentServer(write_key=KEY) as server, made.wrong_credentials() as args:
+        status, _, _ = run_job(tmp_path, "--input", f"{local}/**", "--segment_endpoint", server.url,
+                               "--segment_write_key", KEY, *args, "--dead_letter_output", f"{made.base_uri}/out/dead")
+        assert not server.requests
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and err[-1].startswith(f"error: cannot write --dead_letter_output {made.base_uri}/out/dead: "), err
+    assert not made.keys("out/")
+    status, _, _ = run_job(tmp_path / "ok", "--input", f"{local}/**", "--dry_run_output", f"{made.base_uri}/out/r",
+                           *made.args, "--dead_letter_output", f"{made.base_uri}/out/dead")
+    assert status == 0 and not [key for key in made.keys("out/") if ".write-check-" in key]
