@@ -8,4 +8,4 @@ if command -v npm >/dev/null && [ ! -x tests/azurite/node_modules/.bin/azurite-b
   echo "Installing Azurite into tests/azurite ..."
   (cd tests/azurite && npm install --no-audit --no-fund --silent) || echo "Azurite could not be installed: its tests will be skipped"
 fi
-exec .venv/bin/python -m pytest -q "$@" tests
+exec .venv/bin/python -m pytest -q -rs "$@" tests

@@ -5,6 +5,7 @@ the reason."""
 import concurrent.futures
 import contextlib
 import http.server
+import importlib
 import json
 import os
 import pathlib
@@ -32,6 +33,22 @@ AZURITE = pathlib.Path(__file__).parent / "azurite" / "node_modules" / ".bin" / 
 # The key of Azurite's documented development account (public, local only), given to our account.
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+
+
+def unavailable(reason):
+    """Skip: this cloud's server cannot run here. With STORAGE_SERVERS_REQUIRED=1 (CI) it is a failure
+    instead, so that a green run means all three clouds were tested."""
+    if os.environ.get("STORAGE_SERVERS_REQUIRED") == "1":
+        pytest.fail(f"storage server unavailable: {reason}")
+    pytest.skip(reason)
+
+
+def need(module, reason):
+    """Import a module a storage server or client needs, or call it unavailable."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return unavailable(f"{reason} ({module} is not installed)")
 
 
 def free_port():
@@ -67,9 +84,9 @@ class Store:
 
 
 def s3_store():
-    moto_server = pytest.importorskip("moto.server", reason="needs moto[server]")
-    boto3 = pytest.importorskip("boto3", reason="needs the aws extra")
-    requests = pytest.importorskip("requests")
+    moto_server = need("moto.server", "needs moto[server]")
+    boto3 = need("boto3", "needs the aws extra")
+    requests = need("requests", "needs the test extra")
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -132,8 +149,8 @@ def google_adc(tmp_path_factory):
     """A service-account key file for Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS)
     whose token endpoint is on loopback: the job authenticates the way the README says, without Beam's
     ~25 s of retries before it falls back to anonymous access."""
-    rsa = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.rsa")
-    serialization = pytest.importorskip("cryptography.hazmat.primitives.serialization")
+    rsa = need("cryptography.hazmat.primitives.asymmetric.rsa", "needs the test extra")
+    serialization = need("cryptography.hazmat.primitives.serialization", "needs the test extra")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TokenEndpoint)
@@ -148,10 +165,10 @@ def google_adc(tmp_path_factory):
 
 
 def gcs_store(monkeypatch, adc):
-    server_module = pytest.importorskip("gcp_storage_emulator.server", reason="needs gcp-storage-emulator")
-    storage = pytest.importorskip("google.cloud.storage", reason="needs the gcp extra")
-    credentials = pytest.importorskip("google.auth.credentials")
-    requests = pytest.importorskip("requests")
+    server_module = need("gcp_storage_emulator.server", "needs gcp-storage-emulator")
+    storage = need("google.cloud.storage", "needs the gcp extra")
+    credentials = need("google.auth.credentials", "needs the gcp extra")
+    requests = need("requests", "needs the test extra")
     port = free_port()
     server = server_module.create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
     server.start()
@@ -180,9 +197,9 @@ def gcs_store(monkeypatch, adc):
 
 
 def azure_store(location):
-    blob = pytest.importorskip("azure.storage.blob", reason="needs the azure extra")
+    blob = need("azure.storage.blob", "needs the azure extra")
     if not AZURITE.exists() or not shutil.which("node"):
-        pytest.skip("Azurite is not installed (run_tests.sh installs it with npm when Node.js is present)")
+        unavailable("Azurite is not installed (run_tests.sh installs it with npm when Node.js is present)")
     port = free_port()
     server = subprocess.Popen([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port),
                                "--location", str(location), "--silent", "--skipApiVersionCheck",
@@ -192,7 +209,7 @@ def azure_store(location):
                   f"BlobEndpoint=http://127.0.0.1:{port}/{AZURE_ACCOUNT};")
     if not listening(port, seconds=30):
         server.terminate()
-        pytest.skip("Azurite did not start within 30 s")
+        unavailable("Azurite did not start within 30 s")
     container = blob.BlobServiceClient.from_connection_string(connection).create_container(AZURE_CONTAINER)
 
     def counting_lister():
@@ -317,7 +334,7 @@ def test_the_readme_example_runs_as_written(tmp_path, store):
 def test_wrong_credentials_stop_the_run_with_one_line(tmp_path, store, capsys):
     made, _ = store
     if made.wrong_credentials is None:
-        pytest.skip("this storage emulator accepts any credentials")
+        pytest.skip("gcp-storage-emulator accepts any credentials; moto and Azurite check them")
     with made.wrong_credentials() as args:
         for source in (["--currents_root", made.root], ["--input", f"{made.root}/**"]):
             status, _, _ = run_job(tmp_path, *source, "--segment_write_key", KEY,
@@ -365,7 +382,7 @@ def test_one_day_out_of_a_month_takes_a_few_list_calls(empty_store):
 def test_s3_files_are_listed_and_read_with_one_client_per_worker(tmp_path, monkeypatch):
     """Beam's S3 filesystem builds a boto3 client per pattern listed and per file opened; the read
     stage builds one per worker, so the count does not grow with the files."""
-    boto3 = pytest.importorskip("boto3", reason="needs the aws extra")
+    boto3 = need("boto3", "needs the aws extra")
     made, stop = s3_store()
     created = []
     build = boto3.session.Session.client
@@ -387,7 +404,7 @@ def test_s3_files_are_listed_and_read_with_one_client_per_worker(tmp_path, monke
 def test_an_output_that_cannot_be_written_stops_the_run_before_anything_is_sent(tmp_path, store, capsys):
     made, _ = store
     if made.wrong_credentials is None:
-        pytest.skip("this storage emulator accepts any credentials")
+        pytest.skip("gcp-storage-emulator accepts any credentials; moto and Azurite check them")
     local = tmp_path / "local"
     make_sample_bucket(str(local), events_per_file=5)
     with SegmentServer(write_key=KEY) as server, made.wrong_credentials() as args:
