@@ -359,46 +359,86 @@ def test_missing_s3_credentials_stop_the_run_with_one_line(tmp_path, monkeypatch
     assert status == 1 and err == [f"error: cannot list --currents_root {made.root}: Unable to locate credentials"]
 
 
+HOURLY, DAILY = "users.messages.email.Send", ("users.canvas.Entry", "users.behaviors.Uninstall")
+
+
+def put_month(store):
+    """A month of Currents partitions under `<bucket>/month`: one event type every hour, two more once a
+    day (one small object each); returns the root and the (event type, hour) partitions of 2024-03-15."""
+    month = f"{store.base_uri}/month/dataexport.prod-01.S3.integration.5a"
+    uris = [f"{month}/event_type={HOURLY}/date=2024-03-{day:02d}-{hour:02d}/7/0/f.avro"
+            for day in range(1, 32) for hour in range(24)]
+    uris += [f"{month}/event_type={t}/date=2024-03-{day:02d}-06/7/0/f.avro" for t in DAILY for day in range(1, 32)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda uri: store.put(_key(store, uri), b"x"), uris))
+    assert len(uris) == 31 * 24 + 2 * 31
+    day = [(HOURLY, parse_hour(f"2024-03-15T{hour:02d}")) for hour in range(24)]
+    return f"{store.base_uri}/month", sorted(day + [(t, parse_hour("2024-03-15T06")) for t in DAILY])
+
+
 def test_one_day_out_of_a_month_takes_a_few_list_calls(empty_store):
     """Folders are listed one level at a time (a "/" delimiter): the cost depends on the folders, not
     on how many hours and files the bucket holds."""
-    month = f"{empty_store.base_uri}/month/dataexport.prod-01.S3.integration.5a"
-    hourly, daily = "users.messages.email.Send", ("users.canvas.Entry", "users.behaviors.Uninstall")
-    uris = [f"{month}/event_type={hourly}/date=2024-03-{day:02d}-{hour:02d}/7/0/f.avro"
-            for day in range(1, 32) for hour in range(24)]
-    uris += [f"{month}/event_type={t}/date=2024-03-{day:02d}-06/7/0/f.avro" for t in daily for day in range(1, 32)]
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda uri: empty_store.put(_key(empty_store, uri), b"x"), uris))
+    root, day = put_month(empty_store)
     lister, calls = empty_store.counting_lister()
-    selected = select_partitions(f"{empty_store.base_uri}/month", parse_hour("2024-03-15"), parse_hour("2024-03-16"),
-                                 children=lister)
-    assert len(uris) == 31 * 24 + 2 * 31
-    assert sorted((p.event_type, p.hour) for p in selected) == sorted(
-        [(hourly, parse_hour(f"2024-03-15T{hour:02d}")) for hour in range(24)]
-        + [(t, parse_hour("2024-03-15T06")) for t in daily])
+    selected = select_partitions(root, parse_hour("2024-03-15"), parse_hour("2024-03-16"), children=lister)
+    assert sorted((p.event_type, p.hour) for p in selected) == day
     assert len(calls) == 1 + 1 + 3  # the root, the integration folder, each event-type folder
 
 
-def test_s3_files_are_listed_and_read_with_one_client_per_worker(tmp_path, monkeypatch):
+@pytest.fixture
+def s3_spy(monkeypatch):
+    """Every boto3 client the process builds, and the S3 operations they call: (clients, operations)."""
+    boto3 = need("boto3", "needs the aws extra")
+    clients, operations = [], []
+    build = boto3.session.Session.client
+
+    def spied(self, *args, **kwargs):
+        client = build(self, *args, **kwargs)
+        client.meta.events.register("before-call.s3", lambda model, **_: operations.append(model.name))
+        clients.append(client)
+        return client
+
+    monkeypatch.setattr(boto3.session.Session, "client", spied)
+    return clients, operations
+
+
+def test_a_one_day_run_on_s3_lists_and_reads_only_that_day(tmp_path, s3_spy):
+    made, stop = s3_store()
+    clients, operations = s3_spy
+    try:
+        root, day = put_month(made)
+        clients.clear(), operations.clear()
+        status, summary, letters = run_job(tmp_path, "--currents_root", root, "--start", "2024-03-15",
+                                           "--end", "2024-03-16", "--dry_run_output", str(tmp_path / "r"),
+                                           *made.args)
+    finally:
+        stop()
+    assert status == 0 and summary["unreadable_files"] == len(day)  # the objects are not Avro
+    assert sorted({letter["source_file"].split("/date=")[0].rsplit("=", 1)[1] for letter in letters}) == sorted(
+        {event_type for event_type, _ in day})
+    assert all("/date=2024-03-15-" in letter["source_file"] for letter in letters)
+    # Discovery: the root, the integration folder, each event-type folder; then each selected partition.
+    assert operations.count("ListObjectsV2") == 1 + 1 + 3 + len(day)
+    assert len(clients) <= 5, len(clients)  # Beam alone builds one per listing and per file opened
+
+
+def test_s3_files_are_listed_and_read_with_one_client_per_worker(tmp_path, s3_spy):
     """Beam's S3 filesystem builds a boto3 client per pattern listed and per file opened; the read
     stage builds one per worker, so the count does not grow with the files."""
-    boto3 = need("boto3", "needs the aws extra")
     made, stop = s3_store()
-    created = []
-    build = boto3.session.Session.client
-    monkeypatch.setattr(boto3.session.Session, "client",
-                        lambda self, *args, **kwargs: created.append(1) or build(self, *args, **kwargs))
+    clients, _ = s3_spy
     try:
         manifest = upload_sample_bucket(made, str(tmp_path / "bucket"))
         hours = {os.path.dirname(path) for path in manifest["files"]}
-        created.clear()
+        clients.clear()
         status, summary, _ = run_job(tmp_path, "--currents_root", made.root, "--dry_run_output",
                                      str(tmp_path / "requests"), *made.args)
     finally:
         stop()
     assert status == 0 and summary["sent"] == sum(expected_calls(manifest).values())
     assert len(manifest["files"]) == 73 and len(hours) > 60
-    assert len(created) <= 5, len(created)  # here 3: the partition lister, one per DoFn of the read stage
+    assert len(clients) <= 5, len(clients)  # here 3: the partition lister, one per DoFn of the read stage
 
 
 def test_an_output_that_cannot_be_written_stops_the_run_before_anything_is_sent(tmp_path, store, capsys):
