@@ -17,13 +17,14 @@ import sys
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
 from pipeline import assembly, partitions, plan, replay, sample_bucket, summary
 from pipeline.options import (
     ConfigError, CurrentsToSegmentOptions, field_names, key_source, parse_integrations, resolve_endpoint,
     resolve_write_key, split_write_key, validate)
 from transforms import ledger, metrics
+from transforms.s3_files import file_access
 from transforms.segment_client import SegmentConfigError, envelope_bytes
 
 EXIT_CONFIG_ERROR = 1
@@ -189,7 +190,8 @@ def run(argv):
     validate(options, write_key)
     selection = _select(options)
     if options.plan:
-        print(plan.describe(selection.patterns, None if options.rerun else options.ledger, selection.ledger_scope))
+        print(plan.describe(selection.patterns, None if options.rerun else options.ledger, selection.ledger_scope,
+                            file_access(selection.patterns, options.view_as(S3Options))))
         return 0
     _require_input(options, selection)
     run_id = ledger.new_run_id()

@@ -6,27 +6,26 @@ import collections
 import re
 
 import fastavro
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 from transforms import ledger
 from transforms.read import event_type_from_path
+from transforms.s3_files import FileAccess
 
 _DATE = re.compile(r"(?:^|/)date=([^/]+)/")
 
 
-def _count_events(path):
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+def _count_events(files, path):
+    with files.open(path) as stream:
         return sum(block.num_records for block in fastavro.block_reader(stream))
 
 
-def _file_entry(metadata, skipped):
+def _file_entry(files, metadata, skipped):
     """(events counted, text line) of one file; 0 events for a skipped or unreadable file."""
     line = f"    {metadata.path}  {metadata.size_in_bytes:,} bytes"
     if skipped:
         return 0, line + "  (in the ledger: skipped)"
     try:
-        events = _count_events(metadata.path)
+        events = _count_events(files, metadata.path)
     except Exception as error:  # pylint: disable=broad-except  # any failure makes the file unreadable
         return 0, f"{line}  UNREADABLE: {error}".splitlines()[0]
     return events, f"{line}  {events:,} events"
@@ -36,13 +35,15 @@ def _key(metadata):
     return ledger.entry_key(metadata.path, metadata.size_in_bytes, metadata.last_updated_in_seconds)
 
 
-def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE):
+def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE, access=None):
     """A text plan of the files the patterns select: per (event type, hour) partition, then per file.
 
-    Files the ledger holds for this scope are listed as skipped.
+    Files the ledger holds for this scope are listed as skipped. `access` lists and opens the files
+    (a transforms.s3_files.FileAccess; Beam's filesystems when None).
     """
+    access = access or FileAccess()
     recorded = ledger.recorded_scopes(ledger_dir) if ledger_dir else {}
-    files = {m.path: m for result in FileSystems.match(patterns) for m in result.metadata_list}
+    files = {m.path: m for pattern in patterns for m in access.match(pattern)}
     groups = collections.defaultdict(list)
     for path in sorted(files):
         date = _DATE.search(path)
@@ -50,7 +51,7 @@ def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE):
             files[path])
     lines, total_files, total_bytes, total_events = [], 0, 0, 0
     for (event_type, hour), members in sorted(groups.items()):
-        entries = [_file_entry(m, ledger.covers(recorded.get(_key(m), set()), scope)) for m in members]
+        entries = [_file_entry(access, m, ledger.covers(recorded.get(_key(m), set()), scope)) for m in members]
         size, events = sum(m.size_in_bytes for m in members), sum(n for n, _ in entries)
         lines.append(f"{event_type}  date={hour}  {len(members)} files  {size:,} bytes  {events:,} events")
         lines.extend(line for _, line in entries)

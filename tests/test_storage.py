@@ -283,12 +283,17 @@ def test_input_pattern_and_outputs_in_the_bucket(tmp_path, store):
     assert all(letter["source_file"].startswith(f"{made.root}/") for letter in letters)
 
 
-def test_date_range_with_a_ledger_and_dry_run_in_the_bucket(tmp_path, store):
+def test_date_range_with_a_plan_a_ledger_and_dry_run_in_the_bucket(tmp_path, store, capsys):
     made, manifest = store
     day = [e for e in manifest["records"] if "/date=2024-03-02-" in e["source_file"]]
     args = ["--currents_root", made.root, "--start", "2024-03-02", "--end", "2024-03-03",
             "--ledger", f"{made.base_uri}/ledger", "--dead_letter_output", f"{made.base_uri}/out/dead-range",
             *made.args]
+    status, _, _ = run_job(tmp_path / "plan", *args, "--plan")
+    plan = capsys.readouterr().out.strip().splitlines()
+    day_files = [path for path in manifest["files"] if "/date=2024-03-02-" in path]
+    assert status == 0 and f"  {len(day_files)} files  " in plan[-1]
+    assert sum(line.startswith(f"    {made.root}/") for line in plan) == len(day_files)
     with SegmentServer(write_key=KEY) as server:
         status, _, _ = run_job(tmp_path, "--segment_endpoint", server.url, "--segment_write_key", KEY, *args)
         assert status == 0

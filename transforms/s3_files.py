@@ -57,3 +57,8 @@ class FileAccess:
         if self._s3_options is not None and path.startswith("s3://"):
             return self._s3().open(path, "rb")
         return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def file_access(patterns, s3_options):
+    """A FileAccess for these patterns: with the S3 options only when one of them is on S3."""
+    return FileAccess(s3_options if any(pattern.startswith("s3://") for pattern in patterns) else None)
