@@ -15,14 +15,13 @@ import re
 import sys
 
 import apache_beam as beam
-from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
 from pipeline import assembly, partitions, plan, replay, sample_bucket, summary
 from pipeline.options import (
     ConfigError, CurrentsToSegmentOptions, field_names, key_source, parse_integrations, resolve_endpoint,
-    resolve_write_key, split_write_key, validate)
+    resolve_write_key, split_write_key, storage_reason, validate)
 from transforms import ledger, metrics
 from transforms.s3_files import file_access
 from transforms.segment_client import SegmentConfigError, envelope_bytes
@@ -61,20 +60,11 @@ def _reject_unknown_flags(argv):
         raise ConfigError(f"unknown option(s): {' '.join(unknown)} (see --help)")
 
 
-def _storage_reason(error):
-    """The innermost cause of a storage error in one line: Beam wraps each pattern's failure, and each
-    listing's, in a BeamIOError keyed by path."""
-    while isinstance(error, BeamIOError) and len(error.exception_details or {}) == 1:
-        error = next(iter(error.exception_details.values()))
-    first = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
-    return (first.strip().splitlines() or [type(error).__name__])[0]
-
-
 def _require_matches(patterns):
     try:
         results = FileSystems.match(patterns, limits=[1] * len(patterns))
     except Exception as error:  # pylint: disable=broad-except  # each filesystem raises its own kinds
-        raise ConfigError(f"cannot list --input {' '.join(patterns)}: {_storage_reason(error)}") from error
+        raise ConfigError(f"cannot list --input {' '.join(patterns)}: {storage_reason(error)}") from error
     if not any(result.metadata_list for result in results):
         raise ConfigError(f"no file matched --input {' '.join(patterns)}")
     for pattern, result in zip(patterns, results):
@@ -99,11 +89,11 @@ def _require_writable(options, run_id):
             with FileSystems.create(marker) as stream:
                 stream.write(b"currents-to-segment write check\n")  # object stores refuse empty uploads
         except Exception as error:  # pylint: disable=broad-except  # each filesystem raises its own kinds
-            raise ConfigError(f"cannot write {flag} {folder}: {_storage_reason(error)}") from error
+            raise ConfigError(f"cannot write {flag} {folder}: {storage_reason(error)}") from error
         try:
             FileSystems.delete([marker])
         except Exception as error:  # pylint: disable=broad-except
-            logging.warning("could not delete the write-check marker %s: %s", marker, _storage_reason(error))
+            logging.warning("could not delete the write-check marker %s: %s", marker, storage_reason(error))
 
 
 def _warn_if_beyond_dedup(end):
@@ -134,7 +124,7 @@ def _select(options):
     try:
         return partitions.select_input(options)
     except Exception as error:  # pylint: disable=broad-except  # missing folder, bucket, credentials or extra
-        raise ConfigError(f"cannot list --currents_root {options.currents_root}: {_storage_reason(error)}") from error
+        raise ConfigError(f"cannot list --currents_root {options.currents_root}: {storage_reason(error)}") from error
 
 
 def _require_input(options, selection):

@@ -7,6 +7,7 @@ import json
 import os
 import urllib.parse
 
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import partitions
@@ -19,6 +20,15 @@ DEFAULT_MAX_BATCH_BYTES = 475_000  # below Segment's 500 KB, as Segment's own li
 
 class ConfigError(Exception):
     """A wrong or missing option: the run stops at once with this one line."""
+
+
+def storage_reason(error):
+    """The innermost cause of a storage error in one line: Beam wraps each pattern's failure, and each
+    listing's, in a BeamIOError keyed by path."""
+    while isinstance(error, BeamIOError) and len(error.exception_details or {}) == 1:
+        error = next(iter(error.exception_details.values()))
+    first = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+    return (first.strip().splitlines() or [type(error).__name__])[0]
 
 
 class CurrentsToSegmentOptions(PipelineOptions):

@@ -2,7 +2,8 @@
 
     python -m pipeline replay-dead-letters DIR [--output DIR2] [--reasons rejected_by_segment,retries_exhausted]
 
-Reads every dead_letters-*.jsonl directly in DIR (any Beam filesystem) and resends the `message` of each
+Reads every dead_letters-*.jsonl directly in DIR (any Beam filesystem; Beam's S3, GCS and Azure options
+such as --s3_endpoint_url, --project or --azure_connection_string are accepted) and resends the `message` of each
 letter with a replayed reason byte for byte (same messageId, so Segment deduplicates within its window).
 Letters that fail again go to DIR2/dead_letters-replay-<UTC timestamp>.jsonl (default DIR2:
 DIR/replayed-<UTC timestamp>) with the new reason, status and excerpt and replay_attempts + 1; replay that
@@ -19,14 +20,18 @@ from collections import Counter
 
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import AzureOptions, GoogleCloudOptions, PipelineOptions, S3Options
 
 from pipeline.options import (
-    REGION_ENDPOINTS, WRITE_KEY_ENV, ConfigError, key_source, resolve_endpoint, resolve_write_key, split_write_key)
+    REGION_ENDPOINTS, WRITE_KEY_ENV, ConfigError, key_source, resolve_endpoint, resolve_write_key, split_write_key,
+    storage_reason)
 from transforms.segment_client import MAX_BATCH_EVENTS, SegmentClient, SegmentConfigError
 
 REASONS = ("event_too_large", "rejected_by_segment", "retries_exhausted", "invalid_record", "unreadable_file")
 DEFAULT_REASONS = "rejected_by_segment,retries_exhausted"
 CHUNK = 4 * MAX_BATCH_EVENTS  # messages per send(): bounds memory on large folders
+# Beam's options for reaching a bucket (endpoints, credentials, project), accepted besides our own.
+STORAGE_OPTIONS = (S3Options, GoogleCloudOptions, AzureOptions)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +40,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser():
-    parser = _Parser(prog="replay-dead-letters", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="replay-dead-letters", description=__doc__.split("\n")[0],
+                     epilog="Beam's S3, GCS and Azure options (--s3_endpoint_url, --s3_region_name, --project, "
+                            "--azure_connection_string, ...) pass through to reach DIR in a bucket.")
     parser.add_argument("dir", metavar="DIR", help="dead-letter folder (any Beam filesystem)")
     parser.add_argument("--segment_write_key", metavar="KEY", help=f"default: ${WRITE_KEY_ENV}; never printed")
     parser.add_argument("--segment_write_key_file", metavar="PATH", help="read the write key from this file")
@@ -59,12 +66,24 @@ def _reasons(value):
     return reasons
 
 
+def use_storage_options(extra):
+    """Set Beam's filesystems up with the storage options among `extra`; ConfigError for any other."""
+    parser = _Parser(add_help=False, allow_abbrev=False)
+    for options_class in STORAGE_OPTIONS:
+        options_class._add_argparse_args(parser)  # pylint: disable=protected-access
+    _, unknown = parser.parse_known_args(extra)
+    if unknown:
+        raise ConfigError(f"unrecognized arguments: {' '.join(unknown)}")
+    FileSystems.set_options(PipelineOptions(extra))
+
+
 def dead_letter_files(directory):
-    """Paths of the dead_letters-*.jsonl files directly in `directory`; ConfigError when there are none."""
+    """Paths of the dead_letters-*.jsonl files directly in `directory`; ConfigError when there are none
+    or the folder cannot be listed."""
     try:
         found = FileSystems.match([FileSystems.join(directory, "dead_letters-*.jsonl")])[0].metadata_list
-    except BeamIOError:
-        found = []
+    except BeamIOError as error:
+        raise ConfigError(f"cannot list {directory}: {storage_reason(error)}") from error
     if not found:
         raise ConfigError(f"no dead_letters-*.jsonl files in {directory}")
     return sorted(metadata.path for metadata in found)
@@ -174,7 +193,8 @@ def main(argv=None):
     key_flag, rest = split_write_key(sys.argv[1:] if argv is None else list(argv))
     key = key_flag or ""
     try:
-        args = _parser().parse_args(rest)
+        args, extra = _parser().parse_known_args(rest)
+        use_storage_options(extra)
         key = resolve_write_key(key_source(args, key_flag))
         return run(args, key)
     except SystemExit as done:  # --help

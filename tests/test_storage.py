@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from pipeline import partitions
+from pipeline import partitions, replay
 from pipeline.partitions import parse_hour, select_partitions
 from pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import expected_calls, received_calls, run_job
@@ -336,6 +336,22 @@ def test_the_readme_example_runs_as_written(tmp_path, store):
         assert not server.violations
 
 
+def test_dead_letters_in_the_bucket_are_replayed(store):
+    made, _ = store
+    messages = [{"type": "track", "event": "Email Sent", "userId": f"u{n}", "messageId": f"m{n}",
+                 "timestamp": "2024-03-01T12:00:00.000Z", "properties": {}} for n in range(3)]
+    letters = [{"reason": reason, "event_type": "users.messages.email.Send", "source_file": f"{made.root}/f.avro",
+                "message_id": message["messageId"], "http_status": 503, "response_excerpt": None, "error": None,
+                "message": message, "record": None}
+               for reason, message in zip(("retries_exhausted", "rejected_by_segment", "retries_exhausted"), messages)]
+    made.put("replay/dead_letters-00000-of-00001.jsonl", "".join(json.dumps(one) + "\n" for one in letters).encode())
+    with SegmentServer(write_key=KEY) as server:
+        status = replay.main([f"{made.base_uri}/replay", "--segment_endpoint", server.url, "--segment_write_key", KEY,
+                              *made.args])
+        assert status == 0
+        assert received_calls(server.accepted) == received_calls(messages)
+
+
 def test_wrong_credentials_stop_the_run_with_one_line(tmp_path, store, capsys):
     made, _ = store
     if made.wrong_credentials is None:
@@ -346,6 +362,9 @@ def test_wrong_credentials_stop_the_run_with_one_line(tmp_path, store, capsys):
                                    "--dry_run_output", str(tmp_path / "requests"), *args)
             err = capsys.readouterr().err.strip().splitlines()
             assert status == 1 and err[-1].startswith(f"error: cannot list {source[0]} {made.root}"), err
+        assert replay.main([f"{made.root}/dead", "--segment_write_key", KEY, *args]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith(f"error: cannot list {made.root}/dead: "), err
 
 
 def test_missing_s3_credentials_stop_the_run_with_one_line(tmp_path, monkeypatch, capsys):
