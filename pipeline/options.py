@@ -28,7 +28,9 @@ def storage_reason(error):
     while isinstance(error, BeamIOError) and len(error.exception_details or {}) == 1:
         error = next(iter(error.exception_details.values()))
     first = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
-    return (first.strip().splitlines() or [type(error).__name__])[0]
+    line = (first.strip().splitlines() or [type(error).__name__])[0]
+    cause = getattr(error, "cause", None)  # a Google client's RetryError keeps the last failure here
+    return f"{line} (last error: {storage_reason(cause)})" if isinstance(cause, Exception) else line
 
 
 class CurrentsToSegmentOptions(PipelineOptions):

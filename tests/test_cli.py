@@ -4,8 +4,10 @@ import subprocess
 import sys
 
 import pytest
+from apache_beam.io.filesystem import BeamIOError
 
 from pipeline.main import main
+from pipeline.options import storage_reason
 
 REQUIRED_FLAGS = ("--input", "--segment_write_key", "--segment_endpoint", "--segment_region",
                   "--dead_letter_output", "--dry_run_output", "--summary_output", "--window_seconds",
@@ -57,3 +59,12 @@ def test_help_lists_every_option(capsys):
 def test_entry_points_are_installed(command):
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and "--segment_write_key" in result.stdout
+
+
+def test_a_storage_error_is_told_in_one_line_with_its_innermost_cause():
+    exceptions = pytest.importorskip("google.api_core.exceptions", reason="needs the gcp extra")
+    denied = PermissionError("403 Forbidden: no storage.objects.list\nfull response ...")
+    wrapped = BeamIOError("Match operation failed", {"gs://b/x/**": BeamIOError("List failed", {"gs://b/x/": denied})})
+    assert storage_reason(wrapped) == "403 Forbidden: no storage.objects.list"
+    retried = exceptions.RetryError("Timeout of 120.0s exceeded", ConnectionError("Failed to resolve 'storage'\n..."))
+    assert storage_reason(retried) == "Timeout of 120.0s exceeded (last error: Failed to resolve 'storage')"
