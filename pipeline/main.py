@@ -21,9 +21,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 from pipeline import assembly, partitions, plan, replay, sample_bucket, summary
 from pipeline.options import (
     ConfigError, CurrentsToSegmentOptions, field_names, key_source, parse_integrations, resolve_endpoint,
-    resolve_write_key, split_write_key, storage_reason, validate)
+    resolve_write_key, split_write_key, storage_reason, unknown_flags, validate)
 from transforms import ledger, metrics
-from transforms.s3_files import file_access
+from transforms.s3_files import FileAccess
 from transforms.segment_client import SegmentConfigError, envelope_bytes
 
 EXIT_CONFIG_ERROR = 1
@@ -33,11 +33,6 @@ SUBCOMMANDS = {"make-sample-bucket": sample_bucket.main, "replay-dead-letters": 
 # Segment keeps messageIds for about a day: a replay of older events is not deduplicated.
 DEDUP_WINDOW = datetime.timedelta(hours=24)
 _CONFIG_ERROR_TEXT = re.compile(r"SegmentConfigError: ([^\n]+)")
-
-
-class _StrictParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise ConfigError(message)
 
 
 def _help_parser():
@@ -52,10 +47,7 @@ def _help_parser():
 
 
 def _reject_unknown_flags(argv):
-    parser = _StrictParser(allow_abbrev=False, add_help=False)
-    for options_class in {str(cls): cls for cls in PipelineOptions.__subclasses__()}.values():
-        options_class._add_argparse_args(parser)  # pylint: disable=protected-access
-    _, unknown = parser.parse_known_args(argv)
+    unknown = unknown_flags(argv, {str(cls): cls for cls in PipelineOptions.__subclasses__()}.values())
     if unknown:
         raise ConfigError(f"unknown option(s): {' '.join(unknown)} (see --help)")
 
@@ -181,7 +173,7 @@ def run(argv):
     selection = _select(options)
     if options.plan:
         print(plan.describe(selection.patterns, None if options.rerun else options.ledger, selection.ledger_scope,
-                            file_access(selection.patterns, options.view_as(S3Options))))
+                            FileAccess(options.view_as(S3Options))))
         return 0
     _require_input(options, selection)
     run_id = ledger.new_run_id()

@@ -2,6 +2,7 @@
 
 Every standard Beam option (--runner, --project, ...) passes through next to these.
 """
+import argparse
 import ipaddress
 import json
 import os
@@ -20,6 +21,21 @@ DEFAULT_MAX_BATCH_BYTES = 475_000  # below Segment's 500 KB, as Segment's own li
 
 class ConfigError(Exception):
     """A wrong or missing option: the run stops at once with this one line."""
+
+
+class StrictParser(argparse.ArgumentParser):
+    """An argument parser whose errors are ConfigErrors (one line, exit 1) instead of an exit."""
+
+    def error(self, message):
+        raise ConfigError(message)
+
+
+def unknown_flags(argv, option_classes):
+    """The arguments of argv that none of these PipelineOptions classes defines."""
+    parser = StrictParser(allow_abbrev=False, add_help=False)
+    for options_class in option_classes:
+        options_class._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser.parse_known_args(argv)[1]
 
 
 def storage_reason(error):

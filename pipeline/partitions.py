@@ -80,13 +80,11 @@ def list_folders(uri):
 
 
 def delimited_lister(head, list_prefixes):
-    """A list_folders for the URIs starting with head ("s3://", "gs://", "azfs://<account>/") that asks
-    the store for one level only (a "/" delimiter), so that a day out of a month costs a few list calls
+    """A list_folders for URIs starting with head ("s3://", "gs://", "azfs://<account>/") that asks the
+    store for one level only (a "/" delimiter), so that a day out of a month costs a few list calls
     instead of a listing of every key. list_prefixes(bucket, prefix) yields the full key prefixes one
-    level below prefix; other URIs are listed by list_folders."""
+    level below prefix."""
     def list_delimited(uri):
-        if not uri.startswith(head):
-            return list_folders(uri)
         bucket, _, key = uri[len(head):].partition("/")
         prefix = key.strip("/") + "/" if key.strip("/") else ""
         return sorted({child[len(prefix):].rstrip("/") for child in list_prefixes(bucket, prefix)})

@@ -12,7 +12,6 @@ folder the same way. Other letters are counted as skipped and left in DIR.
 Exit status: 0 when every replayed message was accepted, 2 when some failed again or some lines could not
 be read, 1 on a configuration error (one line on stderr). The write key is never printed.
 """
-import argparse
 import datetime
 import json
 import sys
@@ -23,8 +22,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import AzureOptions, GoogleCloudOptions, PipelineOptions, S3Options
 
 from pipeline.options import (
-    REGION_ENDPOINTS, WRITE_KEY_ENV, ConfigError, key_source, resolve_endpoint, resolve_write_key, split_write_key,
-    storage_reason)
+    REGION_ENDPOINTS, WRITE_KEY_ENV, ConfigError, StrictParser, key_source, resolve_endpoint, resolve_write_key,
+    split_write_key, storage_reason, unknown_flags)
 from transforms.segment_client import MAX_BATCH_EVENTS, SegmentClient, SegmentConfigError
 
 REASONS = ("event_too_large", "rejected_by_segment", "retries_exhausted", "invalid_record", "unreadable_file")
@@ -34,15 +33,10 @@ CHUNK = 4 * MAX_BATCH_EVENTS  # messages per send(): bounds memory on large fold
 STORAGE_OPTIONS = (S3Options, GoogleCloudOptions, AzureOptions)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise ConfigError(message)
-
-
 def _parser():
-    parser = _Parser(prog="replay-dead-letters", description=__doc__.split("\n")[0],
-                     epilog="Beam's S3, GCS and Azure options (--s3_endpoint_url, --s3_region_name, --project, "
-                            "--azure_connection_string, ...) pass through to reach DIR in a bucket.")
+    parser = StrictParser(prog="replay-dead-letters", description=__doc__.split("\n")[0],
+                          epilog="Beam's S3, GCS and Azure options (--s3_endpoint_url, --s3_region_name, --project, "
+                                 "--azure_connection_string, ...) pass through to reach DIR in a bucket.")
     parser.add_argument("dir", metavar="DIR", help="dead-letter folder (any Beam filesystem)")
     parser.add_argument("--segment_write_key", metavar="KEY", help=f"default: ${WRITE_KEY_ENV}; never printed")
     parser.add_argument("--segment_write_key_file", metavar="PATH", help="read the write key from this file")
@@ -68,10 +62,7 @@ def _reasons(value):
 
 def use_storage_options(extra):
     """Set Beam's filesystems up with the storage options among `extra`; ConfigError for any other."""
-    parser = _Parser(add_help=False, allow_abbrev=False)
-    for options_class in STORAGE_OPTIONS:
-        options_class._add_argparse_args(parser)  # pylint: disable=protected-access
-    _, unknown = parser.parse_known_args(extra)
+    unknown = unknown_flags(extra, STORAGE_OPTIONS)
     if unknown:
         raise ConfigError(f"unrecognized arguments: {' '.join(unknown)}")
     FileSystems.set_options(PipelineOptions(extra))

@@ -22,7 +22,7 @@ from transforms import avro_blocks, dead_letters, metrics
 from transforms.catalog import CATALOG
 from transforms.elements import DEAD_LETTER, CurrentsEvent
 from transforms.ledger import WHOLE_FILE, SkipFilesInLedger
-from transforms.s3_files import file_access
+from transforms.s3_files import FileAccess
 
 _PATH_EVENT_TYPE = re.compile(r"(?:^|/)event_type=([^/]+)/")
 # Braze's producers prefix the record's full name with dataexport.<connector>.inner.
@@ -135,7 +135,7 @@ class ReadCurrentsFiles(beam.PTransform):
         self._patterns = list(patterns)
         self._ledger_dir = ledger_dir
         self._ledger_scope = ledger_scope
-        self._files = file_access(self._patterns, s3_options)
+        self._files = FileAccess(s3_options)
 
     def expand(self, pbegin):
         files = (pbegin

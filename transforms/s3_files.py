@@ -26,7 +26,7 @@ class FileAccess:
     """match(pattern) → FileMetadata list and open(path) → a binary stream (read as stored).
 
     `s3_options` are the job's pipeline options (endpoint, credentials, region of S3), or None to use
-    Beam's filesystems for everything. Instances are built at pipeline construction and pickled to the
+    Beam's filesystems for everything; paths on other schemes always go through Beam's filesystems. Instances are built at pipeline construction and pickled to the
     workers; the client is created on each worker at first use.
     """
 
@@ -57,8 +57,3 @@ class FileAccess:
         if self._s3_options is not None and path.startswith("s3://"):
             return self._s3().open(path, "rb")
         return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-
-
-def file_access(patterns, s3_options):
-    """A FileAccess for these patterns: with the S3 options only when one of them is on S3."""
-    return FileAccess(s3_options if any(pattern.startswith("s3://") for pattern in patterns) else None)
