@@ -24,6 +24,7 @@ from pipeline.partitions import parse_hour, select_partitions
 from pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import expected_calls, received_calls, run_job
 from tests.segment_server import SegmentServer
+from tests.test_replay import letter, track
 
 KEY = "cloud-test-key"
 # The buckets, account and roots of the README's per-cloud examples, so that those commands run as written.
@@ -338,11 +339,8 @@ def test_the_readme_example_runs_as_written(tmp_path, store):
 
 def test_dead_letters_in_the_bucket_are_replayed(store):
     made, _ = store
-    messages = [{"type": "track", "event": "Email Sent", "userId": f"u{n}", "messageId": f"m{n}",
-                 "timestamp": "2024-03-01T12:00:00.000Z", "properties": {}} for n in range(3)]
-    letters = [{"reason": reason, "event_type": "users.messages.email.Send", "source_file": f"{made.root}/f.avro",
-                "message_id": message["messageId"], "http_status": 503, "response_excerpt": None, "error": None,
-                "message": message, "record": None}
+    messages = [track(f"m{n}") for n in range(3)]
+    letters = [letter(reason, message, http_status=503)
                for reason, message in zip(("retries_exhausted", "rejected_by_segment", "retries_exhausted"), messages)]
     made.put("replay/dead_letters-00000-of-00001.jsonl", "".join(json.dumps(one) + "\n" for one in letters).encode())
     with SegmentServer(write_key=KEY) as server:
