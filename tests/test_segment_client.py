@@ -13,7 +13,7 @@ from hypothesis import given, strategies as st
 
 from tests.segment_server import Answer, SegmentServer
 from transforms.segment_client import (
-    MAX_BATCH_EVENTS, MAX_EVENT_BYTES, MAX_REQUEST_BYTES, Rejection, SegmentClient, SegmentConfigError,
+    DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, MAX_REQUEST_BYTES, OUTAGE_PROBE_SECONDS, Rejection, SegmentClient, SegmentConfigError,
     envelope_bytes, format_sent_at, request_body)
 
 WRITE_KEY = "test-key-s3cr3t"
@@ -131,13 +131,48 @@ def test_3000_tiny_events_are_split_at_2500_per_request(server, make_client):
 
 def test_large_events_are_packed_into_requests_under_500000_bytes(server, make_client):
     payloads = serialized_events(50, padding="x" * 19_900)
-    report = make_client().send(payloads)
+    report = make_client(max_request_bytes=MAX_REQUEST_BYTES).send(payloads)
 
     assert sorted(report.accepted) == list(range(50))
     assert all(record.body_bytes <= MAX_REQUEST_BYTES for record in server.requests)
     full_requests = server.requests[:-1]
     assert all(record.body_bytes + len(payloads[0]) + 1 > MAX_REQUEST_BYTES for record in full_requests)
     assert not server.violations
+
+
+def test_requests_keep_the_475000_byte_margin_by_default(server, make_client):
+    payloads = serialized_events(50, padding="x" * 19_900)
+    report = make_client().send(payloads)
+
+    assert sorted(report.accepted) == list(range(50))
+    assert max(record.body_bytes for record in server.requests) <= DEFAULT_MAX_REQUEST_BYTES
+    assert all(record.body_bytes + len(payloads[0]) + 1 > DEFAULT_MAX_REQUEST_BYTES
+               for record in server.requests[:-1])
+
+
+def test_after_one_request_used_up_its_budget_the_next_ones_wait_for_a_probe_until_segment_answers(
+        server, make_client, fake_time):
+    seen = []
+    client = make_client(max_attempts=3, observer=seen.append, max_events=2)
+    server.always = 503
+    report = client.send(serialized_events(6))  # three requests: the first uses the budget, two are not sent
+    assert [record.retry_count for record in server.requests] == [0, 1, 2]
+    assert [r.reason for r in report.rejected] == ["retries_exhausted"] * 6 and report.requests == 3
+    assert [(a.status, a.retrying, a.attempt) for a in seen] == [(503, True, 1), (503, True, 2), (503, False, 3)]
+    assert "not sent: Segment's last answers failed (last: 503" in report.rejected[-1].response_excerpt
+    assert report.rejected[-1].status == 503
+
+    fake_time.now += OUTAGE_PROBE_SECONDS  # one probe, still failing: one attempt, no retry
+    report = client.send(serialized_events(4))
+    assert [record.retry_count for record in server.requests][3:] == [0] and len(report.rejected) == 4
+
+    server.always = None
+    fake_time.now += OUTAGE_PROBE_SECONDS
+    report = client.send(serialized_events(4))
+    assert sorted(report.accepted) == [0, 1, 2, 3] and seen[-1].status == 200 and not seen[-1].failed
+    server.always = 503
+    client.send(serialized_events(1))  # answered since: a full budget again
+    assert [record.retry_count for record in server.requests][-3:] == [0, 1, 2]
 
 
 def test_requests_are_paced(server, make_client, fake_time):

@@ -5,7 +5,11 @@ assembled by byte concatenation so an event is never serialized twice and reques
 It follows the contract of Segment's HTTP tracking API: requests stay within 500,000 bytes and 2,500 events,
 bodies are gzipped, transient failures are retried with exponential backoff and full jitter (honouring
 Retry-After) within a budget of attempts and elapsed time, a rejected batch (400/413) is split to isolate the
-events Segment refuses, and configuration errors (401/403/404/3xx) stop the run.
+events Segment refuses, and configuration errors (401/403/404/3xx) stop the run. Once one request has used up
+its whole retry budget (Segment unreachable), the client stops trying: the following requests are rejected as
+retries_exhausted without being sent, but for one probe attempt every OUTAGE_PROBE_SECONDS, until Segment answers
+again; so an outage costs one budget, not one per request (a timeout each, when Segment does not answer at all).
+An optional observer is told of every attempt (for progress lines and warnings).
 
 The client knows nothing of Beam. It is not thread-safe: use one per worker thread.
 """
@@ -16,6 +20,7 @@ import gzip
 import json
 import math
 import random
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,14 +30,19 @@ from typing import Callable, Sequence
 import requests
 from requests.adapters import HTTPAdapter
 
+from transforms.elements import EVENT_TOO_LARGE, REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED
+
 BATCH_PATH = "/v1/batch"
 MAX_REQUEST_BYTES = 500_000
+# Requests are cut below Segment's 500 KB, with the margin Segment's own libraries aim for.
+DEFAULT_MAX_REQUEST_BYTES = 475_000
 MAX_EVENT_BYTES = 32_000
 MAX_BATCH_EVENTS = 2_500
 US_ENDPOINT = "https://api.segment.io"
 EU_ENDPOINT = "https://events.eu1.segmentapis.com"
 
 _RETRY_AFTER_CAP_SECONDS = 300.0
+OUTAGE_PROBE_SECONDS = 30.0  # during an outage, one attempt this often; the other requests are not sent
 _EXCERPT_CHARS = 500
 _SPLIT_STATUSES = frozenset({400, 413})
 _NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
@@ -100,12 +110,65 @@ class SendReport:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """What an observer is told after each HTTP attempt: the status (None: network error), a short detail,
+    whether the request will be retried, and how many attempts it has had."""
+
+    status: int | None
+    detail: str
+    retrying: bool
+    attempt: int
+
+    @property
+    def failed(self) -> bool:
+        """True when the attempt was not answered with a 2xx."""
+        return self.status is None or not 200 <= self.status < 300
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything a SegmentClient is built from but the write key (which is resolved where it is used)."""
+
+    endpoint: str = US_ENDPOINT
+    timeout: tuple[float, float] = (5.0, 30.0)
+    max_attempts: int = 8
+    max_retry_seconds: float = 300.0
+    backoff_base: float = 0.5
+    max_requests_per_second: float | None = None
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_events: int = MAX_BATCH_EVENTS
+
+    def client(self, write_key: str, observer: Callable[[Attempt], None] | None = None) -> "SegmentClient":
+        """A SegmentClient with these settings."""
+        return SegmentClient(self.endpoint, write_key, timeout=self.timeout, max_attempts=self.max_attempts,
+                             max_retry_seconds=self.max_retry_seconds, backoff_base=self.backoff_base,
+                             max_requests_per_second=self.max_requests_per_second,
+                             max_request_bytes=self.max_request_bytes, max_events=self.max_events,
+                             observer=observer)
+
+    def budget(self) -> str:
+        """The retry budget of one request, in words."""
+        return f"{self.max_attempts} attempts or {self.max_retry_seconds:g} s per request"
+
+
+@dataclass(frozen=True)
 class _Answer:
     """What one HTTP attempt produced; status is None for a network error."""
 
     status: int | None
     text: str
     retry_after: float | None = None
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\][^'\")(]*")
+
+
+def _short(text: str) -> str:
+    """A network error in a few words: its type and errno text when there is one ("ConnectionError: [Errno 111]
+    Connection refused"), else its first 120 characters."""
+    kind = text.split(":", 1)[0]
+    found = _ERRNO.search(text)
+    return f"{kind}: {found.group(0).strip()}" if found else text.splitlines()[0][:120] if text else ""
 
 
 def _is_transient(status: int | None) -> bool:
@@ -155,11 +218,19 @@ class SegmentClient:
     def __init__(self, endpoint: str, write_key: str, *, timeout: tuple[float, float] = (5.0, 30.0),
                  max_attempts: int = 8, max_retry_seconds: float = 300.0, backoff_base: float = 0.5,
                  backoff_cap: float = 60.0, max_requests_per_second: float | None = None, gzip_level: int = 6,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, max_events: int = MAX_BATCH_EVENTS,
+                 observer: Callable[[Attempt], None] | None = None,
                  user_agent: str = "braze-currents-to-segment", sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, rng: Callable[[], float] = random.random):
-        """Configure the client; endpoint is the base URL (US_ENDPOINT, EU_ENDPOINT or a test server)."""
+        """Configure the client; endpoint is the base URL (US_ENDPOINT, EU_ENDPOINT or a test server).
+
+        Requests are cut to at most max_request_bytes and max_events; observer(Attempt) is called after each
+        HTTP attempt.
+        """
         if not write_key:
             raise ValueError("the Segment write key is empty")
+        if not 0 < max_request_bytes <= MAX_REQUEST_BYTES or not 0 < max_events <= MAX_BATCH_EVENTS:
+            raise ValueError(f"requests must stay within {MAX_REQUEST_BYTES} bytes and {MAX_BATCH_EVENTS} events")
         self._url = endpoint.rstrip("/") + BATCH_PATH
         self._write_key = write_key
         self._envelope_bytes = envelope_bytes(write_key)
@@ -171,6 +242,12 @@ class SegmentClient:
         self._min_request_interval = 1.0 / max_requests_per_second if max_requests_per_second else 0.0
         self._last_request_start: float | None = None
         self._gzip_level = gzip_level
+        self._max_request_bytes = max_request_bytes
+        self._max_events = max_events
+        self._observer = observer
+        self._outage = False  # a request used up its budget and none has been answered since
+        self._last_probe = 0.0
+        self._outage_answer: _Answer | None = None
         self._sleep = sleep
         self._clock = clock
         self._rng = rng
@@ -194,11 +271,11 @@ class SegmentClient:
         sendable = []
         for index, payload in enumerate(payloads):
             if len(payload) > MAX_EVENT_BYTES:
-                report.rejected.append(Rejection(index, "event_too_large", None, None))
+                report.rejected.append(Rejection(index, EVENT_TOO_LARGE, None, None))
             else:
                 sendable.append(index)
-        for batch in plan_batches([len(payloads[i]) for i in sendable], max_bytes=MAX_REQUEST_BYTES,
-                                  max_events=MAX_BATCH_EVENTS, envelope=self._envelope_bytes):
+        for batch in plan_batches([len(payloads[i]) for i in sendable], max_bytes=self._max_request_bytes,
+                                  max_events=self._max_events, envelope=self._envelope_bytes):
             self._send_group(sendable[batch.start:batch.stop], payloads, report)
         return report
 
@@ -212,27 +289,47 @@ class SegmentClient:
             self._send_group(group[:half], payloads, report)
             self._send_group(group[half:], payloads, report)
         else:
-            reason = "retries_exhausted" if exhausted else "rejected_by_segment"
+            reason = RETRIES_EXHAUSTED if exhausted else REJECTED_BY_SEGMENT
             excerpt = answer.text[:_EXCERPT_CHARS]
             report.rejected.extend(Rejection(index, reason, answer.status, excerpt) for index in group)
 
     def _deliver(self, batch: list[bytes], report: SendReport) -> tuple[_Answer, bool]:
         """POST until a non-transient answer or the retry budget is spent; return (last answer, exhausted)."""
         started = self._clock()
+        if self._outage and started - self._last_probe < OUTAGE_PROBE_SECONDS:
+            last = self._outage_answer
+            return _Answer(last.status, f"not sent: Segment's last answers failed (last: {last.status or ''} "
+                                        f"{last.text[:200]}); next probe within {OUTAGE_PROBE_SECONDS:g} s"), True
         attempt = 0
         while True:
+            if self._outage:
+                self._last_probe = self._clock()
             answer = self._post(batch, attempt)
             report.requests += 1
             if answer.status is not None and (error := _config_error(answer.status, self._url)):
+                self._tell(answer, False, attempt)
                 raise error
             if not _is_transient(answer.status):
+                self._outage = False
+                self._tell(answer, False, attempt)
                 return answer, False
             delay = self._backoff_seconds(attempt, answer.retry_after)
             attempt += 1
-            if attempt >= self._max_attempts or self._clock() - started + delay > self._max_retry_seconds:
+            if (self._outage or attempt >= self._max_attempts
+                    or self._clock() - started + delay > self._max_retry_seconds):
+                if not self._outage:
+                    self._outage, self._last_probe = True, self._clock()
+                self._outage_answer = answer
+                self._tell(answer, False, attempt - 1)
                 return answer, True
+            self._tell(answer, True, attempt - 1)
             self._sleep(delay)
             report.retries += 1
+
+    def _tell(self, answer: _Answer, retrying: bool, attempt: int) -> None:
+        if self._observer is not None:
+            self._observer(Attempt(answer.status, _short(answer.text) if answer.status is None else "", retrying,
+                                   attempt + 1))
 
     def _backoff_seconds(self, attempt: int, retry_after: float | None) -> float:
         jitter = self._rng() * min(self._backoff_cap, self._backoff_base * 2 ** attempt)
