@@ -1,43 +1,66 @@
-"""Resend to Segment the messages a run dead-lettered, exactly as they were stored.
+"""Resend to Segment the messages a run dead-lettered, exactly as they were stored, each once.
 
     python -m pipeline replay-dead-letters DIR [--output DIR2] [--reasons rejected_by_segment,retries_exhausted]
+                                           [--max_batch_bytes N] [--rerun]
 
-Reads every dead_letters-*.jsonl directly in DIR (any Beam filesystem; Beam's S3, GCS and Azure options
-such as --s3_endpoint_url, --project or --azure_connection_string are accepted) and resends the `message` of each
-letter with a replayed reason byte for byte (same messageId, so Segment deduplicates within its window).
+Reads every dead_letters-*.jsonl directly in DIR, of every run written there (the job names them
+dead_letters-<run id>-<part>.jsonl; any Beam filesystem; Beam's S3, GCS and Azure options such as
+--s3_endpoint_url, --project or --azure_connection_string are accepted) and resends the `message` of each
+letter with a replayed reason byte for byte (same messageId, so Segment deduplicates within its window), in
+requests of at most --max_batch_bytes (default 475,000, the job's margin below Segment's 500,000).
+
+What Segment accepted is recorded beside the letters, in DIR/delivered-<UTC timestamp>-<8 hex>.jsonl, one line
+per message: {"message_id": ..., "digest": <SHA-256 hex of the exact bytes sent>}, written after each group of
+messages is sent, so an interrupted replay keeps what it delivered. A replay of DIR skips the letters
+whose message_id and digest were already delivered (counted as "already delivered"); a message corrected by
+hand in its letter has another digest and is sent again. --rerun ignores the records and sends everything
+again (still recording it). The same message dead-lettered twice (two letters, e.g. by two runs) is sent once
+(counted as "duplicate letters"). A record line that cannot be read only means its message is sent again.
+
 Letters that fail again go to DIR2/dead_letters-replay-<UTC timestamp>.jsonl (default DIR2:
 DIR/replayed-<UTC timestamp>) with the new reason, status and excerpt and replay_attempts + 1; replay that
-folder the same way. Other letters are counted as skipped and left in DIR.
+folder the same way (its deliveries are recorded in DIR2). Other letters are counted as skipped and left in DIR.
 
 Exit status: 0 when every replayed message was accepted, 2 when some failed again or some lines could not
 be read, 1 on a configuration error (one line on stderr). The write key is never printed.
 """
 import datetime
+import hashlib
 import json
+import secrets
 import sys
 from collections import Counter
 
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.options.pipeline_options import AzureOptions, GoogleCloudOptions, PipelineOptions, S3Options
 
 from pipeline.options import (
     REGION_ENDPOINTS, WRITE_KEY_ENV, ConfigError, StrictParser, key_source, resolve_endpoint, resolve_write_key,
     split_write_key, storage_reason, unknown_flags)
-from transforms.segment_client import MAX_BATCH_EVENTS, SegmentClient, SegmentConfigError
+from transforms.elements import REASONS, REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED
+from transforms.segment_client import (
+    DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, MAX_REQUEST_BYTES, ClientSettings,
+    SegmentConfigError, envelope_bytes)
 
-REASONS = ("event_too_large", "rejected_by_segment", "retries_exhausted", "invalid_record", "unreadable_file")
-DEFAULT_REASONS = "rejected_by_segment,retries_exhausted"
+DEFAULT_REASONS = f"{REJECTED_BY_SEGMENT},{RETRIES_EXHAUSTED}"
 CHUNK = 4 * MAX_BATCH_EVENTS  # messages per send(): bounds memory on large folders
+LETTERS, DELIVERED = "dead_letters-*.jsonl", "delivered-*.jsonl"  # DELIVERED must never match LETTERS
 # Beam's options for reaching a bucket (endpoints, credentials, project), accepted besides our own.
 STORAGE_OPTIONS = (S3Options, GoogleCloudOptions, AzureOptions)
 
 
 def _parser():
     parser = StrictParser(prog="replay-dead-letters", description=__doc__.split("\n")[0],
-                          epilog="Beam's S3, GCS and Azure options (--s3_endpoint_url, --s3_region_name, --project, "
-                                 "--azure_connection_string, ...) pass through to reach DIR in a bucket.")
-    parser.add_argument("dir", metavar="DIR", help="dead-letter folder (any Beam filesystem)")
+                          epilog="What Segment accepts is recorded in DIR/delivered-<UTC timestamp>-<8 hex>.jsonl "
+                                 "(message_id and SHA-256 of the bytes sent); a later replay of DIR skips those "
+                                 "messages (\"already delivered\") unless --rerun, and sends a message edited "
+                                 "in its letter again. Beam's S3, GCS and Azure options (--s3_endpoint_url, "
+                                 "--s3_region_name, --project, --azure_connection_string, ...) pass through to "
+                                 "reach DIR in a bucket.")
+    parser.add_argument("dir", metavar="DIR", help="dead-letter folder (any Beam filesystem); its delivered-*.jsonl "
+                        "records are read and written there")
     parser.add_argument("--segment_write_key", metavar="KEY", help=f"default: ${WRITE_KEY_ENV}; never printed")
     parser.add_argument("--segment_write_key_file", metavar="PATH", help="read the write key from this file")
     parser.add_argument("--segment_write_key_secret", metavar="NAME",
@@ -47,6 +70,12 @@ def _parser():
     parser.add_argument("--output", metavar="DIR2", help="folder for what fails again "
                         "(default: DIR/replayed-<UTC timestamp>)")
     parser.add_argument("--reasons", default=DEFAULT_REASONS, help=f"comma-separated (default {DEFAULT_REASONS})")
+    parser.add_argument("--max_batch_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, metavar="N",
+                        help=f"largest request body in bytes, envelope included (at most {MAX_REQUEST_BYTES}; "
+                             f"default {DEFAULT_MAX_REQUEST_BYTES}, as the job)")
+    parser.add_argument("--rerun", action="store_true",
+                        help="send every letter again, ignoring the DIR/delivered-*.jsonl records of earlier "
+                             "replays (what is accepted is still recorded)")
     parser.add_argument("--max_retry_attempts", type=int, default=8, metavar="N")
     parser.add_argument("--max_retry_seconds", type=float, default=300.0, metavar="SECONDS")
     return parser
@@ -72,11 +101,16 @@ def dead_letter_files(directory):
     """Paths of the dead_letters-*.jsonl files directly in `directory`; ConfigError when there are none
     or the folder cannot be listed."""
     try:
-        found = FileSystems.match([FileSystems.join(directory, "dead_letters-*.jsonl")])[0].metadata_list
+        found = _match(directory, LETTERS)
     except BeamIOError as error:
         raise ConfigError(f"cannot list {directory}: {storage_reason(error)}") from error
     if not found:
-        raise ConfigError(f"no dead_letters-*.jsonl files in {directory}")
+        raise ConfigError(f"no {LETTERS} files in {directory}")
+    return found
+
+
+def _match(directory, pattern):
+    found = FileSystems.match([FileSystems.join(directory, pattern)])[0].metadata_list
     return sorted(metadata.path for metadata in found)
 
 
@@ -111,40 +145,103 @@ class _LazyOutput:
         self._stream = self._stream or FileSystems.create(self.path)
         self._stream.write(json.dumps(letter, ensure_ascii=False, default=repr).encode("utf-8") + b"\n")
 
+    def flush(self):
+        """Push what was written to a local file to disk (a bucket's object exists only once closed, and
+        GCS's writer refuses flush())."""
+        if self._stream and isinstance(FileSystems.get_filesystem(self.path), LocalFileSystem):
+            self._stream.flush()
+
     def close(self):
         if self._stream:
             self._stream.close()
 
 
-def _send(letters, client, output, tally):
-    """Resend the stored messages as they are; write those that fail again with their new outcome."""
-    payloads = [json.dumps(letter["message"], separators=(",", ":"), ensure_ascii=False).encode()
-                for letter in letters]
-    report = client.send(payloads)
-    tally["replayed"] += len(letters)
+class _NoOutput:
+    """Where replay() records deliveries when the caller keeps no record."""
+
+    def write(self, letter):
+        pass
+
+    def flush(self):
+        pass
+
+
+def _key(message_id, digest):
+    """What identifies a delivered message (16 bytes, to keep the set of a large folder small)."""
+    return hashlib.sha256(json.dumps([message_id, digest], ensure_ascii=False).encode()).digest()[:16]
+
+
+def read_delivered(directory):
+    """The keys of the messages that earlier replays recorded as delivered in directory/delivered-*.jsonl.
+    A line that cannot be read (e.g. cut short by an interruption) is passed over: its message is sent again."""
+    try:
+        paths = _match(directory, DELIVERED)
+    except BeamIOError as error:
+        raise ConfigError(f"cannot list {directory}: {storage_reason(error)}") from error
+    delivered = set()
+    for path in paths:
+        with FileSystems.open(path) as stream:
+            for line in stream:
+                try:
+                    record = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("digest"), str):
+                    delivered.add(_key(record.get("message_id"), record["digest"]))
+    return delivered
+
+
+def _payload(letter):
+    """The exact bytes sent for a letter's message, and the (message_id, digest) recorded when delivered."""
+    message = letter["message"]
+    payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    message_id = message.get("messageId") if isinstance(message, dict) else letter.get("message_id")
+    return payload, message_id, hashlib.sha256(payload).hexdigest()
+
+
+def _send(pending, client, output, delivered_output, tally):
+    """Resend the stored messages as they are; record those accepted, write those that fail again with
+    their new outcome. `pending` holds (letter, payload, message_id, digest)."""
+    report = client.send([payload for _, payload, _, _ in pending])
+    tally["replayed"] += len(pending)
     tally["accepted"] += len(report.accepted)
+    for index in sorted(report.accepted):
+        _, _, message_id, digest = pending[index]
+        delivered_output.write({"message_id": message_id, "digest": digest})
+    delivered_output.flush()
     for rejection in sorted(report.rejected, key=lambda r: r.index):
-        letter = dict(letters[rejection.index], reason=rejection.reason, http_status=rejection.status,
+        letter = dict(pending[rejection.index][0], reason=rejection.reason, http_status=rejection.status,
                       response_excerpt=rejection.response_excerpt)
         letter["replay_attempts"] = (letter.get("replay_attempts") or 0) + 1
         output.write(letter)
         tally["failed"] += 1
 
 
-def replay(letters, client, reasons, output, tally, skipped):
-    """Resend the letters of the given reasons that carry a message, CHUNK at a time; count the rest."""
-    pending = []
+def replay(letters, client, reasons, output, tally, skipped, delivered=frozenset(), delivered_output=None):
+    """Resend the letters of the given reasons that carry a message, CHUNK at a time, but not those whose
+    key is in `delivered` nor a second letter of the same message; record what is accepted in
+    delivered_output; count the rest."""
+    delivered_output = delivered_output or _NoOutput()
+    pending, queued = [], set()
     for letter in letters:
         if letter["reason"] in reasons and letter.get("message") is not None:
-            pending.append(letter)
-            if len(pending) >= CHUNK:
-                _send(pending, client, output, tally)
-                pending = []
+            payload, message_id, digest = _payload(letter)
+            key = _key(message_id, digest)
+            if key in delivered:
+                tally["already delivered"] += 1
+            elif key in queued:
+                tally["duplicates"] += 1
+            else:
+                queued.add(key)
+                pending.append((letter, payload, message_id, digest))
+                if len(pending) >= CHUNK:
+                    _send(pending, client, output, delivered_output, tally)
+                    pending = []
         else:
             reason = letter["reason"]
             skipped[reason if reason not in reasons else f"{reason} without message"] += 1
     if pending:
-        _send(pending, client, output, tally)
+        _send(pending, client, output, delivered_output, tally)
 
 
 def _report(tally, skipped, output_path):
@@ -152,6 +249,10 @@ def _report(tally, skipped, output_path):
     line = f"replayed {tally['replayed']}: accepted {tally['accepted']}, {failed}, skipped {sum(skipped.values())}"
     if skipped:
         line += " (reasons not replayed: " + ", ".join(f"{r} {n}" for r, n in sorted(skipped.items())) + ")"
+    if tally["already delivered"]:
+        line += f", already delivered {tally['already delivered']}"
+    if tally["duplicates"]:
+        line += f", duplicate letters {tally['duplicates']} (sent once)"
     if tally["unreadable"]:
         line += f", unreadable lines {tally['unreadable']} (left in the input)"
     return line
@@ -163,17 +264,25 @@ def run(args, key):
         raise ConfigError(f"no Segment write key: set {WRITE_KEY_ENV} or give --segment_write_key")
     if args.max_retry_attempts < 1 or args.max_retry_seconds <= 0:
         raise ConfigError("--max_retry_attempts must be at least 1 and --max_retry_seconds positive")
+    smallest = MAX_EVENT_BYTES + envelope_bytes(key)
+    if not smallest <= args.max_batch_bytes <= MAX_REQUEST_BYTES:
+        raise ConfigError(f"--max_batch_bytes must be between {smallest} (one largest event) and "
+                          f"{MAX_REQUEST_BYTES}, got {args.max_batch_bytes}")
     reasons, endpoint, paths = _reasons(args.reasons), resolve_endpoint(args), dead_letter_files(args.dir)
+    delivered = frozenset() if args.rerun else read_delivered(args.dir)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     output = _LazyOutput(FileSystems.join(args.output or FileSystems.join(args.dir, f"replayed-{stamp}"),
                                           f"dead_letters-replay-{stamp}.jsonl"))
-    client = SegmentClient(endpoint, key, max_attempts=args.max_retry_attempts,
-                           max_retry_seconds=args.max_retry_seconds)
+    delivered_output = _LazyOutput(FileSystems.join(args.dir, f"delivered-{stamp}-{secrets.token_hex(4)}.jsonl"))
+    client = ClientSettings(endpoint=endpoint, max_attempts=args.max_retry_attempts,
+                            max_retry_seconds=args.max_retry_seconds,
+                            max_request_bytes=args.max_batch_bytes).client(key)
     tally, skipped = Counter(), Counter()
     try:
-        replay(read_letters(paths, tally), client, reasons, output, tally, skipped)
+        replay(read_letters(paths, tally), client, reasons, output, tally, skipped, delivered, delivered_output)
     finally:
         output.close()
+        delivered_output.close()
         client.close()
     print(_report(tally, skipped, output.path))
     return 0 if not tally["failed"] and not tally["unreadable"] else 2

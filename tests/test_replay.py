@@ -1,14 +1,18 @@
 """replay-dead-letters: stored messages are resent as they are, what fails again is written back, the rest skipped."""
+import fnmatch
 import glob
+import hashlib
 import json
 import os
+import re
+from collections import Counter
 
 import pytest
 
 from pipeline import replay
 from pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import expected_calls, read_jsonl, received_calls, run_job
-from tests.segment_server import SegmentServer
+from tests.segment_server import Answer, SegmentServer
 
 KEY = "replay-test-key-5f3c9e"
 
@@ -140,6 +144,8 @@ def test_a_folder_without_dead_letters_stops_with_one_line(tmp_path, server, cap
 
 @pytest.mark.parametrize("args,message", [
     (["--reasons", "nope"], "--reasons: unknown nope"),
+    (["--max_batch_bytes", "500001"], "--max_batch_bytes must be between 32"),
+    (["--max_batch_bytes", "32000"], "--max_batch_bytes must be between 32"),
     (["--segment_region", "eu"], "either --segment_endpoint or --segment_region"),
     (["--max_retry_attempts", "0"], "--max_retry_attempts must be at least 1"),
     (["--no_such_flag"], "unrecognized arguments"),
@@ -161,9 +167,133 @@ def test_a_run_that_found_segment_down_is_delivered_in_full_by_the_replay(tmp_pa
     assert status in (0, 3)
     assert {one["reason"] for one in letters} == {"retries_exhausted", "event_too_large", "unreadable_file"}
     capsys.readouterr()
+    # The sample's one event that Currents delivered twice was dead-lettered twice, byte for byte: replayed once.
+    twice = Counter(call for call, count in expected_calls(manifest).items() if count == 2)
+    assert len(twice) == 1 and max(expected_calls(manifest).values()) == 2
     with SegmentServer(write_key=KEY) as healthy:
         assert run_replay(tmp_path / "dead_letters", healthy) == 0
-        assert received_calls(healthy.accepted) == expected_calls(manifest)
+        assert received_calls(healthy.accepted) == expected_calls(manifest) - twice
         assert not healthy.violations
-    exhausted = sum(one["reason"] == "retries_exhausted" for one in letters)
-    assert capsys.readouterr().out.startswith(f"replayed {exhausted}: accepted {exhausted}, failed again 0, skipped ")
+    exhausted = sum(one["reason"] == "retries_exhausted" for one in letters) - 1
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"replayed {exhausted}: accepted {exhausted}, failed again 0, skipped ")
+    assert out.endswith(", duplicate letters 1 (sent once)")
+
+
+SKIPPED_MIXED = ("skipped 4 (reasons not replayed: event_too_large 1, invalid_record 1, "
+                 "rejected_by_segment without message 1, unreadable_file 1)")
+
+
+def delivered_records(directory):
+    """{file name: [records]} of the delivered-*.jsonl files in directory."""
+    records = {}
+    for path in sorted(glob.glob(os.path.join(directory, "delivered-*.jsonl"))):
+        with open(path, encoding="utf-8") as stream:
+            records[os.path.basename(path)] = [json.loads(line) for line in stream]
+    return records
+
+
+def record_of(message):
+    return {"message_id": message["messageId"], "digest": hashlib.sha256(compact(message)).hexdigest()}
+
+
+def test_what_was_delivered_is_recorded_beside_the_letters_and_a_second_replay_sends_nothing(tmp_path, server,
+                                                                                            capsys):
+    directory = write_letters(tmp_path / "dl", MIXED)
+    assert run_replay(directory, server) == 0
+    assert capsys.readouterr().out.strip() == f"replayed 3: accepted 3, failed again 0, {SKIPPED_MIXED}"
+    records = delivered_records(directory)
+    [(name, lines)] = records.items()
+    assert re.fullmatch(r"delivered-\d{8}T\d{6}Z-[0-9a-f]{8}\.jsonl", name)
+    assert not fnmatch.fnmatch(name, "dead_letters-*.jsonl")
+    assert lines == [record_of(one["message"]) for one in MIXED[:3]]
+    sent = len(server.requests)
+    assert run_replay(directory, server) == 0
+    assert capsys.readouterr().out.strip() == (f"replayed 0: accepted 0, failed again 0, {SKIPPED_MIXED}, "
+                                               "already delivered 3")
+    assert len(server.requests) == sent  # not one request
+    assert sorted(server.accepted_ids().items()) == [("m1", 1), ("m2", 1), ("m3", 1)]
+    assert delivered_records(directory) == records  # nothing new delivered, no new record file
+
+
+def test_rerun_sends_everything_again_and_still_records_it(tmp_path, server, capsys):
+    directory = write_letters(tmp_path / "dl", MIXED)
+    assert run_replay(directory, server) == 0
+    assert run_replay(directory, server, "--rerun") == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[1] == f"replayed 3: accepted 3, failed again 0, {SKIPPED_MIXED}"
+    assert sorted(server.accepted_ids().items()) == [("m1", 2), ("m2", 2), ("m3", 2)]
+    expected = [record_of(one["message"]) for one in MIXED[:3]]
+    assert list(delivered_records(directory).values()) == [expected, expected]
+    assert run_replay(directory, server) == 0
+    assert capsys.readouterr().out.strip().endswith(f"{SKIPPED_MIXED}, already delivered 3")
+
+
+def test_a_message_corrected_in_its_letter_after_a_replay_is_sent_again(tmp_path, server, capsys):
+    directory = write_letters(tmp_path / "dl", MIXED)
+    assert run_replay(directory, server) == 0
+    corrected = track("m2", opens=4)
+    write_letters(directory, [MIXED[0], dict(MIXED[1], message=corrected)] + MIXED[2:])
+    assert run_replay(directory, server) == 0
+    assert capsys.readouterr().out.strip().splitlines()[1] == (
+        f"replayed 1: accepted 1, failed again 0, {SKIPPED_MIXED}, already delivered 2")
+    assert server.accepted[3:] == [corrected]
+    assert server.accepted_ids()["m2"] == 2 and server.accepted_ids()["m1"] == 1
+    assert [record_of(corrected)] in delivered_records(directory).values()
+
+
+def test_the_same_letter_in_two_files_is_sent_once(tmp_path, server, capsys):
+    directory = write_letters(tmp_path / "dl", MIXED[:3], name="dead_letters-20261202T050000Z-1a2b3c4d-0f3e9a1b.jsonl")
+    write_letters(directory, [MIXED[1], letter("retries_exhausted", track("m9"))],
+                  name="dead_letters-20261203T050000Z-5e6f7a8b-00c0ffee.jsonl")
+    assert run_replay(directory, server) == 0
+    assert capsys.readouterr().out.strip() == ("replayed 4: accepted 4, failed again 0, skipped 0, "
+                                               "duplicate letters 1 (sent once)")
+    assert sorted(server.accepted_ids().items()) == [("m1", 1), ("m2", 1), ("m3", 1), ("m9", 1)]
+    assert sorted(one["message_id"] for one in sum(delivered_records(directory).values(), [])) == [
+        "m1", "m2", "m3", "m9"]
+
+
+def test_the_letters_of_every_run_in_the_folder_are_replayed(tmp_path, server, capsys):
+    directory = str(tmp_path / "dl")
+    runs = {"dead_letters-20261202T050000Z-1a2b3c4d-0f3e9a1b.jsonl": ["a1", "a2"],
+            "dead_letters-20261202T050000Z-1a2b3c4d-7c0d2e11.jsonl": ["a3"],
+            "dead_letters-20261203T061500Z-9e8f7a6b-0f3e9a1b.jsonl": ["b1", "b2"]}
+    for name, ids in runs.items():
+        write_letters(directory, [letter("retries_exhausted", track(one), http_status=503) for one in ids], name=name)
+    assert run_replay(directory, server) == 0
+    assert sorted(server.accepted_ids()) == ["a1", "a2", "a3", "b1", "b2"]
+    assert capsys.readouterr().out.strip() == "replayed 5: accepted 5, failed again 0, skipped 0"
+
+
+def large(message_id, size=20_000):
+    """A track call whose compact JSON is exactly `size` bytes."""
+    message = track(message_id, body="")
+    message["properties"]["body"] = "x" * (size - len(compact(message)))
+    assert len(compact(message)) == size
+    return message
+
+
+@pytest.mark.parametrize("args,limit,requests", [([], 475_000, 2), (["--max_batch_bytes", "100000"], 100_000, 10)])
+def test_replay_requests_keep_the_size_margin(tmp_path, server, args, limit, requests):
+    messages = [large(f"big{n:02d}") for n in range(40)]
+    directory = write_letters(tmp_path / "dl", [letter("retries_exhausted", one) for one in messages])
+    assert run_replay(directory, server, *args) == 0
+    sizes = [request.body_bytes for request in server.requests]
+    assert max(sizes) <= limit and len(sizes) == requests, sizes
+    assert all(size + 20_001 > limit for size in sizes[:-1])  # full: one more message would not fit
+    assert sizes[0] > 460_000 if not args else sizes[0] > 80_000
+    assert server.accepted == messages and not server.violations
+
+
+def test_an_interrupted_replay_keeps_what_it_recorded(tmp_path, server, capsys, monkeypatch):
+    monkeypatch.setattr(replay, "CHUNK", 1)  # one send() per message
+    directory = write_letters(tmp_path / "dl", MIXED)
+    server.script(Answer(200), 401)  # m1 is taken, then the key is refused: the run stops
+    assert run_replay(directory, server) == 1
+    assert "401" in capsys.readouterr().err
+    assert list(delivered_records(directory).values()) == [[record_of(MIXED[0]["message"])]]
+    assert run_replay(directory, server) == 0
+    assert capsys.readouterr().out.strip() == (f"replayed 2: accepted 2, failed again 0, {SKIPPED_MIXED}, "
+                                               "already delivered 1")
+    assert sorted(server.accepted_ids()) == ["m2", "m3"]
