@@ -1,55 +1,54 @@
-"""Assembly: the job as one chain of labelled stages.
+"""Assembly: the job as one chain of labelled stages, built from one validated JobConfig.
 
     read → [keep event time] → drop anonymous users → split by family → map each family → batch → write
-    every stage's dead letters → one dead-letter output → [ledger entries of the files read]
+    every stage's dead letters → one dead-letter output (durable, per bundle)
+    files read + what every stage handled (drops, deliveries, durable dead letters) → [ledger]
+
+The ledger takes the write stage's deliveries and the dead-letter writer's output as its input: a file
+is recorded only once each of its events is delivered, dropped and counted, or durably dead-lettered.
 """
 import apache_beam as beam
-from apache_beam.options.pipeline_options import S3Options
 
 from transforms.batch import GroupIntoSegmentBatches
 from transforms.catalog import FAMILIES
 from transforms.dead_letters import WriteDeadLetters
-from transforms.elements import DEAD_LETTER
+from transforms.elements import DEAD_LETTER, HANDLED
 from transforms.filter import DropAnonymousUsers, KeepEventTime
 from transforms.ledger import RecordInLedger
 from transforms.map import ToSegmentTrack
-from transforms.read import ReadCurrentsFiles
+from transforms.read import FILES, ReadCurrentsFiles
 from transforms.route import SplitByFamily
-from transforms.write import WriteToSegment
+from transforms.write import DELIVERED, WriteToSegment
 
 
-def build(pipeline, options, *, selection, client_settings, envelope, integrations=None, protect=None,
-          run_id=None):
-    """Add the whole job to `pipeline`.
-
-    `selection` says what to read (pipeline.partitions.Selection); `client_settings` are the
-    SegmentClient's keyword arguments (unused in a dry run); `envelope` is the size in bytes of an
-    empty request body with this write key, so batches are bounded exactly; `run_id` names this run's
-    ledger entries; `protect` names the fields to redact or hash ({"redact": ..., "hash": ...}).
-    """
-    skip_recorded = options.ledger if options.ledger and not options.rerun else None
+def build(pipeline, config):
+    """Add the whole job described by `config` (a pipeline.config.JobConfig) to `pipeline`."""
+    selection = config.selection
     read = pipeline | "Read Currents files" >> ReadCurrentsFiles(
-        selection.patterns, ledger_dir=skip_recorded, ledger_scope=selection.ledger_scope,
-        s3_options=options.view_as(S3Options))
-    events = read["events"]
-    if options.by_event_time:
-        events = events | "Keep event time" >> KeepEventTime(
+        selection.patterns, ledger_dir=config.ledger if config.skip_recorded else None,
+        ledger_scope=selection.ledger_scope, s3_options=config.s3_options, progress_settings=config.progress)
+    events, handled = read["events"], []
+    if config.by_event_time:
+        in_range = events | "Keep event time" >> KeepEventTime(
             int(selection.start.timestamp()), int(selection.end.timestamp()))
-    families = (events
-                | "Drop anonymous users" >> DropAnonymousUsers()
-                | "Split by family" >> SplitByFamily())
-    mapped = [families[family] | f"Map {family}" >> ToSegmentTrack(
-        options.message_id_namespace, options.passthrough_fields, integrations, protect) for family in FAMILIES]
+        events, handled = in_range.events, [in_range[HANDLED]]
+    identified = events | "Drop anonymous users" >> DropAnonymousUsers()
+    families = identified.events | "Split by family" >> SplitByFamily()
+    handled += [identified[HANDLED], families[HANDLED]]
+    mapped = [families[family] | f"Map {family}" >> ToSegmentTrack(config.mapping) for family in FAMILIES]
+    batch = config.batching
     batches = ([branch.events for branch in mapped]
                | "Merge families" >> beam.Flatten()
                | "Batch" >> GroupIntoSegmentBatches(
-                   window_seconds=options.window_seconds, max_bytes=options.max_batch_bytes,
-                   max_events=options.max_batch_events, envelope=envelope, shards=options.shards_per_window))
-    undelivered = batches | "Write to Segment" >> WriteToSegment(client_settings, options.dry_run_output)
-    dead_letter_files = ([read[DEAD_LETTER], undelivered] + [branch[DEAD_LETTER] for branch in mapped]
-                         | "Merge dead letters" >> beam.Flatten()
-                         | "Dead letters" >> WriteDeadLetters(options.dead_letter_output))
-    if options.ledger:
-        # The dead-letter output is complete only after every request: then each file is done.
-        _ = read["files"] | "Ledger" >> RecordInLedger(
-            options.ledger, run_id, done=dead_letter_files, scope=selection.ledger_scope)
+                   window_seconds=batch.window_seconds, max_bytes=batch.max_bytes, max_events=batch.max_events,
+                   envelope=batch.envelope, shards=batch.shards))
+    written = batches | "Write to Segment" >> WriteToSegment(
+        config.client, config.key_source, dry_run_output=config.dry_run_output, run_id=config.run_id,
+        progress_settings=config.progress)
+    dead_lettered = ([read[DEAD_LETTER], written[DEAD_LETTER]] + [branch[DEAD_LETTER] for branch in mapped]
+                     | "Merge dead letters" >> beam.Flatten()
+                     | "Dead letters" >> WriteDeadLetters(config.dead_letter_output, config.run_id))
+    if config.ledger:
+        all_handled = handled + [written[DELIVERED], dead_lettered] | "Merge handled" >> beam.Flatten()
+        _ = {"files": read[FILES], "handled": all_handled} | "Ledger" >> RecordInLedger(
+            config.ledger, config.run_id, scope=selection.ledger_scope)

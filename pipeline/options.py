@@ -1,10 +1,10 @@
-"""Command-line options of the job, and their validation.
+"""Command-line options of the job, and the helpers shared with replay-dead-letters.
 
-Every standard Beam option (--runner, --project, ...) passes through next to these.
+Every standard Beam option (--runner, --project, ...) passes through next to these. The whole
+configuration is checked once, in pipeline.config.
 """
 import argparse
 import ipaddress
-import json
 import os
 import urllib.parse
 
@@ -16,7 +16,7 @@ from transforms import segment_client, write_key
 
 WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
 REGION_ENDPOINTS = {"us": segment_client.US_ENDPOINT, "eu": segment_client.EU_ENDPOINT}
-DEFAULT_MAX_BATCH_BYTES = 475_000  # below Segment's 500 KB, as Segment's own libraries aim
+DEFAULT_MAX_BATCH_BYTES = segment_client.DEFAULT_MAX_REQUEST_BYTES
 
 
 class ConfigError(Exception):
@@ -182,6 +182,13 @@ class CurrentsToSegmentOptions(PipelineOptions):
         parser.add_argument(
             "--fail_on_dead_letters", action="store_true", default=False,
             help="Exit with status 2 when anything was dead-lettered (for schedulers). Default: exit 0.")
+        parser.add_argument(
+            "--progress_seconds", type=float, default=10.0, metavar="SECONDS",
+            help="Print a progress line to stderr this often (files read, events sent, requests, retries, "
+                 "rate, elapsed); 0 for none. Default 10. Warnings about Segment come at once regardless.")
+        parser.add_argument(
+            "--quiet", action="store_true", default=False,
+            help="No progress lines (warnings, errors and the summary are still printed).")
 
 
 def split_write_key(argv):
@@ -246,77 +253,19 @@ def resolve_endpoint(options):
         scheme, _, rest = endpoint.partition("://")
         if scheme not in ("http", "https") or not rest:
             raise ConfigError(f"--segment_endpoint must be an http(s) URL, got {options.segment_endpoint!r}")
-        host = urllib.parse.urlsplit(endpoint).hostname or ""
+        parts = urllib.parse.urlsplit(endpoint)
+        try:
+            port = parts.port  # raises for a port that is not 0-65535
+        except ValueError as error:
+            raise ConfigError(f"--segment_endpoint {endpoint}: {error}") from error
+        if port == 0:
+            raise ConfigError(f"--segment_endpoint {endpoint}: port 0 cannot be connected to")
+        host = parts.hostname or ""
+        if not host:
+            raise ConfigError(f"--segment_endpoint must name a host, got {options.segment_endpoint!r}")
         if scheme == "http" and not _is_loopback(host) and not getattr(options, "allow_insecure_endpoint", False):
             raise ConfigError(f"--segment_endpoint {endpoint} is plain http to another machine: the write key and "
                               "your users' data would cross the network unencrypted (use https, or "
                               "--allow_insecure_endpoint)")
         return endpoint
     return REGION_ENDPOINTS[options.segment_region or "us"]
-
-
-def _validate_input(options):
-    if options.input and options.currents_root:
-        raise ConfigError("give either --input or --currents_root, not both")
-    if not options.input and not options.currents_root:
-        raise ConfigError("no input: give --input PATTERN (repeatable) or --currents_root URI")
-    ranged = [f"--{name}" for name in ("start", "end", "event_types", "by_event_time")
-              if getattr(options, name)]
-    if ranged and not options.currents_root:
-        raise ConfigError(f"{', '.join(ranged)} select partitions under --currents_root; with --input, "
-                          "name the files in the pattern instead")
-    hours = {}
-    for name in ("start", "end"):
-        if getattr(options, name):
-            try:
-                hours[name] = partitions.parse_hour(getattr(options, name))
-            except ValueError as error:
-                raise ConfigError(f"--{name}: {error}") from error
-    if "start" in hours and "end" in hours and hours["end"] <= hours["start"]:
-        raise ConfigError(f"--end {options.end} is not after --start {options.start}")
-    if options.by_event_time and len(hours) < 2:
-        raise ConfigError("--by_event_time needs both --start and --end")
-    if options.late_hours < 0:
-        raise ConfigError(f"--late_hours must be 0 or more, got {options.late_hours}")
-    if options.rerun and not options.ledger:
-        raise ConfigError("--rerun only makes sense with --ledger")
-
-
-def parse_integrations(options):
-    """The --integrations JSON object, or None."""
-    if not options.integrations:
-        return None
-    try:
-        integrations = json.loads(options.integrations)
-    except ValueError as error:
-        raise ConfigError(f"--integrations is not JSON: {error}") from error
-    if not isinstance(integrations, dict):
-        raise ConfigError('--integrations must be a JSON object, e.g. {"All": false}')
-    return integrations
-
-
-def validate(options, key):
-    """Raise ConfigError for option values the job cannot run with (`key`: the resolved write key)."""
-    _validate_input(options)
-    parse_integrations(options)
-    if not key and not options.dry_run_output and not options.plan:
-        raise ConfigError(f"no Segment write key: set {WRITE_KEY_ENV}, or give --segment_write_key_file or "
-                          "--segment_write_key_secret (or use --dry_run_output DIR to write requests without sending)")
-    smallest = segment_client.MAX_EVENT_BYTES + segment_client.envelope_bytes(key)
-    if not smallest <= options.max_batch_bytes <= segment_client.MAX_REQUEST_BYTES:
-        raise ConfigError(f"--max_batch_bytes must be between {smallest} (one largest event) and "
-                          f"{segment_client.MAX_REQUEST_BYTES}, got {options.max_batch_bytes}")
-    if not 1 <= options.max_batch_events <= segment_client.MAX_BATCH_EVENTS:
-        raise ConfigError(f"--max_batch_events must be between 1 and {segment_client.MAX_BATCH_EVENTS}, "
-                          f"got {options.max_batch_events}")
-    for name in ("window_seconds", "shards_per_window", "max_retry_attempts"):
-        if getattr(options, name) < 1:
-            raise ConfigError(f"--{name} must be at least 1, got {getattr(options, name)}")
-    overlap = field_names(options.redact_fields) & field_names(options.hash_fields)
-    if overlap:
-        raise ConfigError(f"{', '.join(sorted(overlap))}: in both --redact_fields and --hash_fields")
-    for name in ("max_requests_per_second", "max_retry_seconds", "retry_backoff_seconds",
-                 "request_timeout_seconds"):
-        value = getattr(options, name)
-        if value is not None and value <= 0:
-            raise ConfigError(f"--{name} must be positive, got {value}")

@@ -1,6 +1,9 @@
 """The run summary, from Beam metrics: totals, per event type, a printed table and a JSON file.
 
-The totals balance: events_read = dropped_no_external_id + unsupported_event_type + sent + dead_lettered.
+Every event read ends exactly once, so the totals balance, and so does each event type's row:
+read = dropped_no_external_id + unsupported_event_type + sent + dead_lettered (+ outside_time_range
+with --by_event_time). In a dry run, "sent" means written to the dry-run requests: the table says
+"would send" and the JSON has "dry_run": true.
 """
 import collections
 import json
@@ -8,11 +11,13 @@ import json
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms import ledger, metrics
+from transforms import metrics
 
-_TOTALS = (metrics.READ, metrics.DROPPED_NO_EXTERNAL_ID, metrics.UNSUPPORTED_EVENT_TYPE, metrics.SENT,
-           metrics.DEAD_LETTERED, metrics.OUTSIDE_TIME_RANGE)
-_PER_TYPE_KEYS = (metrics.READ, metrics.DROPPED_NO_EXTERNAL_ID, metrics.SENT, metrics.DEAD_LETTERED)
+# Per-type metric → the summary's key for its total.
+_TOTAL_KEYS = {metrics.READ: "events_read", metrics.DROPPED_NO_EXTERNAL_ID: "dropped_no_external_id",
+               metrics.UNSUPPORTED_EVENT_TYPE: "unsupported_event_type",
+               metrics.OUTSIDE_TIME_RANGE: "outside_time_range", metrics.SENT: "sent",
+               metrics.DEAD_LETTERED: "dead_lettered"}
 
 
 def counters_of(result):
@@ -25,68 +30,95 @@ def counters_of(result):
     return counters
 
 
-def summarize(counters, *, by_event_time=False, with_ledger=False):
+def _per_type_keys(by_event_time):
+    return [metric for metric in (metrics.READ, *metrics.OUTCOMES)
+            if by_event_time or metric != metrics.OUTSIDE_TIME_RANGE]
+
+
+def summarize(counters, *, by_event_time=False, with_ledger=False, dry_run=False, run=None):
     """Build the summary dict from counter values.
 
     With by_event_time it also has `outside_time_range` (events read from late partitions whose time
-    is outside the range); with a ledger, `ledger` (files skipped as already sent, files recorded).
+    is outside the range); with a ledger, `ledger` (files skipped as already sent, files recorded, files
+    read but not recorded). `run` (a dict: run id, times, inputs, delivery options) is added as it is.
     """
+    keys = _per_type_keys(by_event_time)
     totals = collections.Counter()
-    by_type = collections.defaultdict(lambda: dict.fromkeys(_PER_TYPE_KEYS, 0))
+    by_type = collections.defaultdict(lambda: dict.fromkeys(keys, 0))
     for name, value in counters.items():
         metric, _, event_type = name.partition(":")
-        if metric in _TOTALS and event_type:
+        if metric in keys and event_type:
             totals[metric] += value
-            if metric in _PER_TYPE_KEYS:
-                by_type[event_type][metric] += value
-    summary = {
-        "events_read": totals[metrics.READ],
-        "dropped_no_external_id": totals[metrics.DROPPED_NO_EXTERNAL_ID],
-        "unsupported_event_type": totals[metrics.UNSUPPORTED_EVENT_TYPE],
-        "sent": totals[metrics.SENT],
-        "dead_lettered": totals[metrics.DEAD_LETTERED],
+            by_type[event_type][metric] += value
+    summary = {_TOTAL_KEYS[metric]: totals[metric] for metric in keys}
+    summary.update({
         "unreadable_files": counters.get(metrics.UNREADABLE_FILES, 0),
         "requests": counters.get(metrics.REQUESTS, 0),
+        "retries": counters.get(metrics.RETRIES, 0),
+        "rejected_by_segment": counters.get(metrics.REJECTED_BY_SEGMENT, 0),
+        "duplicate_ids": counters.get(metrics.DUPLICATE_IDS, 0),
+        "files_read": counters.get(metrics.FILES_READ, 0),
+        "dry_run": dry_run,
         "by_event_type": {event_type: by_type[event_type] for event_type in sorted(by_type)},
-    }
-    if by_event_time:
-        summary["outside_time_range"] = totals[metrics.OUTSIDE_TIME_RANGE]
+    })
     if with_ledger:
-        summary["ledger"] = {"files_skipped": counters.get(ledger.FILES_SKIPPED, 0),
-                             "files_recorded": counters.get(ledger.FILES_RECORDED, 0)}
+        summary["ledger"] = {"files_skipped": counters.get(metrics.LEDGER_FILES_SKIPPED, 0),
+                             "files_recorded": counters.get(metrics.LEDGER_FILES_RECORDED, 0)}
+        if counters.get(metrics.LEDGER_FILES_UNBALANCED):
+            summary["ledger"]["files_not_recorded"] = counters[metrics.LEDGER_FILES_UNBALANCED]
+    summary["balanced"] = is_balanced(summary)
+    if run:
+        summary.update(run)
     return summary
 
 
+def _outcome_keys(summary):
+    return [key for key in ("dropped_no_external_id", "unsupported_event_type", "outside_time_range", "sent",
+                            "dead_lettered") if key in summary]
+
+
+def unaccounted(summary):
+    """Events read that no outcome accounts for (0 when the summary balances)."""
+    return summary["events_read"] - sum(summary[key] for key in _outcome_keys(summary))
+
+
 def is_balanced(summary):
-    """True when every event read is accounted for exactly once."""
-    return summary["events_read"] == (summary["dropped_no_external_id"] + summary["unsupported_event_type"]
-                                      + summary["sent"] + summary["dead_lettered"]
-                                      + summary.get("outside_time_range", 0))
+    """True when every event read is accounted for exactly once, in the totals and in each type's row."""
+    rows_balance = all(row[metrics.READ] == sum(value for key, value in row.items() if key != metrics.READ)
+                       for row in summary["by_event_type"].values())
+    return unaccounted(summary) == 0 and rows_balance
 
 
 def format_table(summary):
     """The summary as a fixed-width text table: one row per event type, then the totals."""
-    header = ("event type", "read", "no external id", "sent", "dead-lettered")
-    rows = [(event_type, *(str(counts[key]) for key in _PER_TYPE_KEYS))
+    sent_header = "would send" if summary.get("dry_run") else "sent"
+    names = {metrics.READ: "read", metrics.DROPPED_NO_EXTERNAL_ID: "no external id",
+             metrics.UNSUPPORTED_EVENT_TYPE: "unsupported", metrics.OUTSIDE_TIME_RANGE: "outside range",
+             metrics.SENT: sent_header, metrics.DEAD_LETTERED: "dead-lettered"}
+    keys = _per_type_keys("outside_time_range" in summary)
+    header = ("event type", *(names[key] for key in keys))
+    rows = [(event_type, *(f"{counts[key]:,}" for key in keys))
             for event_type, counts in summary["by_event_type"].items()]
-    rows.append(("TOTAL", *(str(summary[key]) for key in
-                            ("events_read", "dropped_no_external_id", "sent", "dead_lettered"))))
+    rows.append(("TOTAL", *(f"{summary[_TOTAL_KEYS[key]]:,}" for key in keys)))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in [header, *rows]]
     lines.insert(1, "-" * len(lines[0]))
-    lines.append(f"unsupported event types: {summary['unsupported_event_type']}   "
-                 f"unreadable files: {summary['unreadable_files']}   requests: {summary['requests']}   "
-                 f"balanced: {'yes' if is_balanced(summary) else 'NO'}")
-    if "outside_time_range" in summary:
-        lines.append(f"outside the event-time range (late partitions): {summary['outside_time_range']}")
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    lines.append(f"unreadable files: {summary['unreadable_files']}   requests: {summary['requests']:,}"
+                 f"{' (dry run: written, not sent)' if summary.get('dry_run') else ''}   "
+                 f"retries: {summary['retries']:,}   duplicate ids: {summary['duplicate_ids']:,}   "
+                 f"balanced: {'yes' if summary['balanced'] else 'NO'}")
     if "ledger" in summary:
-        lines.append(f"ledger: {summary['ledger']['files_skipped']} files skipped as already sent, "
-                     f"{summary['ledger']['files_recorded']} recorded")
+        ledger = summary["ledger"]
+        lines.append(f"ledger: {ledger['files_skipped']} files skipped as already sent, "
+                     f"{ledger['files_recorded']} recorded"
+                     + (f", {ledger['files_not_recorded']} read but not recorded (events unaccounted for)"
+                        if ledger.get("files_not_recorded") else ""))
     return "\n".join(lines)
 
 
 def write_json(path, summary):
     """Write the summary as JSON to a path on any Beam filesystem."""
     with FileSystems.create(path) as stream:
-        stream.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
+        stream.write(json.dumps(summary, indent=2, sort_keys=True, default=str).encode("utf-8"))

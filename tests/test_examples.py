@@ -14,7 +14,7 @@ import shlex
 import pytest
 
 from pipeline import replay
-from pipeline.main import _reject_unknown_flags
+from pipeline.config import reject_unknown_flags
 from pipeline.options import ConfigError, CurrentsToSegmentOptions
 from pipeline.partitions import parse_hour
 
@@ -77,7 +77,7 @@ def check_arguments(args):
     if args and args[0] == "make-sample-bucket":
         assert len(args) == 2 and not args[1].startswith("-"), args
         return
-    _reject_unknown_flags(args)  # the job's options and every Beam PipelineOptions subclass's
+    reject_unknown_flags(args)  # the job's options and every Beam PipelineOptions subclass's
     values = _values(args)
     hours = {}
     for flag in ("--start", "--end"):

@@ -9,7 +9,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import assembly, partitions
+from pipeline import assembly, config
 from pipeline.main import main
 from pipeline.options import ConfigError, CurrentsToSegmentOptions, resolve_endpoint, split_write_key
 from pipeline.sample_bucket import make_sample_bucket
@@ -57,18 +57,18 @@ def test_the_key_appears_in_no_output_of_a_run(tmp_path, bucket, capsys, caplog,
 def test_the_key_is_not_in_the_options_runners_display_nor_in_the_job_graph(tmp_path, bucket, monkeypatch):
     root, _ = bucket
     monkeypatch.setenv("SEGMENT_WRITE_KEY", KEY)
-    key, argv = split_write_key(["--input", f"{root}/**", f"--segment_write_key={KEY}", "--runner=FnApiRunner"])
+    key, argv = split_write_key(["--input", f"{root}/**", f"--segment_write_key={KEY}", "--runner=FnApiRunner",
+                                 "--dead_letter_output", str(tmp_path / "dead")])
     assert key == KEY and KEY not in " ".join(argv)
     assert split_write_key(["--segment_write_key", KEY, "--x"]) == (KEY, ["--x"])
     options = PipelineOptions(argv)
     assert KEY not in json.dumps(options.get_all_options(), default=str)
     assert KEY not in json.dumps(options.display_data(), default=str)
     # With the key in the environment, only the variable's name travels with the job.
-    view = options.view_as(CurrentsToSegmentOptions)
-    pipeline = beam.Pipeline(options=options)
-    assembly.build(pipeline, view, selection=partitions.select_input(view),
-                   client_settings={"endpoint": "https://api.segment.io", "key_source": KeySource(ENV, "SEGMENT_WRITE_KEY")},
-                   envelope=100)
+    job = config.load(argv, "test-run")
+    assert job.config.key_source == KeySource(ENV, "SEGMENT_WRITE_KEY")
+    pipeline = beam.Pipeline(options=job.pipeline_options)
+    assembly.build(pipeline, job.config)
     assert KEY.encode() not in pipeline.to_runner_api().SerializeToString()
 
 

@@ -4,12 +4,17 @@ Events are windowed by event time (fixed windows) and spread over a few shards p
 (window, shard) group is then cut greedily into requests. A request's size is known exactly before
 it is built: envelope + payloads + one comma between each two payloads (see `plan_batches`).
 Python's GroupIntoBatches bounds only the count, and BatchElements only the bytes; this bounds both.
+
+Events with the same messageId (Currents delivers at least once, in the same file or in others) have
+the same `time` and shard, so they meet in one group: each one after the first is counted as a
+duplicate id. Both are sent; Segment deduplicates them.
 """
 import zlib
 
 import apache_beam as beam
 from apache_beam.transforms import window
 
+from transforms import metrics
 from transforms.segment_client import plan_batches
 
 
@@ -27,17 +32,32 @@ class GroupIntoSegmentBatches(beam.PTransform):
         self._limits = {"max_bytes": max_bytes, "max_events": max_events, "envelope": envelope}
         self._shards = shards
 
-    def _cut(self, keyed_group):
-        events = list(keyed_group[1])
-        for batch in plan_batches([len(e.payload) for e in events], **self._limits):
-            yield events[batch.start:batch.stop]
-
     def expand(self, events):
         shards = self._shards
         return (events
                 | "Event-time windows" >> beam.WindowInto(window.FixedWindows(self._window_seconds))
                 | "Key by shard" >> beam.Map(lambda event: (shard_of(event.message_id, shards), event))
                 | "Group per window and shard" >> beam.GroupByKey()
-                | "Cut into requests" >> beam.FlatMap(self._cut)
+                | "Cut into requests" >> beam.ParDo(_CutFn(self._limits))
                 # Windows only decide which events may share a request; what follows is global.
                 | "Back to one window" >> beam.WindowInto(window.GlobalWindows()))
+
+
+class _CutFn(beam.DoFn):
+    """(shard, events of one window) → lists of events, one per request; counts duplicate ids."""
+
+    def __init__(self, limits):
+        super().__init__()
+        self._limits = limits
+
+    def setup(self):
+        self._duplicates = metrics.counter(metrics.DUPLICATE_IDS)
+
+    def process(self, keyed_group):
+        events = list(keyed_group[1])
+        duplicates = len(events) - len({event.message_id for event in events})
+        if duplicates:
+            self._duplicates.inc(duplicates)
+        for batch in plan_batches([len(e.payload) for e in events], **self._limits):
+            yield events[batch.start:batch.stop]
+

@@ -5,15 +5,16 @@ reason, event_type, source_file, message_id, http_status, response_excerpt, erro
 Segment call exactly as it would have been sent) and record (the Currents record, for records that
 could not be mapped). A file that could not be decoded also says how many events were read from it
 before the error.
+
+The reasons are named in transforms.elements. Each run writes its own files,
+`dead_letters-<run id>-<part>.jsonl`, one per bundle that had letters.
 """
 import json
 
 import apache_beam as beam
 
-from transforms import metrics
-from transforms.jsonl import write_jsonl
-
-UNREADABLE_FILE = "unreadable_file"
+from transforms import jsonl, metrics
+from transforms.elements import UNREADABLE_FILE, handled
 _ERROR_CHARS = 500
 
 
@@ -48,30 +49,42 @@ def file_letter(path, event_type, error, events_read):
     return _letter(UNREADABLE_FILE, event_type, path, error=_describe(error), events_read_before_error=events_read)
 
 
-class _CountFn(beam.DoFn):
-    """Counts each letter: unreadable files, or dead-lettered events per event type."""
+def _to_line(letter):
+    """(what the letter accounts for, its JSON line): one unit of its source file, of this kind of letter."""
+    kind = (letter["source_file"], letter["event_type"], letter["reason"] == UNREADABLE_FILE)
+    return ((kind, 1),), json.dumps(letter, ensure_ascii=False, default=repr)
+
+
+class _CountWrittenFn(beam.DoFn):
+    """Counts the letters whose file is complete (unreadable parts of files, or dead-lettered events per
+    event type) and hands their units in: ((source file, event type, unreadable), n) → (source file, n)."""
 
     def setup(self):
         self._dead_lettered = metrics.TypeCounter(metrics.DEAD_LETTERED)
         self._unreadable_files = metrics.counter(metrics.UNREADABLE_FILES)
 
-    def process(self, letter):
-        if letter["reason"] == UNREADABLE_FILE:
-            self._unreadable_files.inc()
+    def process(self, written):
+        (source_file, event_type, unreadable), n = written
+        if unreadable:
+            self._unreadable_files.inc(n)
         else:
-            self._dead_lettered.inc(letter["event_type"])
-        yield json.dumps(letter, ensure_ascii=False, default=repr)
+            self._dead_lettered.inc(event_type, n)
+        yield handled(source_file, n)
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Count dead letters and write them as JSONL files `dead_letters-*.jsonl` under a directory (none
-    when there are no dead letters); returns the names of the files written."""
+    """Write dead letters as this run's `dead_letters-<run id>-<part>.jsonl` files under a directory (none
+    when there are none), and count them once written; returns the (source file, units) they account for,
+    emitted once the files holding them are complete."""
 
-    def __init__(self, output_dir):
+    def __init__(self, output_dir, run_id):
         super().__init__()
         self._output_dir = output_dir
+        self._run_id = run_id
 
     def expand(self, letters):
         return (letters
-                | "Count" >> beam.ParDo(_CountFn())
-                | "Write JSONL" >> write_jsonl(self._output_dir, "dead_letters"))
+                | "To JSON lines" >> beam.Map(_to_line)
+                | "Write JSONL" >> jsonl.WriteJsonLines(self._output_dir, jsonl.DEAD_LETTERS, self._run_id,
+                                                        "dead letters")
+                | "Count written" >> beam.ParDo(_CountWrittenFn()))

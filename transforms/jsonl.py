@@ -1,11 +1,97 @@
-"""JSON-lines output files, shared by the dead letters, the dry-run requests and the ledger."""
+"""JSON-lines output files, shared by the dead letters, the dry-run requests and the ledger.
+
+Each run writes files of its own, one per bundle that had something to write, named
+`<directory>/<name>-<run id>-<part>.jsonl`; nothing a run writes replaces or deletes another run's files,
+whatever the filesystem. A file is written under a hidden temporary name and renamed when complete, so a
+run that stops midway leaves no half-written file under a name that readers pick up.
+
+The writer is told, with each line, what the line accounts for ((source file, units) pairs), and
+once the file holding them is complete it emits those counts: downstream stages (the ledger) take
+this as proof that the lines are durably written.
+"""
+import collections
+import uuid
+
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
+
+DEAD_LETTERS = "dead_letters"
+REQUESTS = "requests"
+LEDGER_ENTRIES = "entries"
 
 
-def write_jsonl(directory, name):
-    """A transform writing text lines as `<directory>/<name>-SSSSS-of-NNNNN.jsonl` on any Beam filesystem.
+class OutputWriteError(Exception):
+    """An output file could not be written: the run stops, and says what was lost."""
 
-    Nothing is written when there are no lines: an empty file is no news, and object stores refuse
-    to complete the empty multipart upload Beam would make for it.
-    """
-    return beam.io.WriteToText(f"{directory.rstrip('/')}/{name}", file_name_suffix=".jsonl", skip_if_empty=True)
+
+def output_path(directory, name, run_id, part):
+    """The path of one output file of a run."""
+    return f"{directory.rstrip('/')}/{name}-{run_id}-{part}.jsonl"
+
+
+def output_pattern(directory, name, run_id="*"):
+    """The files of `name` in directory: of one run, or of every run."""
+    return f"{directory.rstrip('/')}/{name}-{run_id}-*.jsonl" if run_id != "*" else \
+        f"{directory.rstrip('/')}/{name}-*.jsonl"
+
+
+def _temporary(path):
+    folder, _, file_name = path.rpartition("/")
+    return f"{folder}/.{file_name}.tmp"
+
+
+class _WriteLinesFn(beam.DoFn):
+    """(accounts, text line) → lines of one file per bundle; after the file is complete, (key, units) for
+    every key of the accounts (an iterable of (key, units) pairs) of its lines."""
+
+    def __init__(self, directory, name, run_id, what):
+        super().__init__()
+        self._directory, self._name, self._run_id, self._what = directory, name, run_id, what
+        self._stream = self._path = None
+        self._accounts = collections.Counter()
+
+    def start_bundle(self):
+        self._stream = self._path = None
+        self._accounts = collections.Counter()
+
+    def _fail(self, error):
+        raise OutputWriteError(f"cannot write {self._what} to {self._directory}: "
+                               f"{type(error).__name__}: {error}".splitlines()[0]) from error
+
+    def process(self, element):
+        accounts, line = element
+        try:
+            if self._stream is None:
+                self._path = output_path(self._directory, self._name, self._run_id, uuid.uuid4().hex[:12])
+                self._stream = FileSystems.create(_temporary(self._path))
+            self._stream.write(line.encode("utf-8") + b"\n")
+        except Exception as error:  # pylint: disable=broad-except  # each filesystem fails its own way
+            self._fail(error)
+        for key, units in accounts:
+            self._accounts[key] += units
+
+    def finish_bundle(self):
+        if self._stream is None:
+            return
+        try:
+            self._stream.close()
+            FileSystems.rename([_temporary(self._path)], [self._path])
+        except Exception as error:  # pylint: disable=broad-except
+            self._fail(error)
+        self._stream = None
+        for key, units in self._accounts.items():
+            yield GlobalWindows.windowed_value((key, units))
+
+
+class WriteJsonLines(beam.PTransform):
+    """Write (accounts, line) elements as this run's `<name>-<run id>-<part>.jsonl` files under a directory
+    (none when there is nothing to write); returns the (key, units) accounted for by the lines written.
+    `what` names the output in errors ("dead letters", ...)."""
+
+    def __init__(self, directory, name, run_id, what):
+        super().__init__()
+        self._args = (directory, name, run_id, what)
+
+    def expand(self, lines):
+        return lines | "Write lines" >> beam.ParDo(_WriteLinesFn(*self._args))

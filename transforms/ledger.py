@@ -1,9 +1,13 @@
 """Ledger: which input files were fully handled, so that incremental runs skip them.
 
-A file is recorded (path, size, modification time) only after every event read from it was accepted
-by Segment or dead-lettered: the entries are written after the dead-letter output, which itself waits
-for every request. A run that fails records nothing, and the next run sends its files again; their
-deterministic messageIds make that harmless within Segment's 24-hour deduplication.
+A file is recorded (path, size, modification time) only when every event read from it, and every
+unreadable part of it, is accounted for: accepted by Segment, dropped or skipped and counted, or in a
+dead-letter file that is complete. `RecordInLedger` takes exactly that as its input: the FileRead of
+each file (the units it must see handled) and the HANDLED elements of the later stages, the write
+stage's deliveries and the dead-letter writer's durable letters among them; it joins them by file and
+records the files whose units all came back. A run that fails records nothing more, and the next run
+sends those files again; their deterministic messageIds make that harmless within Segment's 24-hour
+deduplication. (The job also removes a run's entries when its summary does not balance.)
 
 Each run writes its own `entries-<run id>-*.jsonl` files and never rewrites another's, so two runs
 that overlap cannot lose each other's entries; a file both read is sent by both (and deduplicated).
@@ -22,12 +26,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import metrics
-from transforms.jsonl import write_jsonl
-
-FILES_SKIPPED = "ledger_files_skipped"
-FILES_RECORDED = "ledger_files_recorded"
-
+from transforms import jsonl, metrics
 
 WHOLE_FILE = ""
 
@@ -49,7 +48,13 @@ def entry_key(path, size, modified):
 
 
 def _entries_pattern(ledger_dir):
-    return ledger_dir.rstrip("/") + "/entries-*.jsonl"
+    return jsonl.output_pattern(ledger_dir, jsonl.LEDGER_ENTRIES)
+
+
+def run_entries(ledger_dir, run_id):
+    """The paths of the entry files one run wrote."""
+    return [metadata.path for metadata in FileSystems.match(
+        [jsonl.output_pattern(ledger_dir, jsonl.LEDGER_ENTRIES, run_id)])[0].metadata_list]
 
 
 def new_run_id():
@@ -80,7 +85,7 @@ class _KeepUnrecordedFn(beam.DoFn):
         self._scope = scope
 
     def setup(self):
-        self._skipped = metrics.counter(FILES_SKIPPED)
+        self._skipped = metrics.counter(metrics.LEDGER_FILES_SKIPPED)
 
     def process(self, keyed):
         _, grouped = keyed
@@ -112,35 +117,46 @@ class SkipFilesInLedger(beam.PTransform):
 
 
 class _EntryFn(beam.DoFn):
+    """(path, {"file": [FileRead], "handled": [units]}) → the ledger line of a file whose units are all handled."""
+
     def __init__(self, run_id, scope):
         super().__init__()
         self._run_id = run_id
         self._scope = scope
 
     def setup(self):
-        self._recorded = metrics.counter(FILES_RECORDED)
+        self._recorded = metrics.counter(metrics.LEDGER_FILES_RECORDED)
+        self._unbalanced = metrics.counter(metrics.LEDGER_FILES_UNBALANCED)
 
-    def process(self, metadata, done):  # pylint: disable=unused-argument  # `done` only orders the step
-        self._recorded.inc()
-        yield json.dumps(entry(metadata, self._run_id, self._scope))
+    def process(self, joined):
+        _, grouped = joined
+        handled_units = sum(grouped["handled"])
+        for file_read in grouped["file"]:
+            if handled_units != file_read.units:
+                self._unbalanced.inc()
+                continue
+            self._recorded.inc()
+            yield (), json.dumps(entry(file_read.metadata, self._run_id, self._scope))
 
 
 class RecordInLedger(beam.PTransform):
-    """Write a ledger entry for each file, once `done` (a PCollection) is complete."""
+    """{"files": FileRead, "handled": (source file, units)} → this run's ledger entries, one per file whose
+    units are all handled, written as `entries-<run id>-<part>.jsonl` under the ledger folder."""
 
-    def __init__(self, ledger_dir, run_id, done, scope=WHOLE_FILE):
+    def __init__(self, ledger_dir, run_id, scope=WHOLE_FILE):
         super().__init__()
         self._ledger_dir = ledger_dir
         self._run_id = run_id
-        self._done = done
         self._scope = scope
 
-    def expand(self, files):
-        finished = self._done | "Wait for delivery" >> beam.combiners.Count.Globally()
-        return (files
-                | "Ledger entry" >> beam.ParDo(_EntryFn(self._run_id, self._scope),
-                                               done=beam.pvalue.AsSingleton(finished))
-                | "Write ledger" >> write_jsonl(self._ledger_dir, f"entries-{self._run_id}"))
+    def expand(self, inputs):
+        files = inputs["files"] | "Key by path" >> beam.Map(lambda file_read: (file_read.metadata.path, file_read))
+        handled = inputs["handled"] | "Units per file" >> beam.CombinePerKey(sum)
+        return ({"file": files, "handled": handled}
+                | "Join by file" >> beam.CoGroupByKey()
+                | "Ledger entry" >> beam.ParDo(_EntryFn(self._run_id, self._scope))
+                | "Write ledger" >> jsonl.WriteJsonLines(self._ledger_dir, jsonl.LEDGER_ENTRIES, self._run_id,
+                                                         "ledger entries"))
 
 
 def recorded_scopes(ledger_dir):

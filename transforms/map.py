@@ -2,12 +2,21 @@
 
 `to_track` builds the call exactly as the catalog says (the catalog's properties and nothing else,
 unless passthrough is on); `serialize` turns it into the compact JSON bytes every later stage uses.
+
+A record that cannot be mapped costs only itself: it becomes an `invalid_record` dead letter with the
+reason, and the run goes on. Among the reasons: a `time` that is not an integer of UNIX seconds in the
+years 1970 to 9999 UTC (a value that looks like milliseconds or microseconds is not converted, since
+Currents writes seconds: the letter says which unit it looks like), an `external_user_id` holding NUL
+or other control characters or only invisible ones, an `id` over Segment's 100-character messageId limit.
 """
 import hashlib
 import importlib.metadata
 import json
 import time
+import unicodedata
 import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
 
 import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
@@ -15,12 +24,16 @@ from apache_beam.transforms.window import TimestampedValue
 from transforms import dead_letters
 from transforms.catalog import (
     COMMON_PROPERTIES, EMAIL_TRAIT_FAMILIES, EMAIL_TRAIT_FIELD, PROPERTY_CONVERTERS, spec_for)
-from transforms.elements import DEAD_LETTER, SegmentEvent
+from transforms.elements import DEAD_LETTER, EVENT_TOO_LARGE, INVALID_RECORD, SegmentEvent
 from transforms.segment_client import MAX_EVENT_BYTES
 
 DISTRIBUTION = "braze-currents-to-segment"
 # Fields that become userId, timestamp and messageId rather than properties.
 _ENVELOPE_FIELDS = frozenset({"id", "time", "external_user_id"})
+# Timestamps Segment can be sent as ISO-8601 with a 4-digit year: 1970-01-01 up to 10000-01-01 (excluded).
+END_OF_YEAR_9999 = 253_402_300_800
+MAX_MESSAGE_ID_CHARS = 100  # Segment's limit
+_SMALLER_UNITS = (("milliseconds", 10 ** 3), ("microseconds", 10 ** 6), ("nanoseconds", 10 ** 9))
 
 
 def _library():
@@ -32,6 +45,27 @@ def _library():
 
 
 LIBRARY = _library()
+
+
+def event_time(value):
+    """The Currents `time` as UNIX seconds within years 1970-9999; TypeError or ValueError with the reason."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"time must be an integer of UNIX seconds, got {value!r}")
+    if 0 <= value < END_OF_YEAR_9999:
+        return value
+    looks_like = next((f" (it looks like {unit})" for unit, per_second in _SMALLER_UNITS
+                       if 0 <= value // per_second < END_OF_YEAR_9999), "")
+    raise ValueError(f"time {value} is outside the years 1970-9999 as UNIX seconds{looks_like}")
+
+
+def user_id(value):
+    """The external_user_id as Segment's userId; ValueError when it holds control characters or only
+    invisible ones (the caller has already dropped null and blank ids)."""
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise ValueError(f"external_user_id {value!r} holds NUL or other control characters")
+    if all(char.isspace() or unicodedata.category(char) == "Cf" for char in value):
+        raise ValueError(f"external_user_id {value!r} holds only invisible characters")
+    return value
 
 
 def iso_timestamp(unix_seconds):
@@ -57,7 +91,12 @@ def message_id(currents_id, namespace=None):
     """Segment messageId of a Currents event: its `id`, or uuid5(namespace, id) when namespaced."""
     if not isinstance(currents_id, str) or not currents_id:
         raise ValueError("the record has no id")
-    return currents_id if namespace is None else str(uuid.uuid5(namespace, currents_id))
+    if namespace is not None:
+        return str(uuid.uuid5(namespace, currents_id))
+    if len(currents_id) > MAX_MESSAGE_ID_CHARS:
+        raise ValueError(f"id has {len(currents_id)} characters, over Segment's {MAX_MESSAGE_ID_CHARS} for a "
+                         "messageId (--message_id_namespace derives short ones)")
+    return currents_id
 
 
 def to_track(record, event_type, *, namespace=None, passthrough=False, integrations=None):
@@ -80,8 +119,8 @@ def to_track(record, event_type, *, namespace=None, passthrough=False, integrati
     message = {
         "type": "track",
         "event": spec.segment_event,
-        "userId": record["external_user_id"],
-        "timestamp": iso_timestamp(record.get("time")),
+        "userId": user_id(record["external_user_id"]),
+        "timestamp": iso_timestamp(event_time(record.get("time"))),
         "messageId": message_id(record.get("id"), namespace),
         "properties": properties,
         "context": {"library": LIBRARY},
@@ -121,35 +160,45 @@ def serialize(message):
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
+@dataclass(frozen=True)
+class MappingSettings:
+    """How records become calls: messageId namespace, passthrough of other fields, the `integrations`
+    object sent with every call, and the property or trait names to redact or to hash."""
+
+    message_id_namespace: Optional[str] = None
+    passthrough: bool = False
+    integrations: Optional[Mapping[str, Any]] = None
+    redact: frozenset = frozenset()
+    hashed: frozenset = frozenset()
+
+
 class _MapToTrackFn(beam.DoFn):
     """CurrentsEvent → timestamped SegmentEvent; invalid records and events over 32,000 bytes go to
     the dead-letter output instead, since Segment would reject the whole request carrying them."""
 
-    def __init__(self, message_id_namespace, passthrough, integrations, protect_fields):
+    def __init__(self, settings):
         super().__init__()
-        self._message_id_namespace = message_id_namespace
-        self._passthrough = passthrough
-        self._integrations = integrations
-        self._protect = protect_fields or {}
+        self._settings = settings
         self._namespace = None
 
     def setup(self):
-        self._namespace = namespace_uuid(self._message_id_namespace)
+        self._namespace = namespace_uuid(self._settings.message_id_namespace)
 
     def process(self, event):
+        settings = self._settings
         try:
             message = to_track(event.record, event.event_type, namespace=self._namespace,
-                               passthrough=self._passthrough, integrations=self._integrations)
-            if self._protect:
-                protect(message, self._protect.get("redact", frozenset()), self._protect.get("hash", frozenset()))
+                               passthrough=settings.passthrough, integrations=settings.integrations)
+            if settings.redact or settings.hashed:
+                protect(message, settings.redact, settings.hashed)
             payload = serialize(message)
-        except (KeyError, TypeError, ValueError, OverflowError) as error:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letters.record_letter(event, "invalid_record", error))
+        except Exception as error:  # pylint: disable=broad-except  # any value that cannot be mapped costs its record
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letters.record_letter(event, INVALID_RECORD, error))
             return
         segment_event = SegmentEvent(event.event_type, event.source_file, message["messageId"], payload)
         if len(payload) > MAX_EVENT_BYTES:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letters.event_letter(
-                segment_event, "event_too_large",
+                segment_event, EVENT_TOO_LARGE,
                 error=f"{len(payload)} bytes serialized, Segment accepts at most {MAX_EVENT_BYTES}"))
             return
         yield TimestampedValue(segment_event, event.record["time"])
@@ -157,12 +206,12 @@ class _MapToTrackFn(beam.DoFn):
 
 class ToSegmentTrack(beam.PTransform):
     """Map a PCollection of CurrentsEvent to SegmentEvent (tag "events", stamped with the event's
-    `time`) and dead letters (tag DEAD_LETTER). `protect_fields`: {"redact": names, "hash": names}."""
+    `time`) and dead letters (tag DEAD_LETTER), as the MappingSettings say."""
 
-    def __init__(self, message_id_namespace=None, passthrough=False, integrations=None, protect_fields=None):
+    def __init__(self, settings=MappingSettings()):
         super().__init__()
-        self._fn_args = (message_id_namespace, passthrough, integrations, protect_fields)
+        self._settings = settings
 
     def expand(self, events):
-        return events | "To track call" >> beam.ParDo(_MapToTrackFn(*self._fn_args)).with_outputs(
+        return events | "To track call" >> beam.ParDo(_MapToTrackFn(self._settings)).with_outputs(
             DEAD_LETTER, main="events")

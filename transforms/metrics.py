@@ -1,8 +1,13 @@
 """Beam counters of the pipeline: their names, and per-event-type counters created on demand.
 
-The summary is built from these counters alone, so that it is right on every runner, including
-ones that run DoFns in other processes or machines.
+The summary of a finished run is built from these Beam counters alone, so that it is right on every
+runner, including ones that run DoFns in other processes or machines. Each increment is also added to
+this process's own tally (`process_totals`): progress lines are printed from it, and when an in-process
+runner fails, it is all that is left to tell what the run did before it stopped.
 """
+import collections
+import threading
+
 from apache_beam.metrics import Metrics
 
 NAMESPACE = "currents_to_segment"
@@ -14,17 +19,42 @@ UNSUPPORTED_EVENT_TYPE = "unsupported_event_type"
 SENT = "sent"
 DEAD_LETTERED = "dead_lettered"
 OUTSIDE_TIME_RANGE = "outside_time_range"  # only with --by_event_time
+# What each event read ends as, exactly one of these: the summary balances when they add up to READ.
+OUTCOMES = (DROPPED_NO_EXTERNAL_ID, UNSUPPORTED_EVENT_TYPE, OUTSIDE_TIME_RANGE, SENT, DEAD_LETTERED)
 
 # Plain counters.
+FILES_LISTED = "files_listed"
+FILES_READ = "files_read"
 UNREADABLE_FILES = "unreadable_files"
 REQUESTS = "requests"
 RETRIES = "retries"
 RETRIES_EXHAUSTED = "retries_exhausted"  # events dead-lettered because Segment stayed unreachable
+REJECTED_BY_SEGMENT = "rejected_by_segment"  # events Segment answered 400/413 for
+DUPLICATE_IDS = "duplicate_ids"  # events whose messageId another event of the run already has
+LEDGER_FILES_SKIPPED = "ledger_files_skipped"
+LEDGER_FILES_RECORDED = "ledger_files_recorded"
+LEDGER_FILES_UNBALANCED = "ledger_files_unbalanced"  # read, but not every event accounted for: not recorded
+
+_tally = collections.Counter()
+_tally_lock = threading.Lock()
+
+
+class _Counter:
+    """A Beam counter that also adds to this process's tally."""
+
+    def __init__(self, name):
+        self._name = name
+        self._counter = Metrics.counter(NAMESPACE, name)
+
+    def inc(self, n=1):
+        self._counter.inc(n)
+        with _tally_lock:
+            _tally[self._name] += n
 
 
 def counter(name):
     """Return the pipeline's counter of that name."""
-    return Metrics.counter(NAMESPACE, name)
+    return _Counter(name)
 
 
 class TypeCounter:
@@ -40,3 +70,21 @@ class TypeCounter:
         if counter_ is None:
             counter_ = self._counters[event_type] = counter(f"{self._metric}:{event_type}")
         counter_.inc(n)
+
+
+def process_totals():
+    """What the DoFns of this process have counted so far, as {counter name: value}."""
+    with _tally_lock:
+        return dict(_tally)
+
+
+def reset_process_totals():
+    """Start a new tally (a run in a process that ran one before)."""
+    with _tally_lock:
+        _tally.clear()
+
+
+def totals(counters, metric):
+    """The sum over event types of one per-type metric."""
+    prefix = metric + ":"
+    return sum(value for name, value in counters.items() if name.startswith(prefix))

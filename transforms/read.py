@@ -13,17 +13,21 @@ and `records_lost` (the declared record counts, None when a count was unreadable
 `events_read_before_error` is the number of records emitted from the file before that region. The
 `unreadable_files` counter of the dead-letter stage counts these letters, i.e. unreadable *parts* of
 files (a file with two corrupt regions counts twice). The READ counter counts emitted records.
+
+Once a file is decoded, its FileRead (metadata, and the units later stages must account for: its events
+and its unreadable parts) goes to the "files" output, for the ledger.
 """
 import re
 
 import apache_beam as beam
 
-from transforms import avro_blocks, dead_letters, metrics
+from transforms import avro_blocks, dead_letters, metrics, progress
 from transforms.catalog import CATALOG
-from transforms.elements import DEAD_LETTER, CurrentsEvent
+from transforms.elements import DEAD_LETTER, CurrentsEvent, FileRead
 from transforms.ledger import WHOLE_FILE, SkipFilesInLedger
 from transforms.s3_files import FileAccess
 
+FILES = "files"
 _PATH_EVENT_TYPE = re.compile(r"(?:^|/)event_type=([^/]+)/")
 # Braze's producers prefix the record's full name with dataexport.<connector>.inner.
 _NAME_PREFIX = re.compile(r"^dataexport\.[^.]+\.inner\.")
@@ -76,30 +80,39 @@ class _ListFilesFn(beam.DoFn):
         super().__init__()
         self._files = files
 
+    def setup(self):
+        self._listed = metrics.counter(metrics.FILES_LISTED)
+
     def process(self, pattern):
-        yield from self._files.match(pattern)
+        found = self._files.match(pattern)
+        self._listed.inc(len(found))
+        yield from found
 
 
 class _DecodeFileFn(beam.DoFn):
     """FileMetadata → CurrentsEvent for each record of every good block; an unreadable header → one
     dead letter for the file; every skipped region → one dead letter with its byte range."""
 
-    def __init__(self, files):
+    def __init__(self, files, progress_settings):
         super().__init__()
         self._files = files
+        self._progress_settings = progress_settings
 
     def setup(self):
         self._read = metrics.TypeCounter(metrics.READ)
+        self._files_read = metrics.counter(metrics.FILES_READ)
+        progress.reporter(self._progress_settings)
 
     def process(self, metadata):
         path = metadata.path
         event_type = event_type_from_path(path)
-        events_read = 0
+        events_read = letters = 0
         position = 0  # where decoding stands, for the letter of an unexpected failure
         try:
             with self._files.open(path) as stream:
                 for event_type, item in decode_file(path, stream):
                     if isinstance(item, avro_blocks.BadRegion):
+                        letters += 1
                         yield beam.pvalue.TaggedOutput(
                             DEAD_LETTER, region_letter(path, event_type, item, events_read))
                     else:
@@ -114,7 +127,10 @@ class _DecodeFileFn(beam.DoFn):
             letter = dead_letters.file_letter(path, event_type, error, events_read)
             letter["byte_range"] = [position, metadata.size_in_bytes]
             letter["records_lost"] = None
+            letters += 1
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
+        self._files_read.inc()
+        yield beam.pvalue.TaggedOutput(FILES, FileRead(metadata, events_read + letters))
 
 
 def _first(items):
@@ -126,12 +142,14 @@ class ReadCurrentsFiles(beam.PTransform):
 
     With `ledger_dir`, files the ledger records for `ledger_scope` are skipped. `s3_options` (the job's
     pipeline options) let s3:// patterns be listed and read with one client per worker (see
-    transforms.s3_files). Returns a dict of PCollections: "events" (CurrentsEvent), DEAD_LETTER
-    (unreadable files) and "files" (the FileMetadata read).
+    transforms.s3_files); the worker's progress lines start with `progress_settings`. Returns a dict of PCollections: "events" (CurrentsEvent), DEAD_LETTER
+    (unreadable files and parts of files) and FILES (a FileRead for each file read).
     """
 
-    def __init__(self, patterns, ledger_dir=None, ledger_scope=WHOLE_FILE, s3_options=None):
+    def __init__(self, patterns, ledger_dir=None, ledger_scope=WHOLE_FILE, s3_options=None,
+                 progress_settings=progress.ProgressSettings()):
         super().__init__()
+        self._progress_settings = progress_settings
         self._patterns = list(patterns)
         self._ledger_dir = ledger_dir
         self._ledger_scope = ledger_scope
@@ -146,6 +164,6 @@ class ReadCurrentsFiles(beam.PTransform):
                  | "Drop keys" >> beam.Values())
         if self._ledger_dir:
             files = files | "Skip files in ledger" >> SkipFilesInLedger(self._ledger_dir, self._ledger_scope)
-        decoded = files | "Decode Avro" >> beam.ParDo(_DecodeFileFn(self._files)).with_outputs(
-            DEAD_LETTER, main="events")
-        return {"events": decoded.events, DEAD_LETTER: decoded[DEAD_LETTER], "files": files}
+        decoded = files | "Decode Avro" >> beam.ParDo(_DecodeFileFn(self._files, self._progress_settings)).with_outputs(
+            DEAD_LETTER, FILES, main="events")
+        return {"events": decoded.events, DEAD_LETTER: decoded[DEAD_LETTER], FILES: decoded[FILES]}

@@ -1,0 +1,345 @@
+"""The job's configuration: every option checked once, before anything runs, into one frozen JobConfig.
+
+`load(argv)` checks, in this order, and stops at the first problem with a ConfigError (one line, exit 1):
+1. the options themselves (values, combinations, the endpoint, the input: what it names, that it matches);
+2. that every output can be written (dead letters, dry-run requests, summary, ledger; local or in a bucket);
+3. the write key (found, readable, sendable in an HTTP header, and leaving room for an event in a request).
+"""
+import datetime
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+
+from pipeline import partitions
+from pipeline.options import (
+    WRITE_KEY_ENV, ConfigError, CurrentsToSegmentOptions, field_names, key_source, resolve_endpoint,
+    resolve_write_key, split_write_key, storage_reason, unknown_flags)
+from transforms import segment_client
+from transforms.map import MappingSettings
+from transforms.progress import ProgressSettings
+from transforms.segment_client import ClientSettings
+from transforms.write_key import KeySource
+
+_FLOAT_OPTIONS = ("max_requests_per_second", "max_retry_seconds", "retry_backoff_seconds", "request_timeout_seconds",
+                  "progress_seconds")
+_POSITIVE_OPTIONS = ("max_requests_per_second", "max_retry_seconds", "retry_backoff_seconds",
+                     "request_timeout_seconds")
+_AT_LEAST_ONE = ("window_seconds", "shards_per_window", "max_retry_attempts")
+_GLOB = frozenset("*?[")
+_CONNECT_TIMEOUT_SECONDS = 5.0  # to open a connection to Segment; --request_timeout_seconds is for the answer
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How events are cut into requests: event-time windows, exact body and count bounds, shards per window."""
+
+    window_seconds: int
+    max_bytes: int
+    max_events: int
+    envelope: int  # bytes of an empty body with this write key
+    shards: int
+
+
+@dataclass(frozen=True)
+class JobConfig:  # pylint: disable=too-many-instance-attributes  # the whole job, in one place
+    """Everything the assembly and the report need, checked."""
+
+    run_id: str
+    started: datetime.datetime
+    selection: partitions.Selection
+    inputs: dict  # what was asked for, for the summary
+    dead_letter_output: str
+    dry_run_output: Optional[str]
+    summary_output: Optional[str]
+    ledger: Optional[str]
+    rerun: bool
+    by_event_time: bool
+    fail_on_dead_letters: bool
+    mapping: MappingSettings
+    batching: BatchSettings
+    client: Optional[ClientSettings]  # None in a dry run
+    key_source: Optional[KeySource]
+    progress: ProgressSettings
+    s3_options: Any  # the job's S3Options, for listing and opening s3:// files with one client
+
+    @property
+    def skip_recorded(self):
+        """True when files the ledger holds are skipped."""
+        return bool(self.ledger) and not self.rerun
+
+    def delivery_options(self):
+        """The options that shape what Segment receives, for the summary."""
+        return {
+            "endpoint": self.client.endpoint if self.client else None,
+            "window_seconds": self.batching.window_seconds, "max_batch_bytes": self.batching.max_bytes,
+            "max_batch_events": self.batching.max_events, "shards_per_window": self.batching.shards,
+            "integrations": self.mapping.integrations, "message_id_namespace": self.mapping.message_id_namespace,
+            "passthrough_fields": self.mapping.passthrough, "redact_fields": sorted(self.mapping.redact),
+            "hash_fields": sorted(self.mapping.hashed),
+            "max_retry_attempts": self.client.max_attempts if self.client else None,
+            "max_retry_seconds": self.client.max_retry_seconds if self.client else None,
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    """A loaded command line: Beam's options, ours, what it selects, and the JobConfig (None for --plan)."""
+
+    pipeline_options: PipelineOptions
+    options: CurrentsToSegmentOptions
+    selection: partitions.Selection
+    config: Optional[JobConfig]
+
+
+# --- 1. the options ---------------------------------------------------------------------------------
+
+def parse_integrations(text):
+    """The --integrations JSON object, or None."""
+    if not text:
+        return None
+    try:
+        integrations = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as error:
+        raise ConfigError(f"--integrations is not JSON: {error}") from error
+    if not isinstance(integrations, dict):
+        raise ConfigError('--integrations must be a JSON object, e.g. {"All": false}')
+    return integrations
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_input(options):
+    if options.input and options.currents_root:
+        raise ConfigError("give either --input or --currents_root, not both")
+    if not options.input and not options.currents_root:
+        raise ConfigError("no input: give --input PATTERN (repeatable) or --currents_root URI")
+    ranged = [f"--{name}" for name in ("start", "end", "event_types", "by_event_time") if getattr(options, name)]
+    if ranged and not options.currents_root:
+        raise ConfigError(f"{', '.join(ranged)} select partitions under --currents_root; with --input, "
+                          "name the files in the pattern instead")
+    hours = {}
+    for name in ("start", "end"):
+        if getattr(options, name):
+            try:
+                hours[name] = partitions.parse_hour(getattr(options, name))
+            except ValueError as error:
+                raise ConfigError(f"--{name}: {error}") from error
+    if "start" in hours and "end" in hours and hours["end"] <= hours["start"]:
+        raise ConfigError(f"--end {options.end} is not after --start {options.start}")
+    if options.by_event_time and len(hours) < 2:
+        raise ConfigError("--by_event_time needs both --start and --end")
+    if options.late_hours < 0:
+        raise ConfigError(f"--late_hours must be 0 or more, got {options.late_hours}")
+    for pattern in options.input or ():
+        if "://" not in pattern and not _GLOB & set(pattern) and os.path.isdir(pattern):
+            raise ConfigError(f"--input {pattern} names a folder: give a file pattern, e.g. "
+                              f"'{pattern.rstrip('/')}/**' for every file under it")
+
+
+def _check_numbers(options):
+    for name in _FLOAT_OPTIONS:
+        value = getattr(options, name)
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"--{name} must be a finite number, got {value}")
+    for name in _POSITIVE_OPTIONS:
+        value = getattr(options, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name} must be positive, got {value}")
+    if options.progress_seconds < 0:
+        raise ConfigError(f"--progress_seconds must be 0 (no progress lines) or more, got {options.progress_seconds}")
+    for name in _AT_LEAST_ONE:
+        if getattr(options, name) < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {getattr(options, name)}")
+    if not 1 <= options.max_batch_events <= segment_client.MAX_BATCH_EVENTS:
+        raise ConfigError(f"--max_batch_events must be between 1 and {segment_client.MAX_BATCH_EVENTS}, "
+                          f"got {options.max_batch_events}")
+    if options.max_batch_bytes > segment_client.MAX_REQUEST_BYTES:
+        raise ConfigError(f"--max_batch_bytes must be at most {segment_client.MAX_REQUEST_BYTES}, "
+                          f"got {options.max_batch_bytes}")
+
+
+def check_options(options):
+    """ConfigError for option values the job cannot run with (nothing is listed, written or read here)."""
+    _check_input(options)
+    _check_numbers(options)
+    parse_integrations(options.integrations)
+    resolve_endpoint(options)
+    overlap = field_names(options.redact_fields) & field_names(options.hash_fields)
+    if overlap:
+        raise ConfigError(f"{', '.join(sorted(overlap))}: in both --redact_fields and --hash_fields")
+    if options.rerun and not options.ledger:
+        raise ConfigError("--rerun only makes sense with --ledger")
+    if options.ledger and options.dry_run_output:
+        raise ConfigError("--ledger records files once Segment has their events; a dry run sends nothing, so it "
+                          "takes no --ledger (use --plan with --ledger to see what the ledger would skip)")
+
+
+def _select(options):
+    """What the run reads; ConfigError when the root cannot be listed."""
+    try:
+        return partitions.select_input(options)
+    except Exception as error:  # pylint: disable=broad-except  # missing folder, bucket, credentials or extra
+        raise ConfigError(f"cannot list --currents_root {options.currents_root}: {storage_reason(error)}") from error
+
+
+def _require_matches(patterns):
+    try:
+        results = FileSystems.match(patterns, limits=[1] * len(patterns))
+    except Exception as error:  # pylint: disable=broad-except  # each filesystem raises its own kinds
+        raise ConfigError(f"cannot list --input {' '.join(patterns)}: {storage_reason(error)}") from error
+    if not any(result.metadata_list for result in results):
+        folders = [p for p in patterns if not _GLOB & set(p)]
+        hint = f" (to read a folder, give '{folders[0].rstrip('/')}/**')" if folders else ""
+        raise ConfigError(f"no file matched --input {' '.join(patterns)}{hint}")
+    return [pattern for pattern, result in zip(patterns, results) if not result.metadata_list]
+
+
+def _require_input(options, selection):
+    """ConfigError when nothing is there to read; the patterns that matched nothing."""
+    if options.input:
+        return _require_matches(options.input)
+    if not selection.partitions:
+        raise ConfigError(f"no hour partition selected under --currents_root {options.currents_root} "
+                          "(check --start, --end, --event_types)")
+    return []
+
+
+# --- 2. the outputs ---------------------------------------------------------------------------------
+
+def _nearest_existing_folder(path):
+    """The nearest folder of a local path that exists; ConfigError when a file stands in the way."""
+    current = os.path.abspath(path)
+    while not os.path.exists(current):
+        current = os.path.dirname(current)
+    if not os.path.isdir(current):
+        raise ValueError(f"{current} is a file, not a folder")
+    return current
+
+
+def _write_marker(folder, run_id):
+    marker = FileSystems.join(folder, f".write-check-{run_id}")
+    with FileSystems.create(marker) as stream:
+        stream.write(b"currents-to-segment write check\n")  # object stores refuse empty uploads
+    FileSystems.delete([marker])
+
+
+def require_writable(options, run_id):
+    """ConfigError when an output cannot be written (a file in the way, permissions, credentials, a missing
+    bucket): found before any event is sent, not after, when the dead letters of sent events would be lost.
+
+    Writes and deletes one small marker in each output folder, or for a local folder that does not exist
+    yet, in its nearest existing parent (nothing is left behind).
+    """
+    summary_folder = None
+    if options.summary_output:
+        if "://" not in options.summary_output and os.path.isdir(options.summary_output):
+            raise ConfigError(f"cannot write --summary_output {options.summary_output}: it is a folder; give a file name")
+        summary_folder = FileSystems.split(options.summary_output)[0] or "."
+    folders = {"--dead_letter_output": options.dead_letter_output, "--dry_run_output": options.dry_run_output,
+               "--ledger": options.ledger, "--summary_output": summary_folder}
+    for flag, folder in folders.items():
+        if not folder:
+            continue
+        shown = options.summary_output if flag == "--summary_output" else folder
+        try:
+            _write_marker(folder if "://" in folder else _nearest_existing_folder(folder), run_id)
+        except Exception as error:  # pylint: disable=broad-except  # each filesystem raises its own kinds
+            raise ConfigError(f"cannot write {flag} {shown}: {storage_reason(error)}") from error
+
+
+# --- 3. the key -------------------------------------------------------------------------------------
+
+def check_key(key, source):
+    """ConfigError when the write key cannot be sent as HTTP Basic credentials (never shows the key)."""
+    if any(not 0x21 <= ord(char) <= 0x7E for char in key):
+        raise ConfigError(f"the write key from {source} has characters that cannot be sent in an HTTP header "
+                          "(spaces, control or non-ASCII characters): check how it was stored")
+
+
+def _require_key(options, source):
+    if options.dry_run_output:
+        return ""
+    write_key = resolve_write_key(source)
+    if not write_key:
+        raise ConfigError(f"no Segment write key: set {WRITE_KEY_ENV}, or give --segment_write_key_file or "
+                          "--segment_write_key_secret (or use --dry_run_output DIR to write requests without sending)")
+    check_key(write_key, source)
+    return write_key
+
+
+def _batching(options, write_key):
+    envelope = segment_client.envelope_bytes(write_key)
+    smallest = segment_client.MAX_EVENT_BYTES + envelope
+    if options.max_batch_bytes < smallest:
+        raise ConfigError(f"--max_batch_bytes must be between {smallest} (one largest event) and "
+                          f"{segment_client.MAX_REQUEST_BYTES}, got {options.max_batch_bytes}")
+    return BatchSettings(options.window_seconds, options.max_batch_bytes, options.max_batch_events, envelope,
+                         options.shards_per_window)
+
+
+# --- the whole ----------------------------------------------------------------------------------------
+
+def _inputs(options, selection, unmatched):
+    if options.input:
+        return {"input": list(options.input), "unmatched": unmatched}
+    return {"currents_root": options.currents_root, "start": options.start, "end": options.end,
+            "event_types": options.event_types, "by_event_time": options.by_event_time,
+            "late_hours": options.late_hours if options.by_event_time else None,
+            "partitions": len(selection.partitions)}
+
+
+def _client_settings(options):
+    return ClientSettings(
+        endpoint=resolve_endpoint(options), timeout=(_CONNECT_TIMEOUT_SECONDS, options.request_timeout_seconds),
+        max_attempts=options.max_retry_attempts, max_retry_seconds=options.max_retry_seconds,
+        backoff_base=options.retry_backoff_seconds, max_requests_per_second=options.max_requests_per_second,
+        max_request_bytes=options.max_batch_bytes, max_events=options.max_batch_events)
+
+
+def reject_unknown_flags(argv):
+    """ConfigError naming the arguments no PipelineOptions class (ours or Beam's) defines."""
+    unknown = unknown_flags(argv, {str(cls): cls for cls in PipelineOptions.__subclasses__()}.values())
+    if unknown:
+        raise ConfigError(f"unknown option(s): {' '.join(unknown)} (see --help)")
+
+
+def load(argv, run_id):
+    """The Job of a command line, checked in the order of the module doc; ConfigError at the first problem."""
+    reject_unknown_flags(argv)
+    key_flag, argv = split_write_key(argv)
+    pipeline_options = PipelineOptions(argv)
+    # Listing happens here too (inputs, partitions, plan): with the job's filesystem options
+    # (endpoints, credentials of S3, GCS, Azure).
+    FileSystems.set_options(pipeline_options)
+    options = pipeline_options.view_as(CurrentsToSegmentOptions)
+    check_options(options)
+    source = key_source(options, key_flag)
+    selection = _select(options)
+    if options.plan:
+        return Job(pipeline_options, options, selection, None)
+    unmatched = _require_input(options, selection)
+    require_writable(options, run_id)
+    write_key = _require_key(options, source)
+    client = None if options.dry_run_output else _client_settings(options)
+    config = JobConfig(
+        run_id=run_id, started=datetime.datetime.now(datetime.timezone.utc), selection=selection,
+        inputs=_inputs(options, selection, unmatched), dead_letter_output=options.dead_letter_output,
+        dry_run_output=options.dry_run_output, summary_output=options.summary_output, ledger=options.ledger,
+        rerun=options.rerun, by_event_time=options.by_event_time, fail_on_dead_letters=options.fail_on_dead_letters,
+        mapping=MappingSettings(options.message_id_namespace, options.passthrough_fields,
+                                parse_integrations(options.integrations), field_names(options.redact_fields),
+                                field_names(options.hash_fields)),
+        batching=_batching(options, write_key), client=client,
+        key_source=None if options.dry_run_output else source,
+        progress=ProgressSettings(0 if options.quiet else options.progress_seconds,
+                                  client.budget() if client else ""),
+        s3_options=pipeline_options.view_as(S3Options))
+    return Job(pipeline_options, options, selection, config)
+

@@ -1,0 +1,377 @@
+"""Nothing lost across runs, and a run that says what it is doing.
+
+Whole pipelines into the loopback Segment server, each for one way a run used to lose events or hide
+what happened: a dry run before a real run with one ledger, two runs sharing a dead-letter folder,
+records no track call can be made of, failures after sending began (a dead-letter write that fails,
+Ctrl-C, SIGTERM, a 401), Segment unreachable or rejecting everything, and a summary that does not balance.
+"""
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from pipeline import currents_schemas, main as job_main, summary
+from pipeline.sample_bucket import currents_path, make_record, make_sample_bucket, write_currents_file
+from pipeline.partitions import parse_hour
+from tests.pipeline_runs import RUNNER, assert_balanced, expected_calls, read_jsonl, received_calls, run_job
+from tests.segment_server import SegmentServer
+from tests.test_reprocessing import ledger_entries
+
+KEY = "outcome-test-key-31f9"
+EMAIL = "users.messages.email"
+PUSH = "users.messages.pushnotification"
+PROGRESS = re.compile(r"^progress \d+:\d\d:\d\d  files \d+/\d+ read  events read [\d,]+  sent [\d,]+ \([\d,]+/s\)  "
+                      r"requests [\d,]+  retries [\d,]+  dead-lettered [\d,]+$")
+
+
+@pytest.fixture(scope="module")
+def bucket(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bucket")
+    return str(root), make_sample_bucket(str(root), events_per_file=6)
+
+
+@pytest.fixture
+def server():
+    with SegmentServer(write_key=KEY) as running:
+        yield running
+
+
+def send(out, server, *args):
+    out.mkdir(parents=True, exist_ok=True)
+    return run_job(out, "--segment_endpoint", server.url, "--segment_write_key", KEY, "--quiet", *args)
+
+
+def only(manifest, prefix):
+    """The manifest restricted to the event types starting with prefix."""
+    return dict(manifest, records=[r for r in manifest["records"] if r["event_type"].startswith(prefix)])
+
+
+def job_process(args, env=None, **popen):
+    """The job in a process of its own, as a scheduler starts it."""
+    return subprocess.Popen([sys.executable, "-m", "pipeline", RUNNER, *args], env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+# --- the ledger and the dead letters across runs -------------------------------------------------------
+
+def test_a_dry_run_takes_no_ledger_so_the_real_run_after_it_sends_everything(tmp_path, bucket, server, capsys):
+    root, manifest = bucket
+    ledger = tmp_path / "ledger"
+    status, _, _ = run_job(tmp_path / "dry", "--input", f"{root}/**", "--dry_run_output", str(tmp_path / "req"),
+                           "--ledger", str(ledger))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1 and "a dry run sends nothing, so it takes no --ledger" in err[0]
+    assert ledger_entries(ledger) == [] and not (tmp_path / "req").exists()
+
+    status, dry, _ = run_job(tmp_path / "dry", "--input", f"{root}/**", "--dry_run_output", str(tmp_path / "req"))
+    assert status == 0 and dry["sent"] == sum(expected_calls(manifest).values()) and server.requests == []
+
+    status, real, _ = send(tmp_path / "real", server, "--input", f"{root}/**", "--ledger", str(ledger))
+    assert status == 0 and received_calls(server.accepted) == expected_calls(manifest)
+    assert real["ledger"] == {"files_skipped": 0, "files_recorded": len(manifest["files"])}
+
+
+def test_two_runs_into_one_dead_letter_folder_keep_each_others_letters(tmp_path, bucket, server, capsys):
+    root, manifest = bucket
+    dead, ledger = str(tmp_path / "dead"), str(tmp_path / "ledger")
+    server.always = 500
+    status, first, _ = run_job(tmp_path / "a", "--input", f"{root}/**/event_type={PUSH}.*/**",
+                               "--segment_endpoint", server.url, "--segment_write_key", KEY, "--quiet",
+                               "--dead_letter_output", dead, "--ledger", ledger,
+                               "--max_retry_attempts", "2", "--retry_backoff_seconds", "0.001")
+    assert status == 3 and first["sent"] == 0
+    push_calls = expected_calls(only(manifest, PUSH))
+    letters_of_a = read_jsonl(dead, "dead_letters")
+    assert received_calls(l["message"] for l in letters_of_a) == push_calls
+    assert {l["reason"] for l in letters_of_a} == {"retries_exhausted"}
+    assert first["ledger"]["files_recorded"] == len([f for f in manifest["files"] if f"event_type={PUSH}." in f])
+
+    server.always = None
+    status, second, _ = run_job(tmp_path / "b", "--input", f"{root}/**/event_type={EMAIL}.*/**",
+                                "--segment_endpoint", server.url, "--segment_write_key", KEY, "--quiet",
+                                "--dead_letter_output", dead, "--ledger", ledger)
+    assert status == 0 and second["dead_lettered"] == 1 and second["unreadable_files"] == 2
+    both = read_jsonl(dead, "dead_letters")
+    assert len(both) == len(letters_of_a) + 3
+    assert [l for l in both if l["reason"] == "retries_exhausted"] == letters_of_a
+    names = sorted(os.listdir(dead))
+    assert len({name.split("-")[2] for name in names}) == 2  # one run id each, nothing hidden left behind
+    assert all(re.fullmatch(r"dead_letters-\d{8}T\d{6}Z-[0-9a-f]{8}-[0-9a-f]{12}\.jsonl", n) for n in names)
+
+    capsys.readouterr()
+    with SegmentServer(write_key=KEY) as healthy:
+        assert job_main.main(["replay-dead-letters", dead, "--segment_endpoint", healthy.url,
+                              "--segment_write_key", KEY]) == 0
+        assert received_calls(healthy.accepted) == push_calls
+    assert f"replayed {len(letters_of_a)}: accepted {len(letters_of_a)}, failed again 0" in capsys.readouterr().out
+
+
+# --- a bad record costs only itself ----------------------------------------------------------------------
+
+def _long_time_schema(event_type):
+    """The newest schema of the type, with `time` as a long (as some producers write it)."""
+    schema = json.loads(json.dumps(currents_schemas.schema(event_type)))
+    for field in schema["fields"]:
+        if field["name"] == "time":
+            field["type"] = "long"
+    return schema
+
+
+BAD_RECORDS = {  # overrides → what the dead letter's error says
+    "time 10^15": ({"time": 10 ** 15}, "outside the years 1970-9999 as UNIX seconds (it looks like microseconds)"),
+    "time 2^63-1": ({"time": 2 ** 63 - 1}, "outside the years 1970-9999 as UNIX seconds"),
+    "milliseconds": ({"time": 1709294400000}, "(it looks like milliseconds)"),
+    "before 1970": ({"time": -86400}, "outside the years 1970-9999"),
+    "year 10000": ({"time": 253402300800}, "outside the years 1970-9999"),
+    "NUL in the user id": ({"external_user_id": "user\x00-7"}, "NUL or other control characters"),
+    "zero-width user id": ({"external_user_id": "\u200b\u200b"}, "only invisible characters"),
+    "id over 100 chars": ({"id": "x" * 101}, "over Segment's 100 for a messageId"),
+}
+
+
+def test_records_that_cannot_be_mapped_are_dead_lettered_and_the_run_goes_on(tmp_path, server):
+    root = tmp_path / "bucket"
+    event_type = "users.messages.email.Send"
+    schema = _long_time_schema(event_type)
+    good = [make_record(event_type, schema, seq, time=1709294400 + seq) for seq in range(5)]
+    bad = {name: make_record(event_type, schema, 100 + i, **overrides)
+           for i, (name, (overrides, _)) in enumerate(BAD_RECORDS.items())}
+    records = good[:2] + list(bad.values()) + good[2:]
+    write_currents_file(currents_path(str(root), event_type, parse_hour("2024-03-01T12")), schema, records)
+
+    status, result, letters = send(tmp_path / "out", server, "--input", f"{root}/**")
+
+    assert status == 0
+    assert sorted(server.accepted_ids()) == sorted(r["id"] for r in good)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z", m["timestamp"]) for m in server.accepted)
+    assert not server.violations
+    by_id = {letter["record"]["id"]: letter for letter in letters}
+    assert sorted(by_id) == sorted(r["id"] for r in bad.values())
+    for name, (_, reason) in BAD_RECORDS.items():
+        letter = by_id[bad[name]["id"]]
+        assert letter["reason"] == "invalid_record" and reason in letter["error"], name
+    assert result["dead_lettered"] == len(BAD_RECORDS) and result["sent"] == len(good)
+    assert_balanced(result)
+
+
+# --- failures after sending began -------------------------------------------------------------------------
+
+def test_a_wrong_key_found_mid_run_is_exactly_one_line(tmp_path, bucket, server):
+    root, _ = bucket
+    job = job_process(["--input", f"{root}/**", "--segment_endpoint", server.url,
+                       "--dead_letter_output", str(tmp_path / "dead")], env={"SEGMENT_WRITE_KEY": "wrong-key-0000"})
+    out, err = job.communicate(timeout=240)
+    lines = [line for line in err.splitlines() if not line.startswith("progress ")]
+    assert job.returncode == 1
+    assert len(lines) == 1 and lines[0].startswith("error: Segment answered 401 Unauthorized"), err
+    assert "Traceback" not in err and "wrong-key-0000" not in err + out
+    assert server.accepted == []
+
+
+def _limit_file_size(limit):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_dead_letters_that_cannot_be_written_stop_the_run_with_one_line_a_summary_and_no_ledger(
+        tmp_path, bucket, server):
+    root, manifest = bucket
+    ledger = tmp_path / "ledger"
+    # The oversize event's letter is over 40,000 bytes: past this limit, its write fails as a full disk would.
+    job = job_process(["--input", f"{root}/**", "--segment_endpoint", server.url, "--quiet",
+                       "--dead_letter_output", str(tmp_path / "dead"), "--ledger", str(ledger)],
+                      env={"SEGMENT_WRITE_KEY": KEY}, preexec_fn=_limit_file_size(30_000))
+    out, err = job.communicate(timeout=240)
+    [line] = error_lines(err)
+    assert job.returncode == 4, err
+    assert line.startswith(f"error: cannot write dead letters to {tmp_path / 'dead'}: OSError: [Errno 27] File too large")
+    assert re.search(r": [1-9][\d,]* events read were neither delivered nor dead-lettered; nothing was recorded "
+                     r"in the ledger; run again", line), line
+    assert "Traceback" not in err
+    assert "TOTAL" in out and "balanced: NO" in out  # what happened, as far as it went
+    assert ledger_entries(ledger) == [] and not [n for n in os.listdir(tmp_path / "dead") if not n.startswith(".")]
+    assert received_calls(server.accepted) == expected_calls(manifest)  # sent before the write failed
+
+
+@pytest.mark.parametrize("signum,status,name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_stopped_run_says_so_prints_its_summary_and_records_nothing(tmp_path, bucket, server, signum, status,
+                                                                       name):
+    root, manifest = bucket
+    ledger = tmp_path / "ledger"
+    job = job_process(["--input", f"{root}/**", "--segment_endpoint", server.url, "--quiet",
+                       "--dead_letter_output", str(tmp_path / "dead"), "--ledger", str(ledger),
+                       "--max_batch_events", "3", "--max_requests_per_second", "5"], env={"SEGMENT_WRITE_KEY": KEY})
+    deadline = time.monotonic() + 120
+    while len(server.accepted) < 6 and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.05)
+    job.send_signal(signum)
+    out, err = job.communicate(timeout=60)
+    [line] = error_lines(err)
+    assert job.returncode == status, err
+    assert line.startswith(f"error: interrupted by {name}: ")
+    assert "events read were neither delivered nor dead-lettered; nothing was recorded in the ledger" in line
+    assert "Traceback" not in err and "TOTAL" in out
+    assert 6 <= len(server.accepted) < sum(expected_calls(manifest).values())
+    assert ledger_entries(ledger) == []
+
+
+def test_a_summary_that_does_not_balance_fails_the_run_and_records_nothing(tmp_path, bucket, server, capsys,
+                                                                           monkeypatch):
+    """As if a runner lost events on the way: the counters it reports say one event fewer was sent."""
+    root, manifest = bucket
+    counters_of = summary.counters_of
+
+    def losing_one(result):
+        counters = counters_of(result)
+        counters[next(name for name in sorted(counters) if name.startswith("sent:"))] -= 1
+        return counters
+
+    monkeypatch.setattr(summary, "counters_of", losing_one)
+    ledger = tmp_path / "ledger"
+    status, result, _ = send(tmp_path / "out", server, "--input", f"{root}/**", "--ledger", str(ledger))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 5 and result["balanced"] is False
+    assert err[-1].startswith("error: the summary does not balance: 1 events read are neither sent, dropped nor "
+                              "dead-lettered")
+    assert received_calls(server.accepted) == expected_calls(manifest)
+    assert ledger_entries(ledger) == []
+
+
+# --- telling what happens ----------------------------------------------------------------------------------
+
+def test_progress_lines_come_at_a_steady_pace_and_quiet_turns_them_off(tmp_path, bucket, server):
+    root, _ = bucket
+    args = ["--input", f"{root}/**/event_type={EMAIL}.*/**", "--segment_endpoint", server.url,
+            "--dead_letter_output", str(tmp_path / "dead"), "--max_batch_events", "2",
+            "--max_requests_per_second", "20", "--progress_seconds", "0.3"]
+    job = job_process(args, env={"SEGMENT_WRITE_KEY": KEY})
+    _, err = job.communicate(timeout=240)
+    lines = [line for line in err.splitlines() if line.startswith("progress ")]
+    assert job.returncode == 0 and len(lines) >= 3, err
+    assert all(PROGRESS.match(line) for line in lines), lines
+    sent = [int(re.search(r"  sent ([\d,]+)", line).group(1).replace(",", "")) for line in lines]
+    assert sent == sorted(sent) and sent[-1] > sent[0]
+
+    job = job_process(args + ["--quiet"], env={"SEGMENT_WRITE_KEY": KEY})
+    _, err = job.communicate(timeout=240)
+    assert job.returncode == 0 and not [line for line in err.splitlines() if line.startswith("progress")]
+
+
+@pytest.mark.parametrize("trouble", ["503", "connection refused"])
+def test_segment_trouble_is_a_warning_at_once_with_since_when_and_the_budget(tmp_path, bucket, server, trouble):
+    root, _ = bucket
+    endpoint = server.url if trouble == "503" else "http://127.0.0.1:9"
+    server.always = 503
+    job = job_process(["--input", f"{root}/**/event_type={PUSH}.Send/**", "--segment_endpoint", endpoint,
+                       "--quiet", "--dead_letter_output", str(tmp_path / "dead"), "--max_retry_attempts", "4",
+                       "--retry_backoff_seconds", "0.01"], env={"SEGMENT_WRITE_KEY": KEY})
+    _, err = job.communicate(timeout=240)
+    warnings = [line for line in err.splitlines() if line.startswith("warning: Segment has failed")]
+    assert job.returncode == 3 and warnings, err
+    last = "503 Service Unavailable" if trouble == "503" else "ConnectionError: [Errno 111] Connection refused"
+    assert re.match(r"warning: Segment has failed 3 attempts in a row since \d\d:\d\d:\d\d UTC \(last: "
+                    + re.escape(last) + r"; attempt 3 of this request\); each request is retried for up to 4 "
+                    r"attempts or 300 s per request, then its events are dead-lettered as retries_exhausted$",
+                    warnings[0]), warnings[0]
+    assert err.index(warnings[0]) < err.index("error: Segment stayed unreachable")
+
+
+def test_segment_rejecting_every_event_is_a_highlighted_warning_with_the_count_and_where(tmp_path, bucket, server,
+                                                                                        capsys):
+    root, manifest = bucket
+    server.poison = lambda event: True
+    status, result, letters = send(tmp_path / "out", server, "--input", f"{root}/**")
+    err = capsys.readouterr().err
+    rejected = sum(expected_calls(manifest).values())
+    assert status == 0 and result["sent"] == 0 and result["rejected_by_segment"] == rejected
+    assert sum(1 for letter in letters if letter["reason"] == "rejected_by_segment") == rejected
+    assert (f"WARNING: Segment rejected {rejected:,} events (400/413): they are in the dead letters under "
+            f"{tmp_path / 'out' / 'dead_letters'} with reason rejected_by_segment") in err
+
+
+def test_the_summary_reads_each_row_balances_and_says_what_ran(tmp_path, bucket, server, capsys):
+    root, manifest = bucket
+    status, result, _ = run_job(tmp_path, "--input", f"{root}/**", "--dry_run_output", str(tmp_path / "req"),
+                                "--window_seconds", "120", "--integrations", '{"All": false}')
+    out = capsys.readouterr().out
+    assert status == 0 and result["dry_run"] is True and result["balanced"] is True
+    assert re.search(r"^event type +read +no external id +unsupported +would send +dead-lettered$", out, re.M)
+    for row in result["by_event_type"].values():
+        assert row["read"] == (row["dropped_no_external_id"] + row["unsupported_event_type"] + row["sent"]
+                               + row["dead_lettered"])
+    unmapped = {t for t, row in result["by_event_type"].items() if row["unsupported_event_type"]}
+    assert unmapped == {"users.messages.email.Deferral", "users.behaviors.subscription.GlobalStateChange"}
+    assert result["duplicate_ids"] == len(manifest["duplicate_ids"]) == 1
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", result["run_id"])
+    assert result["started_at"] < result["ended_at"] and result["duration_seconds"] > 0
+    assert result["inputs"] == {"input": [f"{root}/**"], "unmatched": []}
+    assert result["delivery"]["window_seconds"] == 120 and result["delivery"]["integrations"] == {"All": False}
+    assert result["outcome"] == "completed"
+    assert [name for name in os.listdir(tmp_path / "req") if result["run_id"] in name]
+
+
+# --- configuration errors: one line each, before anything is sent, options then outputs then the key ------
+
+@pytest.mark.parametrize("args,message", [
+    (["--max_retry_seconds", "nan"], "--max_retry_seconds must be a finite number, got nan"),
+    (["--request_timeout_seconds", "inf"], "--request_timeout_seconds must be a finite number, got inf"),
+    (["--segment_endpoint", "http://127.0.0.1:99999"], "Port out of range"),
+    (["--segment_endpoint", "http://127.0.0.1:0"], "port 0 cannot be connected to"),
+    (["--input", "{root}"], "names a folder: give a file pattern, e.g. '{root}/**'"),
+    (["--summary_output", "{file}/summary.json"], "cannot write --summary_output {file}/summary.json"),
+    (["--dead_letter_output", "{file}/dead"], "cannot write --dead_letter_output {file}/dead"),
+    (["--summary_output", "{root}"], "it is a folder; give a file name"),
+    (["--segment_write_key", "key with spaces"], "cannot be sent in an HTTP header"),
+    (["--segment_write_key", "clé-ünicode"], "cannot be sent in an HTTP header"),
+    # The order: options first, then the outputs, then the key.
+    (["--max_retry_seconds", "nan", "--summary_output", "{file}/s.json"], "--max_retry_seconds must be"),
+    (["--summary_output", "{file}/s.json", "--segment_write_key", "bad key"], "cannot write --summary_output"),
+])
+def test_configuration_errors_are_one_line_and_nothing_is_sent(tmp_path, bucket, server, capsys, monkeypatch, args,
+                                                             message):
+    root, _ = bucket
+    monkeypatch.delenv("SEGMENT_WRITE_KEY", raising=False)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    fill = {"{root}": root, "{file}": str(blocker)}
+
+    def filled(text):
+        for placeholder, value in fill.items():
+            text = text.replace(placeholder, value)
+        return text
+
+    base = ["--input", f"{root}/**", "--segment_endpoint", server.url, "--segment_write_key", KEY]
+    given = [filled(a) for a in args]
+    for flag in ("--input", "--segment_endpoint", "--segment_write_key"):
+        if flag in given:
+            at = base.index(flag)
+            del base[at:at + 2]
+    status = job_main.main([RUNNER, "--dead_letter_output", str(tmp_path / "dead"), *base, *given])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1 and err[0].startswith("error: ") and filled(message) in err[0], err
+    assert server.requests == [] and not (tmp_path / "dead").exists()
+    assert KEY not in err[0] and "key with spaces" not in err[0]
+
+
+def test_the_exit_codes_of_help_and_of_the_readme_are_the_same():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    table = re.findall(r"^\| `(\d+)` \|", readme, re.M)
+    documented = re.findall(r"^  (\d+) ", job_main.__doc__, re.M) + re.findall(r"; (\d+) terminated", job_main.__doc__)
+    assert table and Counter(table) == Counter(documented)
+    assert {int(code) for code in table} == {job_main.EXIT_OK, job_main.EXIT_CONFIG_ERROR, job_main.EXIT_DEAD_LETTERS,
+                                             job_main.EXIT_SEGMENT_UNREACHABLE, job_main.EXIT_RUN_FAILED,
+                                             job_main.EXIT_UNBALANCED, job_main.EXIT_INTERRUPTED,
+                                             job_main.EXIT_TERMINATED}

@@ -1,0 +1,172 @@
+"""Progress lines and Segment trouble warnings, printed to stderr by the process doing the work.
+
+Each worker process prints its own: with the in-process runner that is the job's own process, with
+multi-processing each worker, on Dataflow the worker logs. A line says what this process has done:
+
+    progress 0:01:10  files 12/73 read  events read 61,204  sent 55,003 (786/s)  requests 31  retries 2  dead-lettered 1
+
+It comes every `interval_seconds`, as plain lines, or one line rewritten in place when stderr is a terminal.
+Warnings do not wait for the next line: after TROUBLE_AFTER failed attempts in a row (Segment unreachable, or
+answering 429 or 5xx) one says what fails, since when, and the retry budget; it is repeated at the pace of the
+progress lines while the trouble lasts, and one line says when Segment answers again.
+"""
+import datetime
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from transforms import metrics
+
+TROUBLE_AFTER = 3  # failed attempts in a row before a warning
+
+
+@dataclass(frozen=True)
+class ProgressSettings:
+    """interval_seconds between progress lines (0: none); budget: the retry budget of one request, in words."""
+
+    interval_seconds: float = 10.0
+    budget: str = ""
+
+
+def _clock_text(epoch_seconds):
+    return datetime.datetime.fromtimestamp(epoch_seconds, datetime.timezone.utc).strftime("%H:%M:%S UTC")
+
+
+def _elapsed_text(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def describe_attempt(attempt):
+    """What one failed attempt got, e.g. "503 Service Unavailable" or "ConnectionError: ..."."""
+    if attempt.status is None:
+        return attempt.detail or "no answer"
+    from http import HTTPStatus  # pylint: disable=import-outside-toplevel
+    try:
+        return f"{attempt.status} {HTTPStatus(attempt.status).phrase}"
+    except ValueError:
+        return str(attempt.status)
+
+
+def progress_line(counters, elapsed):
+    """The progress line of these counter values after `elapsed` seconds."""
+    sent = metrics.totals(counters, metrics.SENT)
+    listed = counters.get(metrics.FILES_LISTED, 0) - counters.get(metrics.LEDGER_FILES_SKIPPED, 0)
+    rate = sent / elapsed if elapsed > 0 else 0.0
+    return (f"progress {_elapsed_text(elapsed)}  files {counters.get(metrics.FILES_READ, 0)}/{max(listed, 0)} read  "
+            f"events read {metrics.totals(counters, metrics.READ):,}  sent {sent:,} ({rate:,.0f}/s)  "
+            f"requests {counters.get(metrics.REQUESTS, 0):,}  retries {counters.get(metrics.RETRIES, 0):,}  "
+            f"dead-lettered {metrics.totals(counters, metrics.DEAD_LETTERED):,}")
+
+
+class Reporter:
+    """This process's progress printer and Segment trouble watcher (see `reporter`)."""
+
+    def __init__(self, settings, stream=None, clock=time.time):
+        self._settings = settings
+        self._stream = stream or sys.stderr
+        self._clock = clock
+        self._started = clock()
+        self._lock = threading.Lock()
+        self._failures = 0  # failed attempts in a row
+        self._trouble_since = None
+        self._last_failure = ""
+        self._last_attempt = 0
+        self._warned = False
+        self._open_line = False  # a progress line is on the terminal without its newline
+        self._stop = threading.Event()
+        self._thread = None
+        self._interactive = bool(getattr(self._stream, "isatty", lambda: False)())
+
+    def start(self):
+        """Print progress every interval from a daemon thread (nothing when the interval is 0)."""
+        if self._settings.interval_seconds > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+            self._thread.start()
+
+    def stop(self):
+        """Stop the lines; end a line left open on a terminal."""
+        self._stop.set()
+        with self._lock:
+            self._end_open_line()
+
+    def _loop(self):
+        while not self._stop.wait(self._settings.interval_seconds):
+            self.print_progress()
+
+    def print_progress(self):
+        """Print the progress line now, and repeat the trouble warning while it lasts."""
+        line = progress_line(metrics.process_totals(), self._clock() - self._started)
+        with self._lock:
+            if self._interactive:
+                self._stream.write("\r" + line + "\x1b[K")
+                self._open_line = True
+            else:
+                self._stream.write(line + "\n")
+            if self._warned:
+                self._write_line(self._trouble_text())
+            self._stream.flush()
+
+    def observe(self, attempt):
+        """Called by the Segment client after each HTTP attempt (a segment_client.Attempt)."""
+        with self._lock:
+            if attempt.failed and attempt.status is not None and not _is_trouble(attempt.status):
+                return  # a 400 is the events' fault, not Segment's
+            if attempt.failed:
+                self._failures += 1
+                self._trouble_since = self._trouble_since or self._clock()
+                self._last_failure = describe_attempt(attempt)
+                self._last_attempt = attempt.attempt
+                if self._failures >= TROUBLE_AFTER and not self._warned:
+                    self._warned = True
+                    self._write_line(self._trouble_text())
+                    self._stream.flush()
+                return
+            if self._warned:
+                self._write_line(f"Segment answers again ({describe_attempt(attempt)}) after "
+                                 f"{_elapsed_text(self._clock() - self._trouble_since)} of failures")
+                self._stream.flush()
+            self._failures, self._trouble_since, self._warned = 0, None, False
+
+    def _trouble_text(self):
+        return (f"warning: Segment has failed {self._failures} attempts in a row since "
+                f"{_clock_text(self._trouble_since)} (last: {self._last_failure}; attempt {self._last_attempt} of this "
+                f"request); each request is retried for up to {self._settings.budget or 'its retry budget'}, then its "
+                "events are dead-lettered as retries_exhausted")
+
+    def _write_line(self, text):
+        self._end_open_line()
+        self._stream.write(text + "\n")
+
+    def _end_open_line(self):
+        if self._open_line:
+            self._stream.write("\n")
+            self._open_line = False
+
+
+def _is_trouble(status):
+    return status in (408, 410, 429, 460) or 500 <= status < 600
+
+
+_reporter = None
+_reporter_lock = threading.Lock()
+
+
+def reporter(settings=None):
+    """This process's Reporter, started on first use with these settings (later settings are ignored)."""
+    global _reporter  # pylint: disable=global-statement  # one per process, shared by its DoFns
+    with _reporter_lock:
+        if _reporter is None:
+            _reporter = Reporter(settings or ProgressSettings(interval_seconds=0))
+            _reporter.start()
+        return _reporter
+
+
+def stop():
+    """Stop this process's Reporter, if any; the next run starts a new one."""
+    global _reporter  # pylint: disable=global-statement
+    with _reporter_lock:
+        if _reporter is not None:
+            _reporter.stop()
+        _reporter = None
