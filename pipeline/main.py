@@ -252,7 +252,7 @@ def _execute(job):
                 print("job graph written; its counters will be on the runner's job page", file=sys.stderr)
                 return EXIT_OK
             result.wait_until_finish()
-        progress.stop()
+            progress.stop()
         return _report(summary.counters_of(result), job_config)
     except (KeyboardInterrupt, Exception) as error:  # pylint: disable=broad-except  # every failure gets its line
         progress.stop()
@@ -271,6 +271,7 @@ def _execute(job):
             _STEP_SUFFIX.sub("", (str(error).strip().splitlines() or [""])[0])
         return _report_failure(job_config, what, EXIT_RUN_FAILED, result)
     finally:
+        progress.stop()  # also after a template launch, and idempotent
         for name in _BEAM_ERROR_LOGGERS:
             logging.getLogger(name).removeFilter(quiet)
 
