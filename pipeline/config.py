@@ -275,13 +275,11 @@ def _require_key(options, source):
 
 
 def _batching(options, write_key):
-    envelope = segment_client.envelope_bytes(write_key)
-    smallest = segment_client.MAX_EVENT_BYTES + envelope
-    if options.max_batch_bytes < smallest:
-        raise ConfigError(f"--max_batch_bytes must be between {smallest} (one largest event) and "
-                          f"{segment_client.MAX_REQUEST_BYTES}, got {options.max_batch_bytes}")
-    return BatchSettings(options.window_seconds, options.max_batch_bytes, options.max_batch_events, envelope,
-                         options.shards_per_window)
+    problem = segment_client.request_bytes_problem(options.max_batch_bytes, write_key)
+    if problem:
+        raise ConfigError(f"--max_batch_bytes {problem}")
+    return BatchSettings(options.window_seconds, options.max_batch_bytes, options.max_batch_events,
+                         segment_client.envelope_bytes(write_key), options.shards_per_window)
 
 
 # --- the whole ----------------------------------------------------------------------------------------

@@ -41,8 +41,9 @@ from pipeline.options import (
     split_write_key, storage_reason, unknown_flags)
 from transforms.elements import REASONS, REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED
 from transforms.segment_client import (
-    DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, MAX_REQUEST_BYTES, ClientSettings,
-    SegmentConfigError, envelope_bytes)
+    DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_EVENTS, MAX_REQUEST_BYTES, ClientSettings, SegmentConfigError,
+    request_bytes_problem)
+from transforms.map import serialize
 
 DEFAULT_REASONS = f"{REJECTED_BY_SEGMENT},{RETRIES_EXHAUSTED}"
 CHUNK = 4 * MAX_BATCH_EVENTS  # messages per send(): bounds memory on large folders
@@ -194,7 +195,7 @@ def read_delivered(directory):
 def _payload(letter):
     """The exact bytes sent for a letter's message, and the (message_id, digest) recorded when delivered."""
     message = letter["message"]
-    payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    payload = serialize(message)
     message_id = message.get("messageId") if isinstance(message, dict) else letter.get("message_id")
     return payload, message_id, hashlib.sha256(payload).hexdigest()
 
@@ -264,10 +265,9 @@ def run(args, key):
         raise ConfigError(f"no Segment write key: set {WRITE_KEY_ENV} or give --segment_write_key")
     if args.max_retry_attempts < 1 or args.max_retry_seconds <= 0:
         raise ConfigError("--max_retry_attempts must be at least 1 and --max_retry_seconds positive")
-    smallest = MAX_EVENT_BYTES + envelope_bytes(key)
-    if not smallest <= args.max_batch_bytes <= MAX_REQUEST_BYTES:
-        raise ConfigError(f"--max_batch_bytes must be between {smallest} (one largest event) and "
-                          f"{MAX_REQUEST_BYTES}, got {args.max_batch_bytes}")
+    problem = request_bytes_problem(args.max_batch_bytes, key)
+    if problem:
+        raise ConfigError(f"--max_batch_bytes {problem}")
     reasons, endpoint, paths = _reasons(args.reasons), resolve_endpoint(args), dead_letter_files(args.dir)
     delivered = frozenset() if args.rerun else read_delivered(args.dir)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

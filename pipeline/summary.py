@@ -73,8 +73,7 @@ def summarize(counters, *, by_event_time=False, with_ledger=False, dry_run=False
 
 
 def _outcome_keys(summary):
-    return [key for key in ("dropped_no_external_id", "unsupported_event_type", "outside_time_range", "sent",
-                            "dead_lettered") if key in summary]
+    return [_TOTAL_KEYS[metric] for metric in metrics.OUTCOMES if _TOTAL_KEYS[metric] in summary]
 
 
 def unaccounted(summary):

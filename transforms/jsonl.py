@@ -32,8 +32,7 @@ def output_path(directory, name, run_id, part):
 
 def output_pattern(directory, name, run_id="*"):
     """The files of `name` in directory: of one run, or of every run."""
-    return f"{directory.rstrip('/')}/{name}-{run_id}-*.jsonl" if run_id != "*" else \
-        f"{directory.rstrip('/')}/{name}-*.jsonl"
+    return f"{directory.rstrip('/')}/{name}-{'' if run_id == '*' else run_id + '-'}*.jsonl"
 
 
 def _temporary(path):

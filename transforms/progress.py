@@ -38,17 +38,6 @@ def _elapsed_text(seconds):
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def describe_attempt(attempt):
-    """What one failed attempt got, e.g. "503 Service Unavailable" or "ConnectionError: ..."."""
-    if attempt.status is None:
-        return attempt.detail or "no answer"
-    from http import HTTPStatus  # pylint: disable=import-outside-toplevel
-    try:
-        return f"{attempt.status} {HTTPStatus(attempt.status).phrase}"
-    except ValueError:
-        return str(attempt.status)
-
-
 def progress_line(counters, elapsed):
     """The progress line of these counter values after `elapsed` seconds."""
     sent = metrics.totals(counters, metrics.SENT)
@@ -111,12 +100,12 @@ class Reporter:
     def observe(self, attempt):
         """Called by the Segment client after each HTTP attempt (a segment_client.Attempt)."""
         with self._lock:
-            if attempt.failed and attempt.status is not None and not _is_trouble(attempt.status):
+            if attempt.failed and not attempt.transient:
                 return  # a 400 is the events' fault, not Segment's
             if attempt.failed:
                 self._failures += 1
                 self._trouble_since = self._trouble_since or self._clock()
-                self._last_failure = describe_attempt(attempt)
+                self._last_failure = attempt.describe()
                 self._last_attempt = attempt.attempt
                 if self._failures >= TROUBLE_AFTER and not self._warned:
                     self._warned = True
@@ -124,7 +113,7 @@ class Reporter:
                     self._stream.flush()
                 return
             if self._warned:
-                self._write_line(f"Segment answers again ({describe_attempt(attempt)}) after "
+                self._write_line(f"Segment answers again ({attempt.describe()}) after "
                                  f"{_elapsed_text(self._clock() - self._trouble_since)} of failures")
                 self._stream.flush()
             self._failures, self._trouble_since, self._warned = 0, None, False
@@ -143,10 +132,6 @@ class Reporter:
         if self._open_line:
             self._stream.write("\n")
             self._open_line = False
-
-
-def _is_trouble(status):
-    return status in (408, 410, 429, 460) or 500 <= status < 600
 
 
 _reporter = None

@@ -65,6 +65,15 @@ def envelope_bytes(write_key: str) -> int:
     return len(request_body([], write_key, format_sent_at(datetime(2000, 1, 1, tzinfo=timezone.utc))))
 
 
+def request_bytes_problem(max_bytes: int, write_key: str) -> str | None:
+    """Why max_bytes cannot bound requests sent with this key (it must leave room for one largest event
+    and stay within Segment's limit), or None."""
+    smallest = MAX_EVENT_BYTES + envelope_bytes(write_key)
+    if smallest <= max_bytes <= MAX_REQUEST_BYTES:
+        return None
+    return f"must be between {smallest} (one largest event) and {MAX_REQUEST_BYTES}, got {max_bytes}"
+
+
 def plan_batches(sizes, *, max_bytes, max_events, envelope):
     """Cut a sequence of payload sizes into consecutive ranges, each a request within both limits.
 
@@ -123,6 +132,15 @@ class Attempt:
     def failed(self) -> bool:
         """True when the attempt was not answered with a 2xx."""
         return self.status is None or not 200 <= self.status < 300
+
+    @property
+    def transient(self) -> bool:
+        """True when the failure is Segment's (unreachable, 429, 5xx): what the client retries."""
+        return _is_transient(self.status)
+
+    def describe(self) -> str:
+        """What the attempt got, e.g. "503 Service Unavailable" or "ConnectionError: [Errno 111] ..."."""
+        return f"{self.status} {_phrase(self.status)}" if self.status is not None else self.detail or "no answer"
 
 
 @dataclass(frozen=True)
