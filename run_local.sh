@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Without arguments: write a demo Currents bucket with the project's own generator and run the job
 # on it in dry-run mode (nothing is sent). With arguments: run the job with them, on FnApiRunner
-# unless a --runner is given.
+# unless a --runner is given (--runner=PrismRunner builds Beam's Prism runner once, see scripts/setup_prism.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup_venv.sh
 
 if [ $# -gt 0 ]; then
   case " $* " in
+    *" --runner=PrismRunner"*|*" --runner PrismRunner"*)
+      case " $* " in
+        *" --prism_location"*) ;;
+        *) source scripts/setup_prism.sh
+           [ -n "${PRISM_LOCATION:-}" ] && set -- "$@" --prism_location="$PRISM_LOCATION" ;;
+      esac
+      exec .venv/bin/python -m pipeline "$@" ;;
     *" --runner"*) exec .venv/bin/python -m pipeline "$@" ;;
     *) exec .venv/bin/python -m pipeline --runner=FnApiRunner "$@" ;;
   esac

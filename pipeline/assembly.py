@@ -4,12 +4,15 @@
     every stage's dead letters → one dead-letter output (durable, per bundle)
     files read + what every stage handled (drops, deliveries, durable dead letters) → [ledger]
 
-The ledger takes the write stage's deliveries and the dead-letter writer's output as its input: a file
-is recorded only once each of its events is delivered, dropped and counted, or durably dead-lettered.
+Events are never shuffled: from a file's bytes to Segment's answer they stream through fused stages, and
+are stamped with their event time once, by the read stage. Only file paths are grouped (read once each,
+and spread over the workers). The ledger takes the write stage's deliveries and the dead-letter writer's
+output as its input: a file is recorded only once each of its events is delivered, dropped and counted,
+or durably dead-lettered.
 """
 import apache_beam as beam
 
-from transforms.batch import GroupIntoSegmentBatches
+from transforms.batch import BatchForSegment
 from transforms.catalog import FAMILIES
 from transforms.dead_letters import WriteDeadLetters
 from transforms.elements import DEAD_LETTER, HANDLED
@@ -36,19 +39,18 @@ def build(pipeline, config):
     families = identified.events | "Split by family" >> SplitByFamily()
     handled += [identified[HANDLED], families[HANDLED]]
     mapped = [families[family] | f"Map {family}" >> ToSegmentTrack(config.mapping) for family in FAMILIES]
-    batch = config.batching
     batches = ([branch.events for branch in mapped]
                | "Merge families" >> beam.Flatten()
-               | "Batch" >> GroupIntoSegmentBatches(
-                   window_seconds=batch.window_seconds, max_bytes=batch.max_bytes, max_events=batch.max_events,
-                   envelope=batch.envelope, shards=batch.shards))
+               | "Batch" >> BatchForSegment(config.batching, config.checkpoint_seconds))
     written = batches | "Write to Segment" >> WriteToSegment(
         config.client, config.key_source, dry_run_output=config.dry_run_output, run_id=config.run_id,
-        progress_settings=config.progress)
+        progress_settings=config.progress, checkpoint_seconds=config.checkpoint_seconds)
     dead_lettered = ([read[DEAD_LETTER], written[DEAD_LETTER]] + [branch[DEAD_LETTER] for branch in mapped]
                      | "Merge dead letters" >> beam.Flatten()
-                     | "Dead letters" >> WriteDeadLetters(config.dead_letter_output, config.run_id))
+                     | "Dead letters" >> WriteDeadLetters(config.dead_letter_output, config.run_id,
+                                                          config.checkpoint_seconds))
     if config.ledger:
-        all_handled = handled + [written[DELIVERED], dead_lettered] | "Merge handled" >> beam.Flatten()
-        _ = {"files": read[FILES], "handled": all_handled} | "Ledger" >> RecordInLedger(
-            config.ledger, config.run_id, scope=selection.ledger_scope)
+        _ = ([read[FILES]] + handled + [written[DELIVERED], dead_lettered]
+             | "Merge files and handled" >> beam.Flatten()
+             | "Ledger" >> RecordInLedger(config.ledger, config.run_id, scope=selection.ledger_scope,
+                                          checkpoint_seconds=config.checkpoint_seconds))

@@ -20,29 +20,19 @@ from pipeline.options import (
     WRITE_KEY_ENV, ConfigError, CurrentsToSegmentOptions, field_names, key_source, resolve_endpoint,
     resolve_write_key, split_write_key, storage_reason, unknown_flags)
 from transforms import segment_client
+from transforms.batch import BatchSettings
 from transforms.map import MappingSettings
 from transforms.progress import ProgressSettings
 from transforms.segment_client import ClientSettings
 from transforms.write_key import KeySource
 
 _FLOAT_OPTIONS = ("max_requests_per_second", "max_retry_seconds", "retry_backoff_seconds", "request_timeout_seconds",
-                  "progress_seconds")
+                  "progress_seconds", "checkpoint_seconds")
 _POSITIVE_OPTIONS = ("max_requests_per_second", "max_retry_seconds", "retry_backoff_seconds",
-                     "request_timeout_seconds")
-_AT_LEAST_ONE = ("window_seconds", "shards_per_window", "max_retry_attempts")
+                     "request_timeout_seconds", "checkpoint_seconds")
+_AT_LEAST_ONE = ("window_seconds", "max_retry_attempts")
 _GLOB = frozenset("*?[")
 _CONNECT_TIMEOUT_SECONDS = 5.0  # to open a connection to Segment; --request_timeout_seconds is for the answer
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    """How events are cut into requests: event-time windows, exact body and count bounds, shards per window."""
-
-    window_seconds: int
-    max_bytes: int
-    max_events: int
-    envelope: int  # bytes of an empty body with this write key
-    shards: int
 
 
 @dataclass(frozen=True)
@@ -62,6 +52,7 @@ class JobConfig:  # pylint: disable=too-many-instance-attributes  # the whole jo
     fail_on_dead_letters: bool
     mapping: MappingSettings
     batching: BatchSettings
+    checkpoint_seconds: float  # how often held requests, dead letters and ledger entries are made final
     client: Optional[ClientSettings]  # None in a dry run
     key_source: Optional[KeySource]
     progress: ProgressSettings
@@ -77,7 +68,7 @@ class JobConfig:  # pylint: disable=too-many-instance-attributes  # the whole jo
         return {
             "endpoint": self.client.endpoint if self.client else None,
             "window_seconds": self.batching.window_seconds, "max_batch_bytes": self.batching.max_bytes,
-            "max_batch_events": self.batching.max_events, "shards_per_window": self.batching.shards,
+            "max_batch_events": self.batching.max_events,
             "integrations": self.mapping.integrations, "message_id_namespace": self.mapping.message_id_namespace,
             "passthrough_fields": self.mapping.passthrough, "redact_fields": sorted(self.mapping.redact),
             "hash_fields": sorted(self.mapping.hashed),
@@ -279,7 +270,7 @@ def _batching(options, write_key):
     if problem:
         raise ConfigError(f"--max_batch_bytes {problem}")
     return BatchSettings(options.window_seconds, options.max_batch_bytes, options.max_batch_events,
-                         segment_client.envelope_bytes(write_key), options.shards_per_window)
+                         segment_client.envelope_bytes(write_key))
 
 
 # --- the whole ----------------------------------------------------------------------------------------
@@ -334,7 +325,7 @@ def load(argv, run_id):
         mapping=MappingSettings(options.message_id_namespace, options.passthrough_fields,
                                 parse_integrations(options.integrations), field_names(options.redact_fields),
                                 field_names(options.hash_fields)),
-        batching=_batching(options, write_key), client=client,
+        batching=_batching(options, write_key), checkpoint_seconds=options.checkpoint_seconds, client=client,
         key_source=None if options.dry_run_output else source,
         progress=ProgressSettings(0 if options.quiet else options.progress_seconds,
                                   client.budget() if client else ""),

@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import partitions
 from transforms import segment_client, write_key
+from transforms.checkpoints import DEFAULT_CHECKPOINT_SECONDS
 
 WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
 REGION_ENDPOINTS = {"us": segment_client.US_ENDPOINT, "eu": segment_client.EU_ENDPOINT}
@@ -150,9 +151,10 @@ class CurrentsToSegmentOptions(PipelineOptions):
             help=f"Most events in one request (at most {segment_client.MAX_BATCH_EVENTS}, Segment's limit). "
                  f"Default {segment_client.MAX_BATCH_EVENTS}.")
         parser.add_argument(
-            "--shards_per_window", type=int, default=1, metavar="N",
-            help="Parallel request streams per window. More speeds up big windows on many workers; "
-                 "fewer makes fuller requests for sparse data. Default 1: windows already run in parallel.")
+            "--checkpoint_seconds", type=float, default=DEFAULT_CHECKPOINT_SECONDS, metavar="SECONDS",
+            help="How often each worker sends the requests it is filling and makes its dead letters and "
+                 "ledger entries final, besides at the end of every bundle: a run killed midway has "
+                 f"recorded in --ledger the files it finished up to then. Default {DEFAULT_CHECKPOINT_SECONDS:g}.")
         parser.add_argument(
             "--max_requests_per_second", type=float, default=None, metavar="N",
             help="Client-side limit of requests per second per worker. Segment asks for at most 1,000/s "

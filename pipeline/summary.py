@@ -21,7 +21,16 @@ _TOTAL_KEYS = {metrics.READ: "events_read", metrics.DROPPED_NO_EXTERNAL_ID: "dro
 
 
 def counters_of(result):
-    """The pipeline's counters as {name: value}, summed over steps (committed where the runner has it)."""
+    """The pipeline's counters as {name: value}, summed over steps (committed where the runner has it).
+
+    When the SDK workers ran in this process (FnApiRunner, or a portable runner such as Prism in its
+    default LOOPBACK environment), this process's tally of the same increments is taken instead: Prism
+    (2.77) keeps only one bundle's increments of a counter that two bundles report before it has asked
+    the worker what the counter is, so its totals can come out short.
+    """
+    tally = metrics.process_totals()
+    if tally:
+        return collections.Counter(tally)
     counters = collections.Counter()
     query = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
     for counter in query["counters"]:

@@ -63,7 +63,7 @@ def test_every_expected_call_arrives_and_the_traps_are_dead_lettered(tmp_path, b
 def test_small_limits_make_many_requests_none_over_them(tmp_path, bucket, server):
     root, manifest = bucket
     status, summary, _ = send(tmp_path, root, server, "--max_batch_bytes", "34000", "--max_batch_events", "7",
-                              "--window_seconds", "600", "--shards_per_window", "2")
+                              "--window_seconds", "600")
     assert status == 0
     assert received_calls(server.accepted) == expected_calls(manifest)
     assert not server.violations

@@ -1,63 +1,153 @@
-"""Batch: group serialized events into Segment requests bounded by exact body size and event count.
+"""Batch: cut serialized events into Segment requests bounded by exact body size and event count, per
+bundle, without a shuffle of events.
 
-Events are windowed by event time (fixed windows) and spread over a few shards per window; each
-(window, shard) group is then cut greedily into requests. A request's size is known exactly before
-it is built: envelope + payloads + one comma between each two payloads (see `plan_batches`).
-Python's GroupIntoBatches bounds only the count, and BatchElements only the bytes; this bounds both.
+Events are windowed by event time (fixed windows): a request never mixes windows. Each worker keeps, for
+every window open in its bundle, the request being filled; a request is sent as soon as the next event
+would not fit it (`Batcher.add`, the same greedy rule as `segment_client.plan_batches`), and every open
+request is sent at the end of the bundle, so a bundle ends only when each of its events is sent or
+dead-lettered. What a worker holds is bounded: past `MAX_BUFFERED_BYTES` or `MAX_OPEN_WINDOWS`, the
+fullest open request is sent early (as Beam's own window-aware BatchElements does). Every
+`checkpoint_seconds` all open requests are sent too, so that the files read so far can be recorded in
+the ledger while a long bundle goes on (see transforms.ledger).
 
 Events with the same messageId (Currents delivers at least once, in the same file or in others) have
-the same `time` and shard, so they meet in one group: each one after the first is counted as a
-duplicate id. Both are sent; Segment deduplicates them.
+the same `time`, so they meet in one window: within a bundle each one after the first is counted as a
+duplicate id (a window remembers up to `MAX_REMEMBERED_IDS` ids). Both are sent; Segment deduplicates them.
 """
-import zlib
+from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.transforms import window
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import metrics
-from transforms.segment_client import plan_batches
+from transforms.checkpoints import Checkpoints
+
+# Bounds on what one worker holds back: 16 MiB is about 35 full requests, and few bundles have more
+# than 64 one-minute windows open at once (a Currents file spans minutes).
+MAX_BUFFERED_BYTES = 16 * 2 ** 20
+MAX_OPEN_WINDOWS = 64
+MAX_REMEMBERED_IDS = 50_000
 
 
-def shard_of(message_id, shards):
-    """A shard number stable across processes (str hash() is salted per process)."""
-    return zlib.crc32(message_id.encode("utf-8")) % shards
+@dataclass(frozen=True)
+class BatchSettings:
+    """How events are cut into requests: event-time windows, and exact body and count bounds."""
+
+    window_seconds: int
+    max_bytes: int
+    max_events: int
+    envelope: int  # bytes of an empty body with this write key
 
 
-class GroupIntoSegmentBatches(beam.PTransform):
-    """SegmentEvents stamped with event time → lists of SegmentEvents, one list per request."""
+class _OpenRequest:
+    __slots__ = ("items", "body")
 
-    def __init__(self, *, window_seconds, max_bytes, max_events, envelope, shards):
+    def __init__(self, envelope):
+        self.items, self.body = [], envelope
+
+
+class Batcher:
+    """Requests being filled, one per key (a window); Beam-free.
+
+    `add` returns the requests (key, items) that are complete or must leave the buffer now; `drain`
+    returns all that are open. A request is `envelope + sizes + one comma between two payloads` bytes.
+    """
+
+    def __init__(self, settings, max_buffered_bytes=MAX_BUFFERED_BYTES, max_open=MAX_OPEN_WINDOWS):
+        self._settings = settings
+        self._max_buffered, self._max_open = max_buffered_bytes, max_open
+        self._open = {}
+        self._buffered = 0
+
+    def add(self, key, item, size):
+        settings = self._settings
+        ready = []
+        request = self._open.get(key)
+        if request is None:
+            request = self._open[key] = _OpenRequest(settings.envelope)
+        elif request.body + 1 + size > settings.max_bytes or len(request.items) >= settings.max_events:
+            ready.append(self._close(key))
+            request = self._open[key] = _OpenRequest(settings.envelope)
+        before = request.body
+        request.body += size + (1 if request.items else 0)
+        request.items.append(item)
+        self._buffered += request.body - before
+        while self._open and (self._buffered > self._max_buffered or len(self._open) > self._max_open):
+            ready.append(self._close(max(self._open, key=lambda k: self._open[k].body)))
+        return ready
+
+    def _close(self, key):
+        request = self._open.pop(key)
+        self._buffered -= request.body - self._settings.envelope
+        return key, request.items
+
+    def drain(self):
+        return [self._close(key) for key in list(self._open)]
+
+    def __contains__(self, key):
+        return key in self._open
+
+    @property
+    def buffered_bytes(self):
+        """Payload bytes held (commas included), for tests and bounds."""
+        return self._buffered
+
+
+class _BatchFn(beam.DoFn):
+    """SegmentEvent in an event-time window → lists of SegmentEvents, one per request, in that window."""
+
+    def __init__(self, settings, checkpoint_seconds):
         super().__init__()
-        self._window_seconds = window_seconds
-        self._limits = {"max_bytes": max_bytes, "max_events": max_events, "envelope": envelope}
-        self._shards = shards
-
-    def expand(self, events):
-        shards = self._shards
-        return (events
-                | "Event-time windows" >> beam.WindowInto(window.FixedWindows(self._window_seconds))
-                | "Key by shard" >> beam.Map(lambda event: (shard_of(event.message_id, shards), event))
-                | "Group per window and shard" >> beam.GroupByKey()
-                | "Cut into requests" >> beam.ParDo(_CutFn(self._limits))
-                # Windows only decide which events may share a request; what follows is global.
-                | "Back to one window" >> beam.WindowInto(window.GlobalWindows()))
-
-
-class _CutFn(beam.DoFn):
-    """(shard, events of one window) → lists of events, one per request; counts duplicate ids."""
-
-    def __init__(self, limits):
-        super().__init__()
-        self._limits = limits
+        self._settings = settings
+        self._checkpoint_seconds = checkpoint_seconds
+        self._batcher = self._checkpoints = self._seen = None
 
     def setup(self):
         self._duplicates = metrics.counter(metrics.DUPLICATE_IDS)
 
-    def process(self, keyed_group):
-        events = list(keyed_group[1])
-        duplicates = len(events) - len({event.message_id for event in events})
-        if duplicates:
-            self._duplicates.inc(duplicates)
-        for batch in plan_batches([len(e.payload) for e in events], **self._limits):
-            yield events[batch.start:batch.stop]
+    def start_bundle(self):
+        self._batcher = Batcher(self._settings)
+        self._checkpoints = Checkpoints(self._checkpoint_seconds)
+        self._seen = {}
 
+    def process(self, event, event_window=beam.DoFn.WindowParam):
+        seen = self._seen.setdefault(event_window, set())
+        if event.message_id in seen:
+            self._duplicates.inc()
+        elif len(seen) < MAX_REMEMBERED_IDS:
+            seen.add(event.message_id)
+        ready = self._batcher.add(event_window, event, len(event.payload))
+        if self._checkpoints.due():
+            ready += self._batcher.drain()
+        for request_window, events in ready:
+            if request_window not in self._batcher:
+                self._seen.pop(request_window, None)  # a window sent early forgets its ids with it
+            yield _in_window(request_window, events)
+
+    def finish_bundle(self):
+        for request_window, events in self._batcher.drain():
+            yield _in_window(request_window, events)
+        self._seen = {}
+
+
+def _in_window(request_window, events):
+    # The end of the window: never earlier than any event in the request.
+    return WindowedValue(events, request_window.max_timestamp(), (request_window,))
+
+
+class BatchForSegment(beam.PTransform):
+    """SegmentEvents stamped with event time → lists of SegmentEvents, one list per request (BatchSettings),
+    without a shuffle; open requests are also sent every `checkpoint_seconds`."""
+
+    def __init__(self, settings, checkpoint_seconds):
+        super().__init__()
+        self._settings = settings
+        self._checkpoint_seconds = checkpoint_seconds
+
+    def expand(self, events):
+        return (events
+                | "Event-time windows" >> beam.WindowInto(window.FixedWindows(self._settings.window_seconds))
+                | "Cut into requests" >> beam.ParDo(_BatchFn(self._settings, self._checkpoint_seconds))
+                # Windows only decide which events may share a request; what follows is global.
+                | "Back to one window" >> beam.WindowInto(window.GlobalWindows()))

@@ -7,13 +7,14 @@ could not be mapped). A file that could not be decoded also says how many events
 before the error.
 
 The reasons are named in transforms.elements. Each run writes its own files,
-`dead_letters-<run id>-<part>.jsonl`, one per bundle that had letters.
+`dead_letters-<run id>-<part>.jsonl`, one per bundle and checkpoint that had letters.
 """
 import json
 
 import apache_beam as beam
 
 from transforms import jsonl, metrics
+from transforms.checkpoints import DEFAULT_CHECKPOINT_SECONDS
 from transforms.elements import UNREADABLE_FILE, handled
 _ERROR_CHARS = 500
 
@@ -77,14 +78,15 @@ class WriteDeadLetters(beam.PTransform):
     when there are none), and count them once written; returns the (source file, units) they account for,
     emitted once the files holding them are complete."""
 
-    def __init__(self, output_dir, run_id):
+    def __init__(self, output_dir, run_id, checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS):
         super().__init__()
         self._output_dir = output_dir
         self._run_id = run_id
+        self._checkpoint_seconds = checkpoint_seconds
 
     def expand(self, letters):
         return (letters
                 | "To JSON lines" >> beam.Map(_to_line)
                 | "Write JSONL" >> jsonl.WriteJsonLines(self._output_dir, jsonl.DEAD_LETTERS, self._run_id,
-                                                        "dead letters")
+                                                        "dead letters", self._checkpoint_seconds)
                 | "Count written" >> beam.ParDo(_CountWrittenFn()))

@@ -7,6 +7,9 @@ its FileRead are all handled.
 """
 from typing import Any, Mapping, NamedTuple
 
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows, TimestampCombiner
+
 DEAD_LETTER = "dead_letter"
 HANDLED = "handled"
 
@@ -45,3 +48,10 @@ class FileRead(NamedTuple):
 def handled(source_file, units=1):
     """The HANDLED element saying that `units` of a file's units are accounted for."""
     return source_file, units
+
+
+def at_earliest_timestamp():
+    """The global window, with a grouping's output at its earliest input's timestamp (not at the end of the
+    window, Beam's default): file paths grouped before the read keep the start-of-time timestamp, so
+    that events can be stamped with their event time without moving any timestamp back."""
+    return beam.WindowInto(GlobalWindows(), timestamp_combiner=TimestampCombiner.OUTPUT_AT_EARLIEST)

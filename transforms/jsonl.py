@@ -1,6 +1,6 @@
 """JSON-lines output files, shared by the dead letters, the dry-run requests and the ledger.
 
-Each run writes files of its own, one per bundle that had something to write, named
+Each run writes files of its own, one per bundle and checkpoint that had something to write, named
 `<directory>/<name>-<run id>-<part>.jsonl`; nothing a run writes replaces or deletes another run's files,
 whatever the filesystem. A file is written under a hidden temporary name and renamed when complete, so a
 run that stops midway leaves no half-written file under a name that readers pick up.
@@ -15,6 +15,9 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+
+from transforms.checkpoints import DEFAULT_CHECKPOINT_SECONDS, Checkpoints
 
 DEAD_LETTERS = "dead_letters"
 REQUESTS = "requests"
@@ -40,26 +43,20 @@ def _temporary(path):
     return f"{folder}/.{file_name}.tmp"
 
 
-class _WriteLinesFn(beam.DoFn):
-    """(accounts, text line) → lines of one file per bundle; after the file is complete, (key, units) for
-    every key of the accounts (an iterable of (key, units) pairs) of its lines."""
+class PartFile:
+    """One output file of a run, written under a hidden temporary name until `commit` renames it; Beam-free.
+
+    `fail` (an exception) is raised as OutputWriteError with what could not be written where."""
 
     def __init__(self, directory, name, run_id, what):
-        super().__init__()
         self._directory, self._name, self._run_id, self._what = directory, name, run_id, what
         self._stream = self._path = None
-        self._accounts = collections.Counter()
-
-    def start_bundle(self):
-        self._stream = self._path = None
-        self._accounts = collections.Counter()
 
     def _fail(self, error):
         raise OutputWriteError(f"cannot write {self._what} to {self._directory}: "
                                f"{type(error).__name__}: {error}".splitlines()[0]) from error
 
-    def process(self, element):
-        accounts, line = element
+    def write(self, line):
         try:
             if self._stream is None:
                 self._path = output_path(self._directory, self._name, self._run_id, uuid.uuid4().hex[:12])
@@ -67,10 +64,9 @@ class _WriteLinesFn(beam.DoFn):
             self._stream.write(line.encode("utf-8") + b"\n")
         except Exception as error:  # pylint: disable=broad-except  # each filesystem fails its own way
             self._fail(error)
-        for key, units in accounts:
-            self._accounts[key] += units
 
-    def finish_bundle(self):
+    def commit(self):
+        """Make the lines written so far final (a file of its own); the next line starts a new file."""
         if self._stream is None:
             return
         try:
@@ -79,8 +75,44 @@ class _WriteLinesFn(beam.DoFn):
         except Exception as error:  # pylint: disable=broad-except
             self._fail(error)
         self._stream = None
+
+
+class _WriteLinesFn(beam.DoFn):
+    """(accounts, text line) → lines of files of this bundle, one committed every checkpoint and at the
+    end of the bundle; once a file is complete, (key, units) for every key of the accounts (an iterable of
+    (key, units) pairs) of its lines."""
+
+    def __init__(self, directory, name, run_id, what, checkpoint_seconds):
+        super().__init__()
+        self._args = (directory, name, run_id, what)
+        self._checkpoint_seconds = checkpoint_seconds
+        self._part = self._checkpoints = None
+        self._accounts = collections.Counter()
+        self._latest = MIN_TIMESTAMP
+
+    def start_bundle(self):
+        self._part = PartFile(*self._args)
+        self._checkpoints = Checkpoints(self._checkpoint_seconds)
+        self._accounts = collections.Counter()
+        self._latest = MIN_TIMESTAMP
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
+        accounts, line = element
+        self._part.write(line)
+        for key, units in accounts:
+            self._accounts[key] += units
+        self._latest = max(self._latest, timestamp)
+        if self._checkpoints.due():
+            yield from self._commit()
+
+    def _commit(self):
+        self._part.commit()
         for key, units in self._accounts.items():
-            yield GlobalWindows.windowed_value((key, units))
+            yield GlobalWindows.windowed_value((key, units), self._latest)
+        self._accounts = collections.Counter()
+
+    def finish_bundle(self):
+        yield from self._commit()
 
 
 class WriteJsonLines(beam.PTransform):
@@ -88,9 +120,9 @@ class WriteJsonLines(beam.PTransform):
     (none when there is nothing to write); returns the (key, units) accounted for by the lines written.
     `what` names the output in errors ("dead letters", ...)."""
 
-    def __init__(self, directory, name, run_id, what):
+    def __init__(self, directory, name, run_id, what, checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS):
         super().__init__()
-        self._args = (directory, name, run_id, what)
+        self._args = (directory, name, run_id, what, checkpoint_seconds)
 
     def expand(self, lines):
         return lines | "Write lines" >> beam.ParDo(_WriteLinesFn(*self._args))

@@ -4,8 +4,8 @@ A file is recorded (path, size, modification time) only when every event read fr
 unreadable part of it, is accounted for: accepted by Segment, dropped or skipped and counted, or in a
 dead-letter file that is complete. `RecordInLedger` takes exactly that as its input: the FileRead of
 each file (the units it must see handled) and the HANDLED elements of the later stages, the write
-stage's deliveries and the dead-letter writer's durable letters among them; it joins them by file and
-records the files whose units all came back. A run that fails records nothing more, and the next run
+stage's deliveries and the dead-letter writer's durable letters among them, all in one PCollection; it
+records the files whose units all came back, as their bundles complete them. A run that fails records nothing more, and the next run
 sends those files again; their deterministic messageIds make that harmless within Segment's 24-hour
 deduplication. (The job also removes a run's entries when its summary does not balance.)
 
@@ -16,6 +16,7 @@ An entry has a scope: "" when every event of the file was considered, or the eve
 --by_event_time run, which sent only part of the file. A file is skipped when the ledger holds it
 with scope "" or with the current run's scope.
 """
+import collections
 import datetime
 import json
 import uuid
@@ -25,8 +26,12 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 from transforms import jsonl, metrics
+from transforms.checkpoints import DEFAULT_CHECKPOINT_SECONDS, Checkpoints
+from transforms.elements import FileRead, at_earliest_timestamp
 
 WHOLE_FILE = ""
 
@@ -108,7 +113,8 @@ class SkipFilesInLedger(beam.PTransform):
                     | "Ledger files" >> beam.Create([_entries_pattern(self._ledger_dir)])
                     | "List ledger" >> fileio.MatchAll(EmptyMatchTreatment.ALLOW)
                     | "Open ledger" >> fileio.ReadMatches()
-                    | "Ledger entries" >> beam.FlatMap(_entries_of))
+                    | "Ledger entries" >> beam.FlatMap(_entries_of)
+                    | "Entries at earliest timestamp" >> at_earliest_timestamp())
         keyed = files | "Key files" >> beam.Map(
             lambda m: (entry_key(m.path, m.size_in_bytes, m.last_updated_in_seconds), m))
         return ({"file": keyed, "ledger": recorded}
@@ -116,8 +122,65 @@ class SkipFilesInLedger(beam.PTransform):
                 | "Keep unrecorded" >> beam.ParDo(_KeepUnrecordedFn(self._scope)))
 
 
+class _RecordCompleteFilesFn(beam.DoFn):
+    """FileRead or (path, units) → an entry, in this bundle's own entry files (one committed every checkpoint
+    and at the end of the bundle), for each file whose units all came back within the bundle; what is left
+    at the end of the bundle (files not yet complete, units of files read elsewhere) goes on, keyed by path,
+    to be joined with the rest of the run's."""
+
+    def __init__(self, ledger_dir, run_id, scope, checkpoint_seconds):
+        super().__init__()
+        self._ledger_dir, self._run_id, self._scope = ledger_dir, run_id, scope
+        self._checkpoint_seconds = checkpoint_seconds
+        self._part = self._checkpoints = None
+        self._reads, self._units, self._written = {}, collections.Counter(), 0
+        self._latest = MIN_TIMESTAMP
+
+    def setup(self):
+        self._recorded = metrics.counter(metrics.LEDGER_FILES_RECORDED)
+
+    def start_bundle(self):
+        self._part = jsonl.PartFile(self._ledger_dir, jsonl.LEDGER_ENTRIES, self._run_id, "ledger entries")
+        self._checkpoints = Checkpoints(self._checkpoint_seconds)
+        self._reads, self._units, self._written = {}, collections.Counter(), 0
+        self._latest = MIN_TIMESTAMP
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
+        self._latest = max(self._latest, timestamp)
+        if isinstance(element, FileRead):
+            path = element.metadata.path
+            self._reads[path] = element
+        else:
+            path, units = element
+            self._units[path] += units
+        file_read = self._reads.get(path)
+        if file_read is not None and self._units[path] == file_read.units:
+            del self._reads[path]
+            self._units.pop(path, None)
+            self._part.write(json.dumps(entry(file_read.metadata, self._run_id, self._scope)))
+            self._written += 1
+        if self._checkpoints.due():
+            self._commit()
+
+    def _commit(self):
+        self._part.commit()
+        self._recorded.inc(self._written)
+        self._written = 0
+
+    def finish_bundle(self):
+        self._commit()
+        for path, file_read in self._reads.items():
+            yield GlobalWindows.windowed_value((path, (_FILE, file_read)), self._latest)
+        for path, units in self._units.items():
+            yield GlobalWindows.windowed_value((path, (_HANDLED, units)), self._latest)
+
+
+_FILE, _HANDLED = "file", "handled"
+
+
 class _EntryFn(beam.DoFn):
-    """(path, {"file": [FileRead], "handled": [units]}) → the ledger line of a file whose units are all handled."""
+    """(path, [(FILE, FileRead) or (HANDLED, units)]) of files not complete within one bundle → the ledger
+    line of each whose units all came back in the run."""
 
     def __init__(self, run_id, scope):
         super().__init__()
@@ -129,9 +192,10 @@ class _EntryFn(beam.DoFn):
         self._unbalanced = metrics.counter(metrics.LEDGER_FILES_UNBALANCED)
 
     def process(self, joined):
-        _, grouped = joined
-        handled_units = sum(grouped["handled"])
-        for file_read in grouped["file"]:
+        _, parts = joined
+        reads = [value for kind, value in parts if kind == _FILE]
+        handled_units = sum(value for kind, value in parts if kind == _HANDLED)
+        for file_read in reads:
             if handled_units != file_read.units:
                 self._unbalanced.inc()
                 continue
@@ -140,23 +204,30 @@ class _EntryFn(beam.DoFn):
 
 
 class RecordInLedger(beam.PTransform):
-    """{"files": FileRead, "handled": (source file, units)} → this run's ledger entries, one per file whose
-    units are all handled, written as `entries-<run id>-<part>.jsonl` under the ledger folder."""
+    """FileRead and (source file, units) handled → this run's ledger entries, one per file whose units are all
+    handled, written as `entries-<run id>-<part>.jsonl` under the ledger folder.
 
-    def __init__(self, ledger_dir, run_id, scope=WHOLE_FILE):
+    A file is recorded by the bundle that completes it, at the next checkpoint (`checkpoint_seconds`) or at
+    the end of that bundle, so a run killed midway has recorded what it finished; a file whose FileRead and
+    units are not all seen by one bundle (a runner that does not fuse the stages) is recorded after a join
+    by path, at the end of the run.
+    """
+
+    def __init__(self, ledger_dir, run_id, scope=WHOLE_FILE, checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS):
         super().__init__()
         self._ledger_dir = ledger_dir
         self._run_id = run_id
         self._scope = scope
+        self._checkpoint_seconds = checkpoint_seconds
 
-    def expand(self, inputs):
-        files = inputs["files"] | "Key by path" >> beam.Map(lambda file_read: (file_read.metadata.path, file_read))
-        handled = inputs["handled"] | "Units per file" >> beam.CombinePerKey(sum)
-        return ({"file": files, "handled": handled}
-                | "Join by file" >> beam.CoGroupByKey()
+    def expand(self, files_and_handled):
+        return (files_and_handled
+                | "Record complete files" >> beam.ParDo(_RecordCompleteFilesFn(
+                    self._ledger_dir, self._run_id, self._scope, self._checkpoint_seconds))
+                | "Join the rest by file" >> beam.GroupByKey()
                 | "Ledger entry" >> beam.ParDo(_EntryFn(self._run_id, self._scope))
                 | "Write ledger" >> jsonl.WriteJsonLines(self._ledger_dir, jsonl.LEDGER_ENTRIES, self._run_id,
-                                                         "ledger entries"))
+                                                         "ledger entries", self._checkpoint_seconds))
 
 
 def recorded_scopes(ledger_dir):

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import apache_beam as beam
-from apache_beam.transforms.window import TimestampedValue
 
 from transforms import dead_letters
 from transforms.catalog import (
@@ -173,7 +172,7 @@ class MappingSettings:
 
 
 class _MapToTrackFn(beam.DoFn):
-    """CurrentsEvent → timestamped SegmentEvent; invalid records and events over 32,000 bytes go to
+    """CurrentsEvent → SegmentEvent; invalid records and events over 32,000 bytes go to
     the dead-letter output instead, since Segment would reject the whole request carrying them."""
 
     def __init__(self, settings):
@@ -201,12 +200,12 @@ class _MapToTrackFn(beam.DoFn):
                 segment_event, EVENT_TOO_LARGE,
                 error=f"{len(payload)} bytes serialized, Segment accepts at most {MAX_EVENT_BYTES}"))
             return
-        yield TimestampedValue(segment_event, event.record["time"])
+        yield segment_event
 
 
 class ToSegmentTrack(beam.PTransform):
-    """Map a PCollection of CurrentsEvent to SegmentEvent (tag "events", stamped with the event's
-    `time`) and dead letters (tag DEAD_LETTER), as the MappingSettings say."""
+    """Map a PCollection of CurrentsEvent to SegmentEvent (tag "events", keeping the event-time timestamp
+    the read stage gave it) and dead letters (tag DEAD_LETTER), as the MappingSettings say."""
 
     def __init__(self, settings=MappingSettings()):
         super().__init__()

@@ -1,8 +1,9 @@
 """Beam counters of the pipeline: their names, and per-event-type counters created on demand.
 
-The summary of a finished run is built from these Beam counters alone, so that it is right on every
-runner, including ones that run DoFns in other processes or machines. Each increment is also added to
-this process's own tally (`process_totals`): progress lines are printed from it, and when an in-process
+The summary of a finished run is built from these Beam counters, so that it is right on every runner,
+including ones that run DoFns in other processes or machines. Each increment is also added to this
+process's own tally (`process_totals`): progress lines are printed from it; when the workers ran in
+this process it is the summary's source (see pipeline.summary.counters_of); and when an in-process
 runner fails, it is all that is left to tell what the run did before it stopped.
 """
 import collections

@@ -20,11 +20,13 @@ and its unreadable parts) goes to the "files" output, for the ledger.
 import re
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 
 from transforms import avro_blocks, dead_letters, metrics, progress
 from transforms.catalog import CATALOG
-from transforms.elements import DEAD_LETTER, CurrentsEvent, FileRead
+from transforms.elements import DEAD_LETTER, CurrentsEvent, FileRead, at_earliest_timestamp
 from transforms.ledger import WHOLE_FILE, SkipFilesInLedger
+from transforms.map import event_time
 from transforms.s3_files import FileAccess
 
 FILES = "files"
@@ -117,7 +119,7 @@ class _DecodeFileFn(beam.DoFn):
                             DEAD_LETTER, region_letter(path, event_type, item, events_read))
                     else:
                         for record in item.records:
-                            yield CurrentsEvent(event_type, path, record)
+                            yield stamped(CurrentsEvent(event_type, path, record))
                         events_read += len(item.records)
                         self._read.inc(event_type, len(item.records))
                     position = item.end
@@ -131,6 +133,15 @@ class _DecodeFileFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
         self._files_read.inc()
         yield beam.pvalue.TaggedOutput(FILES, FileRead(metadata, events_read + letters))
+
+
+def stamped(event):
+    """The event with its own `time` as its timestamp, assigned here once for every later stage; a record
+    whose time is not valid keeps the file's (the start of time) and is dead-lettered by the map stage."""
+    try:
+        return TimestampedValue(event, event_time(event.record.get("time")))
+    except (TypeError, ValueError):
+        return event
 
 
 def _first(items):
@@ -160,10 +171,13 @@ class ReadCurrentsFiles(beam.PTransform):
                  | "Patterns" >> beam.Create(self._patterns)
                  | "List files" >> beam.ParDo(_ListFilesFn(self._files))
                  | "Key by path" >> beam.Map(lambda metadata: (metadata.path, metadata))
+                 | "At earliest timestamp" >> at_earliest_timestamp()
                  | "Read each file once" >> beam.CombinePerKey(_first)
                  | "Drop keys" >> beam.Values())
         if self._ledger_dir:
             files = files | "Skip files in ledger" >> SkipFilesInLedger(self._ledger_dir, self._ledger_scope)
+        # The default windowing again (timestamps unchanged), the same as every other stage's.
+        files = files | "Global window" >> beam.WindowInto(GlobalWindows())
         decoded = files | "Decode Avro" >> beam.ParDo(_DecodeFileFn(self._files, self._progress_settings)).with_outputs(
             DEAD_LETTER, FILES, main="events")
         return {"events": decoded.events, DEAD_LETTER: decoded[DEAD_LETTER], FILES: decoded[FILES]}

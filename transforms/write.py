@@ -14,6 +14,7 @@ import datetime
 import apache_beam as beam
 
 from transforms import dead_letters, jsonl, metrics, progress, write_key
+from transforms.checkpoints import DEFAULT_CHECKPOINT_SECONDS
 from transforms.elements import DEAD_LETTER, REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED, handled
 from transforms.segment_client import format_sent_at, request_body
 
@@ -119,8 +120,9 @@ class WriteToSegment(beam.PTransform):
     """
 
     def __init__(self, client_settings=None, key_source=None, *, dry_run_output=None, run_id=None,
-                 progress_settings=progress.ProgressSettings()):
+                 progress_settings=progress.ProgressSettings(), checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS):
         super().__init__()
+        self._checkpoint_seconds = checkpoint_seconds
         self._client_settings = client_settings
         self._key_source = key_source
         self._dry_run_output = dry_run_output
@@ -132,7 +134,7 @@ class WriteToSegment(beam.PTransform):
             written = (batches
                        | "Request bodies" >> beam.ParDo(_DryRunBodyFn(self._progress_settings))
                        | "Write bodies" >> jsonl.WriteJsonLines(self._dry_run_output, jsonl.REQUESTS, self._run_id,
-                                                                "dry-run requests")
+                                                                "dry-run requests", self._checkpoint_seconds)
                        | "Count written" >> beam.ParDo(_CountWrittenBodiesFn()))
             return {DELIVERED: written, DEAD_LETTER: batches.pipeline | "No dead letters" >> beam.Create([])}
         posted = batches | "POST /v1/batch" >> beam.ParDo(

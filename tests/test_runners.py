@@ -1,0 +1,196 @@
+"""The whole job on more than one Beam runner, and a run that is killed and started again.
+
+FnApiRunner forgives what portable runners do not (late data, reliance on one process), so the same
+job runs here on Prism, Beam's portable runner (the job and Fn APIs that Flink and Dataflow use), in batch
+and in streaming mode, and once with its SDK workers in a worker pool of their own, as Flink and Dataflow
+run Python workers; each must make exactly the calls and the summary FnApiRunner makes.
+
+Prism is built by scripts/setup_prism.sh (run_tests.sh sources it); without it these tests are skipped,
+unless PRISM_REQUIRED=1 (CI), where they fail.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline import summary
+from pipeline.sample_bucket import make_sample_bucket
+from tests.pipeline_runs import RUNNER, assert_balanced, expected_calls, received_calls, run_job
+from tests.segment_server import SegmentServer
+from tests.test_reprocessing import ledger_entries
+
+KEY = "runner-test-key-5d2a"
+PRISM_LOCATION = os.environ.get("PRISM_LOCATION")
+
+
+def prism(*extra):
+    if not PRISM_LOCATION:
+        if os.environ.get("PRISM_REQUIRED") == "1":
+            pytest.fail("PRISM_REQUIRED=1 but PRISM_LOCATION is not set: scripts/setup_prism.sh could not build Prism")
+        pytest.skip("Prism is not built here (scripts/setup_prism.sh needs Go)")
+    return ["--runner=PrismRunner", f"--prism_location={PRISM_LOCATION}", *extra]
+
+
+RUNNERS = {
+    "prism-batch": lambda: prism(),
+    "prism-streaming": lambda: prism("--streaming"),
+}
+
+
+@pytest.fixture(scope="module")
+def bucket(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bucket")
+    return str(root), make_sample_bucket(str(root), events_per_file=10)
+
+
+@pytest.fixture
+def server():
+    with SegmentServer(write_key=KEY) as running:
+        yield running
+
+
+def send(out, server, *args):
+    out.mkdir(parents=True, exist_ok=True)
+    return run_job(out, "--segment_endpoint", server.url, "--segment_write_key", KEY, "--quiet", *args)
+
+
+def comparable(run_summary):
+    """A summary without what differs from one run to the next (times, ids, requests made, where it wrote),
+    nor the duplicate ids, which are counted within each bundle, and bundles differ by runner."""
+    varying = ("run_id", "started_at", "ended_at", "duration_seconds", "requests", "dead_letter_output",
+               "delivery", "duplicate_ids")
+    return {key: value for key, value in run_summary.items() if key not in varying}
+
+
+@pytest.fixture(scope="module")
+def on_fnapi(bucket, tmp_path_factory):
+    """What FnApiRunner sends and sums up for the bucket: the reference for every other runner."""
+    root, _ = bucket
+    with SegmentServer(write_key=KEY) as reference:
+        status, run_summary, letters = send(tmp_path_factory.mktemp("fnapi"), reference, "--input", f"{root}/**")
+        assert status == 0
+        return received_calls(reference.accepted), run_summary, sorted(
+            (letter["reason"], letter["source_file"], letter["message_id"]) for letter in letters)
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+def test_a_portable_runner_makes_the_same_calls_and_summary_as_fnapi(tmp_path, bucket, server, on_fnapi, runner):
+    root, manifest = bucket
+    calls, reference_summary, reference_letters = on_fnapi
+    status, run_summary, letters = send(tmp_path, server, "--input", f"{root}/**", *RUNNERS[runner]())
+    assert status == 0
+    assert received_calls(server.accepted) == calls == expected_calls(manifest)
+    assert not server.violations
+    assert comparable(run_summary) == comparable(reference_summary)
+    assert_balanced(run_summary)
+    assert sorted((letter["reason"], letter["source_file"], letter["message_id"])
+                  for letter in letters) == reference_letters
+
+
+def test_prism_with_a_ledger_records_every_file_and_the_next_run_sends_nothing(tmp_path, bucket, server):
+    root, manifest = bucket
+    ledger = str(tmp_path / "ledger")
+    status, first, _ = send(tmp_path / "a", server, "--input", f"{root}/**", "--ledger", ledger, *prism())
+    assert status == 0 and first["ledger"]["files_recorded"] == len(manifest["files"])
+    assert received_calls(server.accepted) == expected_calls(manifest)
+    status, second, _ = send(tmp_path / "b", server, "--input", f"{root}/**", "--ledger", ledger, *prism("--streaming"))
+    assert status == 0 and second["events_read"] == 0
+    assert second["ledger"] == {"files_skipped": len(manifest["files"]), "files_recorded": 0}
+    assert received_calls(server.accepted) == expected_calls(manifest)  # nothing more
+
+
+def test_a_summary_that_does_not_balance_on_prism_fails_and_records_nothing(tmp_path, bucket, server, capsys,
+                                                                            monkeypatch):
+    root, _ = bucket
+    counters_of = summary.counters_of
+
+    def losing_one(result):
+        counters = counters_of(result)
+        counters[next(name for name in sorted(counters) if name.startswith("sent:"))] -= 1
+        return counters
+
+    monkeypatch.setattr(summary, "counters_of", losing_one)
+    ledger = tmp_path / "ledger"
+    status, result, _ = send(tmp_path / "out", server, "--input", f"{root}/**", "--ledger", str(ledger), *prism())
+    assert status == 5 and result["balanced"] is False
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: the summary does not balance: 1 events")
+    assert ledger_entries(ledger) == []
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def worker_pool():
+    """Beam's SDK worker pool in a process of its own: Prism starts the job's workers through it."""
+    port = _free_port()
+    # The pool starts each worker as `python -c ...`: this interpreter's, with the job's packages.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                             f"--service_port={port}"], env={**os.environ, "PATH": path},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield f"localhost:{port}"
+    pool.kill()
+    pool.wait()
+
+
+def test_workers_in_another_process_make_the_same_calls_and_summary(tmp_path, bucket, server, on_fnapi, worker_pool):
+    root, manifest = bucket
+    calls, reference_summary, _ = on_fnapi
+    status, run_summary, _ = send(tmp_path, server, "--input", f"{root}/**",
+                                  *prism("--environment_type=EXTERNAL", f"--environment_config={worker_pool}"))
+    assert status == 0
+    assert received_calls(server.accepted) == calls == expected_calls(manifest)
+    assert comparable(run_summary) == comparable(reference_summary)
+
+
+# --- a run killed midway, and the next ---------------------------------------------------------------
+
+def test_a_run_killed_midway_is_resumed_by_the_next_which_sends_only_what_was_not_recorded(tmp_path, bucket):
+    root, manifest = bucket
+    ledger = str(tmp_path / "ledger")
+    expected = expected_calls(manifest)
+    with SegmentServer(write_key=KEY) as first:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", RUNNER, "--input", f"{root}/**", "--segment_endpoint", first.url,
+             "--quiet", "--dead_letter_output", str(tmp_path / "dead"), "--ledger", ledger,
+             "--checkpoint_seconds", "0.2", "--max_batch_events", "5", "--max_requests_per_second", "40"],
+            env={**os.environ, "SEGMENT_WRITE_KEY": KEY}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 180
+        while len(first.accepted) < 0.6 * sum(expected.values()) and time.monotonic() < deadline:
+            assert job.poll() is None, job.communicate()
+            time.sleep(0.05)
+        job.send_signal(signal.SIGKILL)
+        job.communicate(timeout=60)
+        sent_before = received_calls(first.accepted)
+    recorded = {entry["path"] for entry in ledger_entries(ledger)}
+    assert 0 < len(recorded) < len(manifest["files"])
+    # Every event of a recorded file had reached Segment (or the dead letters) before the kill.
+    assert not {call for call in expected_calls(_of_files(manifest, recorded))} - set(sent_before)
+
+    with SegmentServer(write_key=KEY) as second:
+        status, resumed, _ = send(tmp_path / "again", second, "--input", f"{root}/**", "--ledger", ledger)
+        assert status == 0
+        assert resumed["ledger"]["files_skipped"] == len(recorded)
+        assert received_calls(second.accepted) == expected_calls(
+            _of_files(manifest, set(manifest["files"]) - recorded))
+        assert sent_before + received_calls(second.accepted) >= expected
+
+
+def _of_files(manifest, paths):
+    """The manifest restricted to the records of these files."""
+    return dict(manifest, records=[r for r in manifest["records"] if r["source_file"] in paths])
