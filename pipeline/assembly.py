@@ -1,6 +1,6 @@
 """Assembly: the job as one chain of labelled stages, built from one validated JobConfig.
 
-    read → [keep event time] → drop anonymous users → split by family → map each family → batch → write
+    read → [keep event time] → drop anonymous users → split by family → per family: map → batch → write
     every stage's dead letters → one dead-letter output (durable, per bundle)
     files read + what every stage handled (drops, deliveries, durable dead letters) → [ledger]
 
@@ -38,19 +38,24 @@ def build(pipeline, config):
     identified = events | "Drop anonymous users" >> DropAnonymousUsers()
     families = identified.events | "Split by family" >> SplitByFamily()
     handled += [identified[HANDLED], families[HANDLED]]
-    mapped = [families[family] | f"Map {family}" >> ToSegmentTrack(config.mapping) for family in FAMILIES]
-    batches = ([branch.events for branch in mapped]
-               | "Merge families" >> beam.Flatten()
-               | "Batch" >> BatchForSegment(config.batching, config.checkpoint_seconds))
-    written = batches | "Write to Segment" >> WriteToSegment(
-        config.client, config.key_source, dry_run_output=config.dry_run_output, run_id=config.run_id,
-        progress_settings=config.progress, checkpoint_seconds=config.checkpoint_seconds)
-    dead_lettered = ([read[DEAD_LETTER], written[DEAD_LETTER]] + [branch[DEAD_LETTER] for branch in mapped]
+    dead_letters = [read[DEAD_LETTER]]
+    for family in FAMILIES:
+        # Each family streams on to Segment on its own: merging the branches first (a Flatten) would make
+        # runners that do not fuse a Flatten (FnApiRunner) hold every event in memory in between.
+        mapped = families[family] | f"Map {family}" >> ToSegmentTrack(config.mapping)
+        written = (mapped.events
+                   | f"Batch {family}" >> BatchForSegment(config.batching, config.checkpoint_seconds)
+                   | f"Write {family} to Segment" >> WriteToSegment(
+                       config.client, config.key_source, dry_run_output=config.dry_run_output, run_id=config.run_id,
+                       progress_settings=config.progress, checkpoint_seconds=config.checkpoint_seconds))
+        dead_letters += [mapped[DEAD_LETTER], written[DEAD_LETTER]]
+        handled.append(written[DELIVERED])
+    dead_lettered = (dead_letters
                      | "Merge dead letters" >> beam.Flatten()
                      | "Dead letters" >> WriteDeadLetters(config.dead_letter_output, config.run_id,
                                                           config.checkpoint_seconds))
     if config.ledger:
-        _ = ([read[FILES]] + handled + [written[DELIVERED], dead_lettered]
+        _ = ([read[FILES]] + handled + [dead_lettered]
              | "Merge files and handled" >> beam.Flatten()
              | "Ledger" >> RecordInLedger(config.ledger, config.run_id, scope=selection.ledger_scope,
                                           checkpoint_seconds=config.checkpoint_seconds))

@@ -152,9 +152,9 @@ class CurrentsToSegmentOptions(PipelineOptions):
                  f"Default {segment_client.MAX_BATCH_EVENTS}.")
         parser.add_argument(
             "--checkpoint_seconds", type=float, default=DEFAULT_CHECKPOINT_SECONDS, metavar="SECONDS",
-            help="How often each worker sends the requests it is filling and makes its dead letters and "
-                 "ledger entries final, besides at the end of every bundle: a run killed midway has "
-                 f"recorded in --ledger the files it finished up to then. Default {DEFAULT_CHECKPOINT_SECONDS:g}.")
+            help="How often each worker sends the requests it is filling and makes its dead-letter and "
+                 "ledger files final, besides at the end of every bundle (a bundle holds many files on "
+                 f"FnApiRunner and Prism). Default {DEFAULT_CHECKPOINT_SECONDS:g}.")
         parser.add_argument(
             "--max_requests_per_second", type=float, default=None, metavar="N",
             help="Client-side limit of requests per second per worker. Segment asks for at most 1,000/s "

@@ -1,6 +1,13 @@
-"""Batch sizing: no request over the byte or event limit, no event lost, doubled or reordered."""
+"""Batch sizing: no request over the byte or event limit, no event lost, doubled or reordered; per window,
+within a bounded buffer, without a shuffle."""
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+from apache_beam.transforms.window import TimestampedValue
 from hypothesis import given, settings, strategies as st
 
+from transforms.batch import Batcher, BatchForSegment, BatchSettings
+from transforms.elements import SegmentEvent
 from transforms.segment_client import plan_batches, request_body
 
 ENVELOPE = 70
@@ -47,3 +54,59 @@ def test_limits_are_exact_at_the_boundary():
     assert plan_batches([1] * 5, max_bytes=10_000, max_events=2, envelope=ENVELOPE) == [
         range(0, 2), range(2, 4), range(4, 5)]
     assert plan_batches([], max_bytes=10_000, max_events=2, envelope=ENVELOPE) == []
+
+
+# --- Batcher: requests filled per window, within a bounded buffer ---------------------------------------
+
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=2, max_value=32_000), max_size=300),
+       max_events=st.integers(min_value=1, max_value=2_500),
+       max_bytes=st.integers(min_value=32_000 + ENVELOPE, max_value=500_000))
+def test_one_window_is_cut_exactly_as_plan_batches_cuts_it(sizes, max_events, max_bytes):
+    batcher = Batcher(BatchSettings(60, max_bytes, max_events, ENVELOPE), max_buffered_bytes=10 ** 9)
+    requests = [items for index, size in enumerate(sizes) for _, items in batcher.add("w", index, size)]
+    requests += [items for _, items in batcher.drain()]
+    assert requests == [list(batch) for batch in plan_batches(sizes, max_bytes=max_bytes, max_events=max_events,
+                                                              envelope=ENVELOPE)]
+    assert batcher.buffered_bytes == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(st.tuples(st.integers(min_value=0, max_value=30), st.integers(min_value=2, max_value=9_000)),
+                      max_size=400))
+def test_windows_never_mix_and_the_buffer_stays_bounded(items):
+    settings_ = BatchSettings(60, 40_000, 50, ENVELOPE)
+    batcher = Batcher(settings_, max_buffered_bytes=60_000, max_open=4)
+    requests = []
+    for index, (key, size) in enumerate(items):
+        requests += batcher.add(key, (key, index, size), size)
+        assert batcher.buffered_bytes <= 60_000 and len([k for k in range(31) if k in batcher]) <= 4
+    requests += batcher.drain()
+    assert sorted(item for _, request in requests for item in request) == sorted(
+        (key, index, size) for index, (key, size) in enumerate(items))
+    for key, request in requests:
+        assert {item[0] for item in request} == {key}
+        assert len(request) <= 50 and body_size([item[2] for item in request]) <= 40_000
+
+
+def _event(number, when):
+    payload = f'{{"n":{number}}}'.encode()
+    return TimestampedValue(SegmentEvent("users.canvas.Entry", "f.avro", f"id-{number}", payload), when)
+
+
+def test_batch_for_segment_makes_bounded_requests_that_keep_to_one_window():
+    start = 1_709_294_400  # 2024-03-01T12:00:00Z
+    events = [_event(n, start + (n % 3) * 60 + n % 7) for n in range(100)]  # three one-minute windows
+
+    def check(requests):
+        assert sorted(e.message_id for request in requests for e in request) == sorted(f"id-{n}" for n in range(100))
+        for request in requests:
+            assert len({(int(e.payload[5:-1]) % 3) for e in request}) == 1  # one window each
+            assert len(request) <= 8
+
+    with TestPipeline() as pipeline:
+        requests = (pipeline | beam.Create(events)
+                    | BatchForSegment(BatchSettings(60, 10_000, 8, ENVELOPE), checkpoint_seconds=30))
+        assert_that(requests, check)

@@ -160,14 +160,14 @@ def test_workers_in_another_process_make_the_same_calls_and_summary(tmp_path, bu
 
 # --- a run killed midway, and the next ---------------------------------------------------------------
 
-def test_a_run_killed_midway_is_resumed_by_the_next_which_sends_only_what_was_not_recorded(tmp_path, bucket):
+def test_a_run_killed_midway_leaves_nothing_half_written_and_the_next_sends_what_was_not_recorded(tmp_path, bucket):
     root, manifest = bucket
-    ledger = str(tmp_path / "ledger")
+    ledger, dead = tmp_path / "ledger", tmp_path / "dead"
     expected = expected_calls(manifest)
     with SegmentServer(write_key=KEY) as first:
         job = subprocess.Popen(
             [sys.executable, "-m", "pipeline", RUNNER, "--input", f"{root}/**", "--segment_endpoint", first.url,
-             "--quiet", "--dead_letter_output", str(tmp_path / "dead"), "--ledger", ledger,
+             "--quiet", "--dead_letter_output", str(dead), "--ledger", str(ledger),
              "--checkpoint_seconds", "0.2", "--max_batch_events", "5", "--max_requests_per_second", "40"],
             env={**os.environ, "SEGMENT_WRITE_KEY": KEY}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 180
@@ -177,18 +177,23 @@ def test_a_run_killed_midway_is_resumed_by_the_next_which_sends_only_what_was_no
         job.send_signal(signal.SIGKILL)
         job.communicate(timeout=60)
         sent_before = received_calls(first.accepted)
+    assert 0 < sum(sent_before.values()) < sum(expected.values())
+    # What readers pick up is only ever complete: a file being written has a hidden temporary name.
+    for folder in (ledger, dead):
+        for name in os.listdir(folder) if folder.exists() else []:
+            assert name.startswith(".") or name.endswith(".jsonl"), name
     recorded = {entry["path"] for entry in ledger_entries(ledger)}
-    assert 0 < len(recorded) < len(manifest["files"])
-    # Every event of a recorded file had reached Segment (or the dead letters) before the kill.
-    assert not {call for call in expected_calls(_of_files(manifest, recorded))} - set(sent_before)
+    # Every event of a file the ledger holds had reached Segment (or the dead letters) before the kill.
+    assert not set(expected_calls(_of_files(manifest, recorded))) - set(sent_before)
 
     with SegmentServer(write_key=KEY) as second:
-        status, resumed, _ = send(tmp_path / "again", second, "--input", f"{root}/**", "--ledger", ledger)
+        status, resumed, _ = send(tmp_path / "again", second, "--input", f"{root}/**", "--ledger", str(ledger))
         assert status == 0
         assert resumed["ledger"]["files_skipped"] == len(recorded)
         assert received_calls(second.accepted) == expected_calls(
             _of_files(manifest, set(manifest["files"]) - recorded))
         assert sent_before + received_calls(second.accepted) >= expected
+        assert_balanced(resumed)
 
 
 def _of_files(manifest, paths):

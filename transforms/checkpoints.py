@@ -1,7 +1,12 @@
 """Checkpoints: how often a stage that holds things back within a bundle (open requests, a dead-letter
-or ledger file being written) makes them final, so that a long bundle's progress is durable before it
-ends. A run killed midway then loses at most about one interval of work, and the ledger has recorded
-every file completed before it (see transforms.ledger)."""
+or ledger file being written) makes them final, so that a long bundle's output is sent and readable
+before the bundle ends (on FnApiRunner and Prism a bundle holds many files).
+
+The ledger is recorded in the bundle that completes a file only on a runner that runs the ledger's
+stage fused with the stages before it; FnApiRunner and Prism run each Flatten's consumer (the ledger
+takes a Flatten of eight outputs) as a stage of its own once those before it are done, so there a killed
+run has recorded nothing, and the next run sends everything again (see transforms.ledger).
+"""
 import time
 
 DEFAULT_CHECKPOINT_SECONDS = 30.0

@@ -207,10 +207,10 @@ class RecordInLedger(beam.PTransform):
     """FileRead and (source file, units) handled → this run's ledger entries, one per file whose units are all
     handled, written as `entries-<run id>-<part>.jsonl` under the ledger folder.
 
-    A file is recorded by the bundle that completes it, at the next checkpoint (`checkpoint_seconds`) or at
-    the end of that bundle, so a run killed midway has recorded what it finished; a file whose FileRead and
-    units are not all seen by one bundle (a runner that does not fuse the stages) is recorded after a join
-    by path, at the end of the run.
+    A file whose FileRead and units one bundle of this stage sees is recorded by that bundle, at the next
+    checkpoint (`checkpoint_seconds`) or at its end; any other file (its units seen by several bundles) is
+    recorded after a join by path, at the end of the run. Recording happens as the run goes only where the
+    runner fuses this stage with the stages before it; FnApiRunner and Prism run it after them.
     """
 
     def __init__(self, ledger_dir, run_id, scope=WHOLE_FILE, checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS):
