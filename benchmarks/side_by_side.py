@@ -695,7 +695,8 @@ def main(argv=None):
     report = ["# Braze Currents -> Segment: side by side", "", f"Command: `{command}`", "",
               "Machine:", "", *[f"- {line}" for line in machine], "",
               f"Data: {written:,} generated Currents events in {written // EVENTS_PER_FILE} Avro files (deflate) of "
-              f"{EVENTS_PER_FILE:,} over the {len(CATALOG)} catalogued types; every {NO_EXTERNAL_ID_EVERY}th user without "
+              f"{EVENTS_PER_FILE:,}, cycling through the {len(CATALOG)} catalogued types "
+              f"({min(written // EVENTS_PER_FILE, len(CATALOG))} of them in this run); every {NO_EXTERNAL_ID_EVERY}th user without "
               f"an external id, so {expected:,} events to deliver. Every system runs as a process of its own "
               "(startup included) against a fresh loopback Segment server in another process.", "",
               *table(rows), "",
