@@ -106,7 +106,7 @@ def test_batch_for_segment_makes_bounded_requests_that_keep_to_one_window():
             assert len({(int(e.payload[5:-1]) % 3) for e in request}) == 1  # one window each
             assert len(request) <= 8
 
-    with TestPipeline() as pipeline:
+    with TestPipeline(runner="FnApiRunner") as pipeline:
         requests = (pipeline | beam.Create(events)
                     | BatchForSegment(BatchSettings(60, 10_000, 8, ENVELOPE), checkpoint_seconds=30))
         assert_that(requests, check)
