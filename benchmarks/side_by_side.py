@@ -625,6 +625,8 @@ def main(argv=None):
                         help="max_queue_size for analytics-python's second run, made only when its default "
                              "queue dropped events (default 100,000; 0 = unbounded)")
     parser.add_argument("--keep", action="store_true", help="keep the bucket and every run's output")
+    parser.add_argument("--bucket-cache", metavar="DIR", default=None,
+                        help="generate the bucket of --events under DIR once and reuse it in later runs")
     parser.add_argument("--child", choices=("bare", "analytics"), help=argparse.SUPPRESS)
     parser.add_argument("--bucket", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -648,9 +650,20 @@ def main(argv=None):
     print(f"command: {command}")
 
     work_root = tempfile.mkdtemp(prefix="side-by-side-")
-    args.bucket = os.path.join(work_root, "bucket")
     started = time.monotonic()
-    written, expected = write_bucket(args.bucket, args.events)
+    if args.bucket_cache:
+        # The same generated bucket for several benchmark runs (generating 1M events takes minutes).
+        args.bucket = os.path.join(args.bucket_cache, f"bucket-{args.events}")
+        counts = os.path.join(args.bucket_cache, f"bucket-{args.events}.json")
+        if not os.path.exists(counts):
+            written, expected = write_bucket(args.bucket, args.events)
+            with open(counts, "w", encoding="utf-8") as stream:
+                json.dump([written, expected], stream)
+        with open(counts, encoding="utf-8") as stream:
+            written, expected = json.load(stream)
+    else:
+        args.bucket = os.path.join(work_root, "bucket")
+        written, expected = write_bucket(args.bucket, args.events)
     print(f"\nbucket: {written:,} events in {written // EVENTS_PER_FILE} files ({args.bucket}), "
           f"{expected:,} with an external id, written in {time.monotonic() - started:.1f} s")
 

@@ -140,8 +140,10 @@ class CurrentsToSegmentOptions(PipelineOptions):
             "--summary_output", default=None, metavar="FILE",
             help="Also write the run summary (counts per event type) as JSON to FILE.")
         parser.add_argument(
-            "--window_seconds", type=int, default=60, metavar="N",
-            help="Event-time window in seconds; batches never mix windows. Default 60.")
+            "--window_seconds", type=int, default=3600, metavar="N",
+            help="Event-time window in seconds; a request never mixes windows. Each worker fills one request "
+                 "per open window, so small windows make small requests. Default 3600, the hour of a "
+                 "Currents partition.")
         parser.add_argument(
             "--max_batch_bytes", type=int, default=DEFAULT_MAX_BATCH_BYTES, metavar="N",
             help=f"Largest request body in bytes, envelope included (at most {segment_client.MAX_REQUEST_BYTES}). "
