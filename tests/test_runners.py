@@ -19,11 +19,11 @@ import pytest
 
 from pipeline import summary
 from pipeline.sample_bucket import make_sample_bucket
-from tests.pipeline_runs import RUNNER, assert_balanced, expected_calls, received_calls, run_job
+from tests.pipeline_runs import RUNNER, assert_balanced, expected_calls, received_calls
 from tests.segment_server import SegmentServer
 from tests.test_reprocessing import ledger_entries
+from tests.test_run_outcomes import KEY, send
 
-KEY = "runner-test-key-5d2a"
 PRISM_LOCATION = os.environ.get("PRISM_LOCATION")
 
 
@@ -51,11 +51,6 @@ def bucket(tmp_path_factory):
 def server():
     with SegmentServer(write_key=KEY) as running:
         yield running
-
-
-def send(out, server, *args):
-    out.mkdir(parents=True, exist_ok=True)
-    return run_job(out, "--segment_endpoint", server.url, "--segment_write_key", KEY, "--quiet", *args)
 
 
 def comparable(run_summary):
