@@ -4,6 +4,7 @@ import json
 import os
 from collections import Counter
 
+from pipeline import summary
 from pipeline.main import main
 from transforms.catalog import CATALOG
 from transforms.filter import has_external_id
@@ -59,3 +60,15 @@ def assert_balanced(summary):
     for key in ("read", "dropped_no_external_id", "sent", "dead_lettered"):
         assert sum(row[key] for row in summary["by_event_type"].values()) == summary[
             "events_read" if key == "read" else key]
+
+
+def lose_one_sent_event(monkeypatch):
+    """As if the runner lost an event on the way: the counters it reports say one event fewer was sent."""
+    counters_of = summary.counters_of
+
+    def losing_one(result):
+        counters = counters_of(result)
+        counters[next(name for name in sorted(counters) if name.startswith("sent:"))] -= 1
+        return counters
+
+    monkeypatch.setattr(summary, "counters_of", losing_one)

@@ -17,10 +17,10 @@ from collections import Counter
 
 import pytest
 
-from pipeline import currents_schemas, main as job_main, summary
+from pipeline import currents_schemas, main as job_main
 from pipeline.sample_bucket import currents_path, make_record, make_sample_bucket, write_currents_file
 from pipeline.partitions import parse_hour
-from tests.pipeline_runs import RUNNER, assert_balanced, expected_calls, read_jsonl, received_calls, run_job
+from tests.pipeline_runs import RUNNER, lose_one_sent_event, assert_balanced, expected_calls, read_jsonl, received_calls, run_job
 from tests.segment_server import SegmentServer
 from tests.test_reprocessing import ledger_entries
 
@@ -232,14 +232,7 @@ def test_a_summary_that_does_not_balance_fails_the_run_and_records_nothing(tmp_p
                                                                            monkeypatch):
     """As if a runner lost events on the way: the counters it reports say one event fewer was sent."""
     root, manifest = bucket
-    counters_of = summary.counters_of
-
-    def losing_one(result):
-        counters = counters_of(result)
-        counters[next(name for name in sorted(counters) if name.startswith("sent:"))] -= 1
-        return counters
-
-    monkeypatch.setattr(summary, "counters_of", losing_one)
+    lose_one_sent_event(monkeypatch)
     ledger = tmp_path / "ledger"
     status, result, _ = send(tmp_path / "out", server, "--input", f"{root}/**", "--ledger", str(ledger))
     err = capsys.readouterr().err.strip().splitlines()

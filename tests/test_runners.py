@@ -17,9 +17,8 @@ import time
 
 import pytest
 
-from pipeline import summary
 from pipeline.sample_bucket import make_sample_bucket
-from tests.pipeline_runs import RUNNER, assert_balanced, expected_calls, received_calls
+from tests.pipeline_runs import RUNNER, lose_one_sent_event, assert_balanced, expected_calls, received_calls
 from tests.segment_server import SegmentServer
 from tests.test_reprocessing import ledger_entries
 from tests.test_run_outcomes import KEY, send
@@ -101,14 +100,7 @@ def test_prism_with_a_ledger_records_every_file_and_the_next_run_sends_nothing(t
 def test_a_summary_that_does_not_balance_on_prism_fails_and_records_nothing(tmp_path, bucket, server, capsys,
                                                                             monkeypatch):
     root, _ = bucket
-    counters_of = summary.counters_of
-
-    def losing_one(result):
-        counters = counters_of(result)
-        counters[next(name for name in sorted(counters) if name.startswith("sent:"))] -= 1
-        return counters
-
-    monkeypatch.setattr(summary, "counters_of", losing_one)
+    lose_one_sent_event(monkeypatch)
     ledger = tmp_path / "ledger"
     status, result, _ = send(tmp_path / "out", server, "--input", f"{root}/**", "--ledger", str(ledger), *prism())
     assert status == 5 and result["balanced"] is False
