@@ -15,9 +15,16 @@ client timeout, or accepted and then failed), reporting faults, retried requests
 
     .venv/bin/python benchmarks/local_throughput.py --events 200000 --fault-rate 0.3 -- \
         --request_timeout_seconds 2 --retry_backoff_seconds 0.05 --max_retry_attempts 30
+
+An outage: Segment down (503, dropped connections, or hanging) for a while from the Nth request on, with the
+job's default options; the run reports its exit status and what it dead-lettered:
+
+    .venv/bin/python benchmarks/local_throughput.py --events 300000 --outage 90 --outage-after 100
+    .venv/bin/python benchmarks/local_throughput.py --events 300000 --outage 90 --outage-kind hang
 """
 import argparse
 import datetime
+import json
 import multiprocessing
 import os
 import resource
@@ -55,11 +62,14 @@ def write_bucket(root, events):
     return seq
 
 
-def serve(write_key, fault_rate, connection):
-    """Child process: run the loopback server until told to stop, then report what it saw."""
+def serve(write_key, fault_rate, outage, connection):
+    """Child process: run the loopback server until told to stop, then report what it saw. outage: (seconds,
+    kind, after how many requests) or None."""
     with SegmentServer(write_key=write_key) as server:
         if fault_rate:
             server.inject_faults(fault_rate, seed=1, stall_seconds=5.0)
+        if outage:
+            server.outage(outage[0], outage[1], after_requests=outage[2])
         connection.send(server.url)
         connection.recv()
         ids = server.accepted_ids()
@@ -70,12 +80,12 @@ def serve(write_key, fault_rate, connection):
                          "violations": len(server.violations)})
 
 
-def run(events, workers, fault_rate, pipeline_args):
+def run(events, workers, fault_rate, pipeline_args, outage=None):
     """Run once and print the figures."""
     with tempfile.TemporaryDirectory() as root:
         written = write_bucket(os.path.join(root, "bucket"), events)
         connection, child_end = multiprocessing.Pipe()
-        server = multiprocessing.Process(target=serve, args=(KEY, fault_rate, child_end), daemon=True)
+        server = multiprocessing.Process(target=serve, args=(KEY, fault_rate, outage, child_end), daemon=True)
         server.start()
         url = connection.recv()
         runner = (["--runner=FnApiRunner"] if workers == 1 else
@@ -94,6 +104,11 @@ def run(events, workers, fault_rate, pipeline_args):
               f"violations {seen['violations']}")
         print(f"wall {elapsed:.1f} s; {written / elapsed:,.0f} events/s; largest request {seen['largest']:,} bytes; "
               f"peak RSS of the job's process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+        if os.path.exists(f"{root}/summary.json"):
+            with open(f"{root}/summary.json", encoding="utf-8") as stream:
+                summary = json.load(stream)
+            print(f"summary: sent {summary['sent']:,}; dead-lettered {summary['dead_lettered']:,}; "
+                  f"retries {summary['retries']:,}; outcome {summary['outcome']}")
 
 
 if __name__ == "__main__":
@@ -101,7 +116,13 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=100_000, help="events to generate (default 100,000)")
     parser.add_argument("--workers", type=int, default=1, help="1 = FnApiRunner, more = multi-processing")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests the server fails (soak)")
+    parser.add_argument("--outage", type=float, default=0.0, help="seconds Segment is down (default: none)")
+    parser.add_argument("--outage-kind", default="503", choices=("503", "drop", "hang"),
+                        help="how Segment is down: answering 503, dropping connections, or not answering")
+    parser.add_argument("--outage-after", type=int, default=100, help="requests before the outage begins")
     parser.add_argument("pipeline_args", nargs=argparse.REMAINDER,
                         help="after --: more job options, e.g. -- --window_seconds 3600")
     args = parser.parse_args()
-    run(args.events, args.workers, args.fault_rate, [a for a in args.pipeline_args if a != "--"])
+    kind = int(args.outage_kind) if args.outage_kind.isdigit() else args.outage_kind
+    run(args.events, args.workers, args.fault_rate, [a for a in args.pipeline_args if a != "--"],
+        (args.outage, kind, args.outage_after) if args.outage else None)

@@ -17,6 +17,7 @@ import gzip
 import json
 import random
 import threading
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,6 +54,7 @@ class RequestRecord:
     events: int
     sent_at: str | None
     status: int | None = None
+    received_at: float = 0.0  # UNIX seconds
 
     @property
     def body_bytes(self) -> int | None:
@@ -123,6 +125,9 @@ class SegmentServer:
         self._script: deque = deque()
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._released = threading.Event()
+        self._outage: tuple[int, float, int | str] | None = None  # (first request, seconds, kind)
+        self._outage_start: float | None = None
         self._httpd: ThreadingHTTPServer | None = None
 
     @property
@@ -139,18 +144,48 @@ class SegmentServer:
 
     def __exit__(self, *exc_info) -> None:
         self._closing.set()
+        self._released.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
     def script(self, *answers: int | Answer | str) -> None:
         """Queue answers, one per coming request, before normal processing: a status, an Answer, "drop",
-        "stall:SECONDS" (wait, then answer 200 having accepted nothing) or "accept_then_fail"."""
+        "stall:SECONDS" (wait, then answer 200 having accepted nothing), "accept_then_fail", or "hold" (wait until
+        `release()`, then answer as Segment would)."""
         for answer in answers:
-            if isinstance(answer, str) and answer not in ("drop", "accept_then_fail") \
+            if isinstance(answer, str) and answer not in ("drop", "accept_then_fail", "hold") \
                     and not answer.startswith("stall:"):
                 raise ValueError(f"unknown scripted answer {answer!r}")
         with self._lock:
             self._script.extend(answers)
+
+    def release(self) -> None:
+        """Let the requests held by a scripted "hold" go on."""
+        self._released.set()
+
+    def outage(self, seconds: float, kind: int | str = 503, *, after_requests: int = 0) -> None:
+        """Be down for `seconds` from the arrival of the request after the next `after_requests`: answer every
+        request with the status `kind`, or drop it ("drop"), or hang ("hang": no answer until the outage is over,
+        then the connection is closed without one). After it, answer as Segment would."""
+        with self._lock:
+            self._outage = (len(self.requests) + after_requests, seconds, kind)
+            self._outage_start = None
+
+    def _outage_answer(self, record: RequestRecord) -> Answer | str | None:
+        """The answer of the outage to a request, or None when none is on."""
+        with self._lock:
+            if self._outage is None:
+                return None
+            first, seconds, kind = self._outage
+            if self._outage_start is None and self.requests.index(record) >= first:
+                self._outage_start = record.received_at
+            start = self._outage_start
+        if start is None or not start <= record.received_at < start + seconds:
+            return None
+        if kind == "hang":
+            self._closing.wait(start + seconds - time.time())
+            return "drop"
+        return "drop" if kind == "drop" else Answer(kind)
 
     def inject_faults(self, rate: float, *, seed: int = 0, stall_seconds: float = 2.0) -> None:
         """Answer a share `rate` of requests (drawn with a seeded RNG) with a fault instead of processing
@@ -175,12 +210,19 @@ class SegmentServer:
             self.violations.append(f"request {self.requests.index(record) + 1}: {problem}")
 
     def _next_action(self, record: RequestRecord, document: Any) -> Answer | str:
-        """The scripted answer if one is queued, else the `always` status, else the contract's answer."""
+        """The outage's answer while one lasts, else the scripted answer if one is queued, else the `always`
+        status, else the contract's answer."""
+        outage = self._outage_answer(record)
+        if outage is not None:
+            return outage
         with self._lock:
             scripted = self._script.popleft() if self._script else None
             always = self.always
             if scripted is None and self._faults and self._faults[1].random() < self._faults[0]:
                 scripted = self._faults[1].choice(self._faults[2])
+        if scripted == "hold":
+            self._released.wait()
+            return self._process(record, document)
         if scripted == "accept_then_fail":
             answer = self._process(record, document)
             return Answer(500, body="accepted, then failed") if answer.status == 200 else answer
@@ -254,7 +296,7 @@ def _handler_for(server: SegmentServer) -> type[BaseHTTPRequestHandler]:
             sent_at = document.get("sentAt") if isinstance(document, dict) else None
             batch = document.get("batch") if isinstance(document, dict) else None
             record = RequestRecord(self.command, self.path, headers, len(raw), body,
-                                   len(batch) if isinstance(batch, list) else 0, sent_at)
+                                   len(batch) if isinstance(batch, list) else 0, sent_at, received_at=time.time())
             server._record(record)
             action = server._next_action(record, document)
             if action == "drop":
