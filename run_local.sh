@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
-# Without arguments: write a demo Currents bucket with the project's own generator and run the job
-# on it in dry-run mode (nothing is sent). With arguments: run the job with them, on FnApiRunner
-# unless a --runner is given (--runner=PrismRunner builds Beam's Prism runner once, see scripts/setup_prism.sh).
+# Without --input or --currents_root: write a demo Currents bucket with the project's own generator and run the
+# job on it in dry-run mode (nothing is sent), with any arguments given added (e.g. --runner=PrismRunner).
+# With --input or --currents_root: run the job with the arguments as they are. Either way on FnApiRunner unless
+# a --runner is given; --runner=PrismRunner builds Beam's Prism runner once (see scripts/setup_prism.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup_venv.sh
 
-if [ $# -gt 0 ]; then
-  case " $* " in
-    *" --runner=PrismRunner"*|*" --runner PrismRunner"*)
-      case " $* " in
-        *" --prism_location"*) ;;
-        *) source scripts/setup_prism.sh
-           [ -n "${PRISM_LOCATION:-}" ] && set -- "$@" --prism_location="$PRISM_LOCATION" ;;
-      esac
-      exec .venv/bin/python -m pipeline "$@" ;;
-    *" --runner"*) exec .venv/bin/python -m pipeline "$@" ;;
-    *) exec .venv/bin/python -m pipeline --runner=FnApiRunner "$@" ;;
-  esac
-fi
+case "${1:-}" in
+  make-sample-bucket|replay-dead-letters|-h|--help) exec .venv/bin/python -m pipeline "$@" ;;
+esac
+
+args=("$@")
+case " $* " in
+  *" --runner"*) ;;
+  *) args=(--runner=FnApiRunner "${args[@]}") ;;
+esac
+case " $* " in
+  *" --runner=PrismRunner"*|*" --runner PrismRunner"*)
+    case " $* " in
+      *" --prism_location"*) ;;
+      *) source scripts/setup_prism.sh
+         if [ -n "${PRISM_LOCATION:-}" ]; then args+=(--prism_location="$PRISM_LOCATION"); fi ;;
+    esac ;;
+esac
+case " $* " in
+  *" --input"*|*" --currents_root"*) exec .venv/bin/python -m pipeline "${args[@]}" ;;
+esac
 
 out="out/local-run"
 rm -rf sample-bucket "$out"
 .venv/bin/python -m pipeline make-sample-bucket sample-bucket
 set +e
-.venv/bin/python -m pipeline --runner=FnApiRunner \
+.venv/bin/python -m pipeline "${args[@]}" \
   --input 'sample-bucket/**/*.avro' \
   --dry_run_output "$out/requests" \
   --dead_letter_output "$out/dead_letters" \
@@ -37,4 +45,5 @@ echo "Request bodies:      $out/requests/ (one JSON body per line, exactly as th
 echo "Dead letters:        $out/dead_letters/ (the oversize event and the broken files, with reasons)"
 echo "Summary (JSON):      $out/summary.json"
 echo "To send for real:    SEGMENT_WRITE_KEY=... ./run_local.sh --input 'sample-bucket/**/*.avro'"
+echo "On another runner:   ./run_local.sh --runner=PrismRunner (Beam's portable runner; built once, needs Go)"
 exit $status

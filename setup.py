@@ -33,5 +33,5 @@ setuptools.setup(
         # benchmarks/side_by_side.py: Segment's own library and orjson, for the systems it compares with the job.
         "bench": ["segment-analytics-python==2.4.0", "orjson>=3.9,<4"],
     },
-    entry_points={"console_scripts": ["currents-to-segment=pipeline.main:main"]},
+    entry_points={"console_scripts": ["currents-to-segment=pipeline.main:cli"]},
 )

@@ -29,7 +29,8 @@ def build(pipeline, config):
     selection = config.selection
     read = pipeline | "Read Currents files" >> ReadCurrentsFiles(
         selection.patterns, ledger_dir=config.ledger if config.skip_recorded else None,
-        ledger_scope=selection.ledger_scope, s3_options=config.s3_options, progress_settings=config.progress)
+        ledger_scope=selection.ledger_scope, destination=config.destination, s3_options=config.s3_options,
+        progress_settings=config.progress)
     events, handled = read["events"], []
     if config.by_event_time:
         in_range = events | "Keep event time" >> KeepEventTime(
@@ -58,4 +59,5 @@ def build(pipeline, config):
         _ = ([read[FILES]] + handled + [dead_lettered]
              | "Merge files and handled" >> beam.Flatten()
              | "Ledger" >> RecordInLedger(config.ledger, config.run_id, scope=selection.ledger_scope,
+                                          destination=config.destination,
                                           checkpoint_seconds=config.checkpoint_seconds))

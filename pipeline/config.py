@@ -9,17 +9,18 @@ import datetime
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
 
 from pipeline import partitions
 from pipeline.options import (
     WRITE_KEY_ENV, ConfigError, CurrentsToSegmentOptions, field_names, key_source, resolve_endpoint,
     resolve_write_key, split_write_key, storage_reason, unknown_flags)
-from transforms import segment_client
+from transforms import ledger, segment_client
 from transforms.batch import BatchSettings
 from transforms.map import MappingSettings
 from transforms.progress import ProgressSettings
@@ -55,8 +56,10 @@ class JobConfig:  # pylint: disable=too-many-instance-attributes  # the whole jo
     checkpoint_seconds: float  # how often held requests, dead letters and ledger entries are made final
     client: Optional[ClientSettings]  # None in a dry run
     key_source: Optional[KeySource]
+    destination: Optional[dict]  # where events go and what shapes them, as the ledger records it (see ledger)
     progress: ProgressSettings
     s3_options: Any  # the job's S3Options, for listing and opening s3:// files with one client
+    run_dir: Optional[str]  # on this machine: the run's log and its processes' tallies (None: workers elsewhere)
 
     @property
     def skip_recorded(self):
@@ -85,6 +88,7 @@ class Job:
     options: CurrentsToSegmentOptions
     selection: partitions.Selection
     config: Optional[JobConfig]
+    destination: Optional[dict] = None  # for --plan with --ledger: the write key's part is None without a key
 
 
 # --- 1. the options ---------------------------------------------------------------------------------
@@ -146,7 +150,7 @@ def _check_numbers(options):
     if options.progress_seconds < 0:
         raise ConfigError(f"--progress_seconds must be 0 (no progress lines) or more, got {options.progress_seconds}")
     for name in _AT_LEAST_ONE:
-        if getattr(options, name) < 1:
+        if getattr(options, name) is not None and getattr(options, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(options, name)}")
     if not 1 <= options.max_batch_events <= segment_client.MAX_BATCH_EVENTS:
         raise ConfigError(f"--max_batch_events must be between 1 and {segment_client.MAX_BATCH_EVENTS}, "
@@ -292,6 +296,33 @@ def _client_settings(options):
         max_request_bytes=options.max_batch_bytes, max_events=options.max_batch_events)
 
 
+def _mapping(options):
+    return MappingSettings(options.message_id_namespace, options.passthrough_fields,
+                           parse_integrations(options.integrations), field_names(options.redact_fields),
+                           field_names(options.hash_fields))
+
+
+def run_dir(pipeline_options, run_id):
+    """The local folder of a run whose workers run on this machine (every runner but Dataflow's): the run's log,
+    and the tallies its worker processes leave for the summary of a failure; None for Dataflow."""
+    runner = pipeline_options.view_as(StandardOptions).runner or ""
+    if runner.lower().replace("runner", "") == "dataflow" or runner.endswith(".DataflowRunner"):
+        return None
+    return os.path.join(tempfile.gettempdir(), f"currents-to-segment-{run_id}")
+
+
+def _plan_destination(options, source):
+    """The destination a --plan with --ledger compares the ledger's entries with; without a readable write key,
+    its key part is unknown (entries of any key count)."""
+    if not options.ledger:
+        return None
+    try:
+        write_key = resolve_write_key(source) or None
+    except ConfigError:
+        write_key = None
+    return ledger.destination_of(resolve_endpoint(options), write_key, _mapping(options).shape())
+
+
 def reject_unknown_flags(argv):
     """ConfigError naming the arguments no PipelineOptions class (ours or Beam's) defines."""
     unknown = unknown_flags(argv, {str(cls): cls for cls in PipelineOptions.__subclasses__()}.values())
@@ -312,23 +343,23 @@ def load(argv, run_id):
     source = key_source(options, key_flag)
     selection = _select(options)
     if options.plan:
-        return Job(pipeline_options, options, selection, None)
+        return Job(pipeline_options, options, selection, None, _plan_destination(options, source))
     unmatched = _require_input(options, selection)
     require_writable(options, run_id)
     write_key = _require_key(options, source)
     client = None if options.dry_run_output else _client_settings(options)
+    mapping = _mapping(options)
+    local_dir = run_dir(pipeline_options, run_id)
     config = JobConfig(
         run_id=run_id, started=datetime.datetime.now(datetime.timezone.utc), selection=selection,
         inputs=_inputs(options, selection, unmatched), dead_letter_output=options.dead_letter_output,
         dry_run_output=options.dry_run_output, summary_output=options.summary_output, ledger=options.ledger,
         rerun=options.rerun, by_event_time=options.by_event_time, fail_on_dead_letters=options.fail_on_dead_letters,
-        mapping=MappingSettings(options.message_id_namespace, options.passthrough_fields,
-                                parse_integrations(options.integrations), field_names(options.redact_fields),
-                                field_names(options.hash_fields)),
-        batching=_batching(options, write_key), checkpoint_seconds=options.checkpoint_seconds, client=client,
-        key_source=None if options.dry_run_output else source,
+        mapping=mapping, batching=_batching(options, write_key), checkpoint_seconds=options.checkpoint_seconds,
+        client=client, key_source=None if options.dry_run_output else source,
+        destination=ledger.destination_of(client.endpoint, write_key, mapping.shape()) if client else None,
         progress=ProgressSettings(0 if options.quiet else options.progress_seconds,
-                                  client.budget() if client else ""),
-        s3_options=pipeline_options.view_as(S3Options))
+                                  client.budget() if client else "", local_dir or ""),
+        s3_options=pipeline_options.view_as(S3Options), run_dir=local_dir)
     return Job(pipeline_options, options, selection, config)
 

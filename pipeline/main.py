@@ -4,29 +4,34 @@
     python -m pipeline make-sample-bucket DIR    # write a demo Currents bucket
     python -m pipeline replay-dead-letters DIR   # resend dead-lettered calls as they were
 
-Exit status (the README has the same table):
+Exit status (the README has the same table); every failure is one line (naming the run's log, where Beam's own
+output went) after the summary of what happened:
   0    the run completed and every event is accounted for (dead letters are reported, not fatal)
   1    configuration error, found before anything is sent (one line), or Segment answering 401/403/404/3xx
-  2    with --fail_on_dead_letters: something was dead-lettered or unreadable
+  2    with --fail_on_dead_letters: something was dead-lettered or unreadable (one line says how much)
   3    Segment stayed unreachable past the retry budget (those events are in the dead letters)
   4    the run failed after it started (an output could not be written, a worker failed): the events not
        delivered or dead-lettered are not recorded in the ledger; run again
   5    the summary does not balance (events lost on the way): nothing is recorded in the ledger
+  6    Segment rejected every event it was sent (400/413) and accepted none (they are in the dead letters)
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing is recorded in the ledger
 """
 import argparse
 import datetime
 import logging
+import os
 import re
+import shutil
 import signal
 import sys
 import threading
+from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import S3Options
 
-from pipeline import assembly, config, plan, replay, sample_bucket, summary
+from pipeline import assembly, config, plan, replay, run_log, sample_bucket, summary
 from pipeline.options import ConfigError, CurrentsToSegmentOptions, storage_reason
 from transforms import ledger, metrics, progress
 from transforms.jsonl import OutputWriteError
@@ -39,6 +44,7 @@ EXIT_DEAD_LETTERS = 2
 EXIT_SEGMENT_UNREACHABLE = 3
 EXIT_RUN_FAILED = 4
 EXIT_UNBALANCED = 5
+EXIT_ALL_REJECTED = 6
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 SUBCOMMANDS = {"make-sample-bucket": sample_bucket.main, "replay-dead-letters": replay.main}
@@ -97,27 +103,6 @@ def _known_failure(error):
             return found.group(1), _STEP_SUFFIX.sub("", found.group(2))
         error = error.__cause__ or error.__context__
     return None
-
-
-class _QuietKnownFailures(logging.Filter):
-    """Beam logs each failed bundle with its traceback; for the failures the job reports itself in one
-    line (a 401, an output that cannot be written, Ctrl-C or SIGTERM), that traceback is noise."""
-
-    def __init__(self, signals):
-        super().__init__()
-        self._signals = signals
-
-    def filter(self, record):
-        if self._signals.received:
-            return False
-        error = record.exc_info[1] if record.exc_info else None
-        return _known_failure(error) is None and not _KNOWN_FAILURE_TEXT.search(record.getMessage())
-
-
-# Where Beam logs a failed bundle: in process, and as relayed from the worker processes of multi-processing.
-_BEAM_ERROR_LOGGERS = ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker",
-                       "apache_beam.runners.portability.fn_api_runner.fn_runner",
-                       "apache_beam.runners.portability.local_job_service")
 
 
 def _warn(text):
@@ -193,106 +178,146 @@ def _report(counters, job_config):
               "sent, dropped nor dead-lettered (or a type's row does not add up); nothing was recorded in the "
               "ledger; run again", file=sys.stderr)
         return EXIT_UNBALANCED
-    if run_summary["rejected_by_segment"]:
-        _warn(f"Segment rejected {run_summary['rejected_by_segment']:,} events (400/413): they are in the dead "
-              f"letters under {where} with reason rejected_by_segment and Segment's answer; fix them and replay "
-              f"with: python -m pipeline replay-dead-letters {where}")
+    rejected = run_summary["rejected_by_segment"]
+    if rejected:
+        _warn(f"Segment rejected {rejected:,} events (400/413): they are in the dead letters under {where} with "
+              "reason rejected_by_segment and Segment's answer; fix them and replay with: python -m pipeline "
+              f"replay-dead-letters {where}")
     unreachable = counters.get(metrics.RETRIES_EXHAUSTED, 0)
     if unreachable:
         print(f"error: Segment stayed unreachable past the retry budget for {unreachable:,} events; they are in "
               f"the dead letters under {where} (replay them with: python -m pipeline replay-dead-letters {where})",
               file=sys.stderr)
         return EXIT_SEGMENT_UNREACHABLE
+    if rejected and not run_summary["sent"]:
+        print(f"error: Segment rejected every event it was sent ({rejected:,}) and accepted none: check the "
+              "endpoint and what the source accepts (Segment's answer is in each dead letter)", file=sys.stderr)
+        return EXIT_ALL_REJECTED
     if not written:
         return EXIT_RUN_FAILED
-    undelivered = run_summary["dead_lettered"] or run_summary["unreadable_files"]
-    return EXIT_DEAD_LETTERS if undelivered and job_config.fail_on_dead_letters else EXIT_OK
+    dead, unreadable = run_summary["dead_lettered"], run_summary["unreadable_files"]
+    if (dead or unreadable) and job_config.fail_on_dead_letters:
+        print(f"error: --fail_on_dead_letters: {dead:,} events dead-lettered and {unreadable:,} unreadable parts "
+              f"of files (their letters are under {where})", file=sys.stderr)
+        return EXIT_DEAD_LETTERS
+    return EXIT_OK
 
 
-def _report_failure(job_config, what, status, result=None):
-    """One line for a run that stopped after it started, the summary of what it did, and nothing in the ledger."""
-    counters = None
-    if result is not None:
-        try:
-            counters = summary.counters_of(result)
-        except Exception:  # pylint: disable=broad-except  # a failed job may have no metrics to give
-            counters = None
-    if counters is None:
-        # An in-process runner leaves no result: what its DoFns counted in this process is what is known.
-        counters = metrics.process_totals()
+def _report_failure(job_config, what, status, counters, log_path):
+    """The summary of a run that stopped after it started, as far as it is known, one line saying what failed,
+    and nothing in the ledger."""
     _forget_run(job_config)
     known = counters.get(metrics.FILES_LISTED) or metrics.totals(counters, metrics.READ)
     run_summary = _summary(counters, job_config, "failed")
+    _print_summary(run_summary, job_config)
     lost = (f"{summary.unaccounted(run_summary):,} events read were neither delivered nor dead-lettered"
             if known else "events may have been read that were neither delivered nor dead-lettered")
     consequence = "nothing was recorded in the ledger; " if job_config.ledger else ""
-    if known:
-        _print_summary(run_summary, job_config)
     print(f"error: {what}: {lost}; {consequence}run again (the same messageIds make resent events harmless "
-          "within Segment's 24 h)", file=sys.stderr)
+          f"within Segment's 24 h){_log_note(log_path)}", file=sys.stderr)
     return status
 
 
-def _execute(job):
-    """Run the loaded job on its runner; return the exit status."""
-    job_config = job.config
-    pipeline = beam.Pipeline(options=job.pipeline_options)
-    assembly.build(pipeline, job_config)
-    metrics.reset_process_totals()
+def _report_config_failure(job_config, line, counters, log_path):
+    """Segment refused the key or the endpoint during the run: the summary so far, one line, exit 1."""
+    _forget_run(job_config)
+    _print_summary(_summary(counters, job_config, "failed"), job_config)
+    sent = metrics.totals(counters, metrics.SENT)
+    before = f" ({sent:,} events were sent before it; nothing was recorded in the ledger)" if sent else ""
+    print(f"error: {line}{before}{_log_note(log_path)}", file=sys.stderr)
+    return EXIT_CONFIG_ERROR
+
+
+def _log_note(log_path):
+    return f" (Beam's log of the run: {log_path})" if log_path and os.path.exists(log_path) else ""
+
+
+class _Ended(NamedTuple):
+    """How pipeline.run ended: its result (None when it raised before returning one), the error it raised, the
+    signal that stopped it, and whether only a job graph was written (a template launch)."""
+
+    result: Any
+    error: Optional[BaseException]
+    signum: Optional[int]
+    graph_only: bool = False
+
+
+def _run(pipeline, signals):
+    """Run the pipeline to its end; how it ended."""
     result = None
-    signals = _Signals()
-    quiet = _QuietKnownFailures(signals)
-    for name in _BEAM_ERROR_LOGGERS:
-        logging.getLogger(name).addFilter(quiet)
     try:
         with signals:
             result = pipeline.run()
             if getattr(result, "has_job", True) is False:
-                # Only the job graph was written (a Dataflow template launch): the runner starts the job later.
-                print("job graph written; its counters will be on the runner's job page", file=sys.stderr)
-                return EXIT_OK
+                return _Ended(result, None, None, graph_only=True)
             result.wait_until_finish()
-            progress.stop()
-        return _report(summary.counters_of(result), job_config)
+        return _Ended(result, None, None)
     except (KeyboardInterrupt, Exception) as error:  # pylint: disable=broad-except  # every failure gets its line
-        progress.stop()
-        if signals.received or isinstance(error, KeyboardInterrupt):
-            signum = signals.received or signal.SIGINT
-            status = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
-            return _report_failure(job_config, f"interrupted by {_Signals.NAMES[signum]}", status)
-        known = _known_failure(error)
-        if known and known[0] == SegmentConfigError.__name__:
-            _forget_run(job_config)
-            sent = metrics.totals(metrics.process_totals(), metrics.SENT)
-            before = f" ({sent:,} events were sent before it; nothing was recorded in the ledger)" if sent else ""
-            print(f"error: {known[1]}{before}", file=sys.stderr)
-            return EXIT_CONFIG_ERROR
-        what = known[1] if known else f"the run failed: {type(error).__name__}: " + \
-            _STEP_SUFFIX.sub("", (str(error).strip().splitlines() or [""])[0])
-        return _report_failure(job_config, what, EXIT_RUN_FAILED, result)
+        interrupted = signals.received or (signal.SIGINT if isinstance(error, KeyboardInterrupt) else None)
+        return _Ended(result, error, interrupted)
     finally:
-        progress.stop()  # also after a template launch, and idempotent
-        for name in _BEAM_ERROR_LOGGERS:
-            logging.getLogger(name).removeFilter(quiet)
+        progress.stop()
 
 
-def run(argv):
-    """Run the job with these command-line arguments; return the exit status."""
+def _execute(job, until_exit):
+    """Run the loaded job on its runner, with Beam's output in the run's log on this machine (until the process
+    exits, with until_exit); return the exit status."""
+    job_config = job.config
+    pipeline = beam.Pipeline(options=job.pipeline_options)
+    assembly.build(pipeline, job_config)
+    metrics.reset_process_totals()
+    log_path = os.path.join(job_config.run_dir, "run.log") if job_config.run_dir else None
+    log = run_log.RunLog(log_path).open() if log_path else None
+    try:
+        status = _finish(_run(pipeline, _Signals()), job_config, log_path)
+    finally:
+        if log is not None and not until_exit:
+            log.close()
+    if status == EXIT_OK and job_config.run_dir:
+        shutil.rmtree(job_config.run_dir, ignore_errors=True)
+    return status
+
+
+def _finish(ended, job_config, log_path):
+    """Report how the run ended; the exit status."""
+    if ended.graph_only:
+        # Only the job graph was written (a Dataflow template launch): the runner starts the job later.
+        print("job graph written; its counters will be on the runner's job page", file=sys.stderr)
+        return EXIT_OK
+    counters = summary.run_counters(ended.result, job_config.run_dir, failed=ended.error is not None)
+    if ended.error is None:
+        return _report(counters, job_config)
+    if ended.signum:
+        status = EXIT_TERMINATED if ended.signum == signal.SIGTERM else EXIT_INTERRUPTED
+        return _report_failure(job_config, f"interrupted by {_Signals.NAMES[ended.signum]}", status, counters,
+                               log_path)
+    known = _known_failure(ended.error)
+    if known and known[0] == SegmentConfigError.__name__:
+        return _report_config_failure(job_config, known[1], counters, log_path)
+    what = known[1] if known else f"the run failed: {type(ended.error).__name__}: " + \
+        _STEP_SUFFIX.sub("", (str(ended.error).strip().splitlines() or [""])[0])
+    return _report_failure(job_config, what, EXIT_RUN_FAILED, counters, log_path)
+
+
+def run(argv, until_exit=False):
+    """Run the job with these command-line arguments; return the exit status. until_exit: the process ends with
+    the run (the command line), so Beam's output stays in the run's log until it does."""
     job = config.load(argv, ledger.new_run_id())
     options = job.options
     if job.config is None:  # --plan
         selection = job.selection
         print(plan.describe(selection.patterns, None if options.rerun else options.ledger, selection.ledger_scope,
-                            FileAccess(job.pipeline_options.view_as(S3Options))))
+                            FileAccess(job.pipeline_options.view_as(S3Options)), job.destination))
         return EXIT_OK
     for pattern in job.config.inputs.get("unmatched", ()):
         logging.warning("no file matched --input %s", pattern)
     _warn_if_beyond_dedup(job.config.selection.end)
-    return _execute(job)
+    return _execute(job, until_exit)
 
 
-def main(argv=None):
-    """Console entry point; returns the exit status."""
+def main(argv=None, until_exit=False):
+    """Run the command line (sys.argv without argv); returns the exit status. until_exit: the process ends when
+    this returns (see run)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in SUBCOMMANDS:
         return SUBCOMMANDS[argv[0]](argv[1:])
@@ -300,7 +325,12 @@ def main(argv=None):
         _help_parser().print_help()
         return EXIT_OK
     try:
-        return run(argv)
+        return run(argv, until_exit)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+
+
+def cli():
+    """The console script and `python -m pipeline`: exit with the run's status."""
+    sys.exit(main(until_exit=True))

@@ -89,7 +89,9 @@ class CurrentsToSegmentOptions(PipelineOptions):
         parser.add_argument(
             "--ledger", default=None, metavar="PATH",
             help="Folder (any Beam filesystem) recording each input file once all its events were accepted or "
-                 "dead-lettered; later runs skip the files it holds. For hourly incremental runs.")
+                 "dead-lettered, and where they went (endpoint, a fingerprint of the write key, the options that "
+                 "change the calls); later runs to the same destination skip the files it holds, a run to another "
+                 "one sends them. For hourly incremental runs.")
         parser.add_argument(
             "--rerun", action="store_true", default=False,
             help="With --ledger: read every selected file again, even those already in the ledger.")
@@ -162,19 +164,23 @@ class CurrentsToSegmentOptions(PipelineOptions):
             help="Client-side limit of requests per second per worker. Segment asks for at most 1,000/s "
                  "per workspace. Default: no limit.")
         parser.add_argument(
-            "--max_retry_attempts", type=int, default=8, metavar="N",
-            help="Attempts per request on transient errors (429, 5xx, network) before its events are "
-                 "dead-lettered. Default 8.")
+            "--max_retry_attempts", type=int, default=None, metavar="N",
+            help="At most this many attempts per request on transient errors (429, 5xx, network, no answer), "
+                 "besides --max_retry_seconds. Default: no limit, only the time budget.")
         parser.add_argument(
             "--retry_backoff_seconds", type=float, default=0.5, metavar="SECONDS",
-            help="First retry delay; it doubles on each attempt (with full jitter, capped at 60 s) unless "
-                 "Segment's Retry-After says longer. Default 0.5.")
+            help="First retry delay; it doubles on each attempt (with full jitter, capped at "
+                 f"{segment_client.BACKOFF_CAP_SECONDS:g} s) unless Segment's Retry-After says longer. Default 0.5.")
         parser.add_argument(
             "--request_timeout_seconds", type=float, default=30.0, metavar="SECONDS",
             help="How long to wait for Segment's answer to one request before retrying it. Default 30.")
         parser.add_argument(
             "--max_retry_seconds", type=float, default=300.0, metavar="SECONDS",
-            help="Longest time to keep retrying one request, in seconds. Default 300.")
+            help="How long one request is retried while Segment fails (unreachable, 429, 5xx, no answer), from its "
+                 "first attempt; the worker waits meanwhile, so an outage shorter than this loses nothing. Past "
+                 "it the request's events are dead-lettered (retries_exhausted), and so are the next requests, "
+                 f"but for one probe every {segment_client.OUTAGE_PROBE_SECONDS:g} s, until Segment answers. "
+                 "Default 300.")
         parser.add_argument(
             "--message_id_namespace", default=None, metavar="NAMESPACE",
             help="Unset: messageId is the Currents event id. Set: messageId is uuid5(namespace, id), for "

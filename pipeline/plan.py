@@ -35,14 +35,17 @@ def _key(metadata):
     return ledger.entry_key(metadata.path, metadata.size_in_bytes, metadata.last_updated_in_seconds)
 
 
-def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE, access=None):
+def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE, access=None, destination=None):
     """A text plan of the files the patterns select: per (event type, hour) partition, then per file.
 
-    Files the ledger holds for this scope are listed as skipped. `access` lists and opens the files
-    (a transforms.s3_files.FileAccess; Beam's filesystems when None).
+    Files the ledger holds for this scope and destination (ledger.destination_of; its write key None when
+    unknown: entries of any key count) are listed as skipped. `access` lists and opens the files (a
+    transforms.s3_files.FileAccess; Beam's filesystems when None).
     """
     access = access or FileAccess()
-    recorded = ledger.recorded_scopes(ledger_dir) if ledger_dir else {}
+    any_key = bool(destination) and destination.get("write_key") is None
+    recorded = ledger.recorded(ledger_dir, any_key) if ledger_dir else {}
+    where = ledger.destination_key(destination, any_key)
     files = {m.path: m for pattern in patterns for m in access.match(pattern)}
     groups = collections.defaultdict(list)
     for path in sorted(files):
@@ -51,11 +54,14 @@ def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE, access=None):
             files[path])
     lines, total_files, total_bytes, total_events = [], 0, 0, 0
     for (event_type, hour), members in sorted(groups.items()):
-        entries = [_file_entry(access, m, ledger.covers(recorded.get(_key(m), set()), scope)) for m in members]
+        entries = [_file_entry(access, m, ledger.covers(recorded.get(_key(m), ()), scope, where)) for m in members]
         size, events = sum(m.size_in_bytes for m in members), sum(n for n, _ in entries)
         lines.append(f"{event_type}  date={hour}  {len(members)} files  {size:,} bytes  {events:,} events")
         lines.extend(line for _, line in entries)
         total_files, total_bytes, total_events = total_files + len(members), total_bytes + size, total_events + events
     lines.append(f"TOTAL  {len(groups)} partitions  {total_files} files  {total_bytes:,} bytes  "
                  f"{total_events:,} events to read")
+    if any_key and ledger_dir:
+        lines.insert(0, "(no write key was given: files the ledger holds for this endpoint and these mapping "
+                        "options are shown as skipped, whatever the write key they were sent with)")
     return "\n".join(lines)

@@ -15,14 +15,18 @@ messages is sent, so an interrupted replay keeps what it delivered. A replay of 
 whose message_id and digest were already delivered (counted as "already delivered"); a message corrected by
 hand in its letter has another digest and is sent again. --rerun ignores the records and sends everything
 again (still recording it). The same message dead-lettered twice (two letters, e.g. by two runs) is sent once
-(counted as "duplicate letters"). A record line that cannot be read only means its message is sent again.
+(counted as "duplicate letters"). The same messageId in letters with different bodies (two runs with other
+options, a letter copied and edited) is sent once, from the newest letter: the last one in the file whose name
+sorts last (the job's run ids begin with the run's UTC start time); the others are counted as "superseded
+letters". A record line that cannot be read only means its message is sent again. A line that is not a letter
+(not JSON, no known reason, a message that is not an object) is counted as unreadable and left in DIR.
 
 Letters that fail again go to DIR2/dead_letters-replay-<UTC timestamp>.jsonl (default DIR2:
 DIR/replayed-<UTC timestamp>) with the new reason, status and excerpt and replay_attempts + 1; replay that
 folder the same way (its deliveries are recorded in DIR2). Other letters are counted as skipped and left in DIR.
 
-Exit status: 0 when every replayed message was accepted, 2 when some failed again or some lines could not
-be read, 1 on a configuration error (one line on stderr). The write key is never printed.
+Exit status: 0 when every replayed message was accepted, 2 when some failed again or some lines are not
+letters, 1 on a configuration error (one line on stderr). The write key is never printed.
 """
 import datetime
 import hashlib
@@ -77,8 +81,10 @@ def _parser():
     parser.add_argument("--rerun", action="store_true",
                         help="send every letter again, ignoring the DIR/delivered-*.jsonl records of earlier "
                              "replays (what is accepted is still recorded)")
-    parser.add_argument("--max_retry_attempts", type=int, default=8, metavar="N")
-    parser.add_argument("--max_retry_seconds", type=float, default=300.0, metavar="SECONDS")
+    parser.add_argument("--max_retry_attempts", type=int, default=None, metavar="N",
+                        help="at most this many attempts per request (default: no limit, only the time budget)")
+    parser.add_argument("--max_retry_seconds", type=float, default=300.0, metavar="SECONDS",
+                        help="how long one request is retried while Segment fails (default 300)")
     return parser
 
 
@@ -119,20 +125,31 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not JSON")
 
 
-def read_letters(paths, tally):
-    """Yield each letter (a dict with a reason) line by line; count other lines in tally["unreadable"]."""
+def _letter_of(line):
+    """The letter a line holds (a JSON object with a known reason, and a message that is an object or null), or
+    None when the line cannot be one."""
+    try:
+        letter = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+    except ValueError:
+        return None
+    if not isinstance(letter, dict) or not isinstance(letter.get("reason"), str) or letter["reason"] not in REASONS:
+        return None
+    if not isinstance(letter.get("message"), (dict, type(None))):
+        return None
+    return letter
+
+
+def read_letters(paths, tally=None):
+    """Yield each letter line by line, in the order of `paths`; count the other lines in tally["unreadable"]."""
     for path in paths:
         with FileSystems.open(path) as stream:
             for line in stream:
                 if not line.strip():
                     continue
-                try:
-                    letter = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
-                except ValueError:
-                    letter = None
-                if isinstance(letter, dict) and "reason" in letter:
+                letter = _letter_of(line)
+                if letter is not None:
                     yield letter
-                else:
+                elif tally is not None:
                     tally["unreadable"] += 1
 
 
@@ -218,17 +235,35 @@ def _send(pending, client, output, delivered_output, tally):
         tally["failed"] += 1
 
 
-def replay(letters, client, reasons, output, tally, skipped, delivered=frozenset(), delivered_output=None):
+def _replayed(letter, reasons):
+    return letter["reason"] in reasons and letter.get("message") is not None
+
+
+def newest_bodies(letters, reasons):
+    """{messageId: key of its newest body} over the letters to replay, read in order (oldest first): the
+    newest letter of a messageId wins when two letters hold different bodies for it."""
+    newest = {}
+    for letter in letters:
+        if _replayed(letter, reasons):
+            _, message_id, digest = _payload(letter)
+            newest[message_id] = _key(message_id, digest)
+    return newest
+
+
+def replay(letters, client, reasons, output, tally, skipped, delivered=frozenset(), delivered_output=None,
+           newest=None):
     """Resend the letters of the given reasons that carry a message, CHUNK at a time, but not those whose
-    key is in `delivered` nor a second letter of the same message; record what is accepted in
-    delivered_output; count the rest."""
+    key is in `delivered`, nor a second letter of the same message, nor (with `newest`, from newest_bodies) a
+    body of a messageId that a newer letter replaces; record what is accepted in delivered_output; count the rest."""
     delivered_output = delivered_output or _NoOutput()
     pending, queued = [], set()
     for letter in letters:
-        if letter["reason"] in reasons and letter.get("message") is not None:
+        if _replayed(letter, reasons):
             payload, message_id, digest = _payload(letter)
             key = _key(message_id, digest)
-            if key in delivered:
+            if newest is not None and message_id is not None and newest.get(message_id, key) != key:
+                tally["superseded"] += 1
+            elif key in delivered:
                 tally["already delivered"] += 1
             elif key in queued:
                 tally["duplicates"] += 1
@@ -254,6 +289,8 @@ def _report(tally, skipped, output_path):
         line += f", already delivered {tally['already delivered']}"
     if tally["duplicates"]:
         line += f", duplicate letters {tally['duplicates']} (sent once)"
+    if tally["superseded"]:
+        line += f", superseded letters {tally['superseded']} (a newer letter of the same messageId was sent instead)"
     if tally["unreadable"]:
         line += f", unreadable lines {tally['unreadable']} (left in the input)"
     return line
@@ -263,7 +300,7 @@ def run(args, key):
     """Replay the dead letters of args.dir with the resolved key; return the exit status."""
     if not key:
         raise ConfigError(f"no Segment write key: set {WRITE_KEY_ENV} or give --segment_write_key")
-    if args.max_retry_attempts < 1 or args.max_retry_seconds <= 0:
+    if (args.max_retry_attempts is not None and args.max_retry_attempts < 1) or not args.max_retry_seconds > 0:
         raise ConfigError("--max_retry_attempts must be at least 1 and --max_retry_seconds positive")
     problem = request_bytes_problem(args.max_batch_bytes, key)
     if problem:
@@ -279,7 +316,9 @@ def run(args, key):
                             max_request_bytes=args.max_batch_bytes).client(key)
     tally, skipped = Counter(), Counter()
     try:
-        replay(read_letters(paths, tally), client, reasons, output, tally, skipped, delivered, delivered_output)
+        newest = newest_bodies(read_letters(paths), reasons)
+        replay(read_letters(paths, tally), client, reasons, output, tally, skipped, delivered, delivered_output,
+               newest)
     finally:
         output.close()
         delivered_output.close()

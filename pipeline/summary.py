@@ -20,22 +20,30 @@ _TOTAL_KEYS = {metrics.READ: "events_read", metrics.DROPPED_NO_EXTERNAL_ID: "dro
                metrics.DEAD_LETTERED: "dead_lettered"}
 
 
-def counters_of(result):
-    """The pipeline's counters as {name: value}, summed over steps (committed where the runner has it).
+def run_counters(result=None, tally_dir=None, failed=False):
+    """The run's counters as {name: value}, from the one source that has them all; the choice is made here:
 
-    When the SDK workers ran in this process (FnApiRunner, or a portable runner such as Prism in its
-    default LOOPBACK environment), this process's tally of the same increments is taken instead: Prism
-    (2.77) keeps only one bundle's increments of a counter that two bundles report before it has asked
-    the worker what the counter is, so its totals can come out short.
+    1. this process's tally, when the SDK workers ran in this process (FnApiRunner, or a portable runner such as
+       Prism in its default LOOPBACK environment): Prism (2.77) keeps only one bundle's increments of a counter
+       that two bundles report before it has asked the worker what the counter is, so its totals can come out
+       short, and a failed in-process run leaves no result;
+    2. else the runner's metrics, summed over steps (committed where the runner has them);
+    3. else, for a failed run without metrics (multi-processing), what its worker processes on this machine last
+       wrote to `tally_dir` (every second; see metrics.write_tally).
     """
     tally = metrics.process_totals()
     if tally:
         return collections.Counter(tally)
     counters = collections.Counter()
-    query = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+    try:
+        query = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+    except Exception:  # pylint: disable=broad-except  # no result, or a failed job with no metrics to give
+        query = {"counters": []}
     for counter in query["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
         counters[counter.key.metric.name] += value or 0
+    if not counters and failed and tally_dir:
+        counters.update(metrics.read_tallies(tally_dir))
     return counters
 
 
@@ -49,7 +57,7 @@ def summarize(counters, *, by_event_time=False, with_ledger=False, dry_run=False
 
     With by_event_time it also has `outside_time_range` (events read from late partitions whose time
     is outside the range); with a ledger, `ledger` (files skipped as already sent, files recorded, files
-    read but not recorded). `run` (a dict: run id, times, inputs, delivery options) is added as it is.
+    read but not recorded, files the ledger holds only for other destinations). `run` (a dict: run id, times, inputs, delivery options) is added as it is.
     """
     keys = _per_type_keys(by_event_time)
     totals = collections.Counter()
@@ -75,6 +83,8 @@ def summarize(counters, *, by_event_time=False, with_ledger=False, dry_run=False
                              "files_recorded": counters.get(metrics.LEDGER_FILES_RECORDED, 0)}
         if counters.get(metrics.LEDGER_FILES_UNBALANCED):
             summary["ledger"]["files_not_recorded"] = counters[metrics.LEDGER_FILES_UNBALANCED]
+        if counters.get(metrics.LEDGER_FILES_ELSEWHERE):
+            summary["ledger"]["files_recorded_for_other_destinations"] = counters[metrics.LEDGER_FILES_ELSEWHERE]
     summary["balanced"] = is_balanced(summary)
     if run:
         summary.update(run)
@@ -122,7 +132,10 @@ def format_table(summary):
         lines.append(f"ledger: {ledger['files_skipped']} files skipped as already sent, "
                      f"{ledger['files_recorded']} recorded"
                      + (f", {ledger['files_not_recorded']} read but not recorded (events unaccounted for)"
-                        if ledger.get("files_not_recorded") else ""))
+                        if ledger.get("files_not_recorded") else "")
+                     + (f"; {ledger['files_recorded_for_other_destinations']} files it holds only for another "
+                        "endpoint, write key or mapping options were sent to this one"
+                        if ledger.get("files_recorded_for_other_destinations") else ""))
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from pipeline import currents_schemas
 from pipeline.sample_bucket import currents_path, make_record
 from tests.pipeline_runs import assert_balanced, read_jsonl, run_job
+from tests.segment_server import SegmentServer
 from transforms import avro_blocks
 from transforms.avro_blocks import BadRegion, CorruptHeader, GoodBlock
 
@@ -57,6 +58,28 @@ def container(rows, event_type=SEND, codec="null", sync_interval=1_500, schema=N
     fastavro.writer(stream, fastavro.parse_schema(schema or currents_schemas.schema(event_type)), rows,
                     codec=codec, sync_interval=sync_interval, sync_marker=SYNC)
     return stream.getvalue()
+
+
+def container_with_raw_strings(rows, schema, codec="null"):
+    """A container whose header has `schema` but whose string fields hold the bytes given in `rows` (bytes values
+    are written as they are, valid UTF-8 or not): written with "bytes" for "string", which Avro encodes the
+    same way, then given the header of the real schema."""
+    def as_bytes(node):
+        if node == "string":
+            return "bytes"
+        return [as_bytes(branch) for branch in node] if isinstance(node, list) else node
+    raw_schema = dict(schema, fields=[dict(f, type=as_bytes(f["type"])) for f in schema["fields"]])
+    encoded = [{k: v.encode() if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+    stream = io.BytesIO()
+    fastavro.writer(stream, fastavro.parse_schema(raw_schema), encoded, codec=codec, sync_interval=1_500,
+                    sync_marker=SYNC)
+    data = stream.getvalue()
+    body = data[data.index(SYNC) + len(SYNC):]  # the blocks, after the header's sync marker
+    metadata = {b"avro.schema": json.dumps(schema).encode(), b"avro.codec": codec.encode()}
+    encode = avro_blocks.encode_long
+    header = b"Obj\x01" + encode(len(metadata)) + b"".join(
+        encode(len(k)) + k + encode(len(v)) + v for k, v in metadata.items()) + encode(0) + SYNC
+    return header + body
 
 
 def layout(data):
@@ -112,8 +135,9 @@ def test_a_corrupt_block_is_skipped_whole_and_the_next_blocks_are_read(codec):
     data = container(records(n=40), codec=codec)
     lay = layout(data)
     bad = lay.blocks[2]
-    # Middle of the block's data: snappy's CRC fails; for null, clobber a string length.
-    broken = data[:bad.start + 4] + b"\xff" * 6 + data[bad.start + 10:] if codec == "null" else flip(
+    # Middle of the block's data: snappy's CRC fails; for null, clobber the first record's first string length
+    # (after the block's count and size: 1 and 2 bytes), so that the records no longer parse.
+    broken = data[:bad.start + 3] + b"\xff" * 6 + data[bad.start + 9:] if codec == "null" else flip(
         data, (bad.start + bad.end) // 2)
     _, items = decode(broken)
     assert_tiles(items, lay.header_end, len(broken))
@@ -133,19 +157,35 @@ def test_a_wrong_sync_marker_loses_only_its_block():
     assert good_ids(items) == [i for b in lay.blocks if b is not bad for i in b.ids]
 
 
-def test_invalid_utf8_loses_its_block_only():
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_string_that_is_not_utf8_loses_only_its_record(codec):
+    rows = records(n=40)
+    victim = rows[17]
+    raw = b"Spring \xff\xfe sale"
+    data = container_with_raw_strings([dict(r, campaign_name=raw) if r is victim else r for r in rows],
+                                      currents_schemas.schema(SEND), codec)
+    with pytest.raises(UnicodeDecodeError):
+        list(fastavro.reader(io.BytesIO(data)))  # what a strict reader makes of it
+    _, items = decode(data)
+    assert not regions(items)
+    assert good_ids(items) == [r["id"] for r in rows if r is not victim]
+    [undecodable] = [u for item in items for u in item.undecodable]
+    assert (undecodable.fields, undecodable.raw) == (["campaign_name"], [raw])
+    assert undecodable.record == dict(victim, campaign_name="Spring \\xff\\xfe sale")
+
+
+def test_a_record_whose_structure_breaks_still_loses_its_block():
     rows = records(n=40)
     data = container(rows)
     lay = layout(data)
-    victim = lay.blocks[3].ids[0]
-    name = next(r["campaign_name"] for r in rows if r["id"] == victim).encode()
+    bad = lay.blocks[3]
+    name = next(r["campaign_name"] for r in rows if r["id"] == bad.ids[0]).encode()
     at = data.index(name)
-    broken = data[:at] + b"\xff\xfe" + data[at + 2:]
+    broken = data[:at - 1] + b"\x7f" + data[at:]  # the string's length: -64
     _, items = decode(broken)
     [region] = regions(items)
-    assert "UnicodeDecodeError" in str(region.error)
-    assert (region.start, region.end) == (lay.blocks[3].start, lay.blocks[3].end)
-    assert good_ids(items) == [i for b in lay.blocks if b is not lay.blocks[3] for i in b.ids]
+    assert (region.start, region.end, region.records_lost) == (bad.start, bad.end, len(bad.ids))
+    assert good_ids(items) == [i for b in lay.blocks if b is not bad for i in b.ids]
 
 
 @pytest.mark.parametrize("codec", ["null", "deflate"])
@@ -210,7 +250,7 @@ def test_header_only_file_has_no_blocks():
 def test_hostile_varints_neither_hang_nor_allocate():
     data = container(records(n=30))
     lay = layout(data)
-    huge = avro_blocks._encode_long(2 ** 62)  # pylint: disable=protected-access
+    huge = avro_blocks.encode_long(2 ** 62)
     b2 = lay.blocks[2]
     count_end = avro_blocks.decode_long(data, b2.start)[1]
     size_end = avro_blocks.decode_long(data, count_end)[1]
@@ -218,7 +258,7 @@ def test_hostile_varints_neither_hang_nor_allocate():
         "junk": data[:lay.header_end] + b"\xff" * 12 + data[lay.header_end:],
         "huge size": data[:b2.start] + huge + huge + data[size_end:],
         "huge count": data[:b2.start] + huge + data[count_end:],
-        "negative size": data[:count_end] + avro_blocks._encode_long(-5) + data[size_end:],
+        "negative size": data[:count_end] + avro_blocks.encode_long(-5) + data[size_end:],
     }
     started = time.monotonic()
     for name, broken in cases.items():
@@ -307,8 +347,9 @@ def test_random_byte_flips(codec, data):
     if codec == "snappy":  # the CRC catches every altered block: nothing decoded is wrong
         originals = {b.start: b.ids for b in lay.blocks}
         assert all([r["id"] for r in item.records] == originals[start] for start, item in by_start.items())
-    if len(good_ids(items)) < sum(len(b.ids) for b in lay.blocks):
-        assert regions(items)
+    undecodable = sum(len(item.undecodable) for item in items if isinstance(item, GoodBlock))
+    if len(good_ids(items)) + undecodable < sum(len(b.ids) for b in lay.blocks):
+        assert regions(items)  # a record lost without a letter of its own is in a bad region
 
 
 # --- the whole pipeline over a corpus of mutated files ------------------------------------------
@@ -377,8 +418,9 @@ def _corpus(root):  # pylint: disable=too-many-locals,too-many-statements
     bad = lay.blocks[1]
     name = next(r["campaign_name"] for r in rows if r["id"] == bad.ids[-1]).encode()
     at = data.index(name)
-    add(data[:at] + b"\xc3\x28" + data[at + 2:], keep=all_ids(lay, [bad]), lost=True,
-        ranges=[[bad.start, bad.end]])
+    # Not UTF-8, the records intact: the record is an invalid_record letter, the rest of its block is read.
+    extra["not_utf8"] = add(data[:at] + b"\xc3\x28" + data[at + 2:], keep=all_ids(lay))
+    extra["not_utf8_id"] = bad.ids[-1]
 
     data = container(records(n=30), codec="zstandard")
     lay = layout(data)
@@ -414,7 +456,8 @@ def _corpus(root):  # pylint: disable=too-many-locals,too-many-statements
         for offset in rng.sample(range(lay.header_end, len(data)), rng.randint(1, 3)):
             broken = flip(broken, offset, rng.randint(1, 255))
         _, items = decode(broken)
-        add(broken, keep=good_ids(items), lost=bool(regions(items)),
+        undecodable = [u.record["id"] for item in items if isinstance(item, GoodBlock) for u in item.undecodable]
+        add(broken, keep=good_ids(items) + undecodable, lost=bool(regions(items)),
             ranges=[[r.start, r.end] for r in regions(items)])
     return cases, extra
 
@@ -466,6 +509,9 @@ def test_the_job_accounts_for_every_record_of_a_corpus_of_bad_files(tmp_path):
     assert ("event_too_large", next(c.path for c in cases if extra["too_large"] in c.decoded)) in reasons
     assert [l["reason"] for l in record_letters if l["source_file"] == extra["missing_id"]] == (
         ["invalid_record"] * 6)
+    [not_utf8] = [l for l in letters if l["source_file"] == extra["not_utf8"]]
+    assert not_utf8["reason"] == "invalid_record" and not_utf8["record"]["id"] == extra["not_utf8_id"]
+    assert not_utf8["error"].startswith("campaign_name is not valid UTF-8: b'\\xc3(")
 
     unreadable = [l for l in letters if l["reason"] == "unreadable_file"]
     assert summary["unreadable_files"] == len(unreadable)
@@ -475,3 +521,35 @@ def test_the_job_accounts_for_every_record_of_a_corpus_of_bad_files(tmp_path):
         assert all(l["error"] and "byte_range" in l and "records_lost" in l for l in mine)
         if case.ranges is not None:
             assert sorted(l["byte_range"] for l in mine) == sorted(case.ranges), case.path
+
+
+def test_a_record_that_is_not_utf8_costs_only_itself_in_a_run_into_segment(tmp_path):
+    """Braze's newest schemas of two types, a record whose campaign_name bytes are not UTF-8 in each (one of them in
+    its user id), the files in two codecs: every other event reaches Segment, each bad record is one invalid_record
+    letter naming the field, and the files are recorded in the ledger (nothing in them is left to read)."""
+    root = str(tmp_path / "bucket")
+    hour = datetime.datetime(2024, 3, 1, 12, tzinfo=datetime.timezone.utc)
+    sent, bad = [], {}
+    for offset, (event_type, codec, field) in enumerate([(SEND, "deflate", "campaign_name"),
+                                                         (CLICK, "snappy", "external_user_id")]):
+        rows = records(event_type, n=10)
+        raw = b"caf\xe9 " + rows[4][field].encode()  # Latin-1, not UTF-8
+        bad[rows[4]["id"]] = (field, raw)
+        sent += [r["id"] for i, r in enumerate(rows) if i != 4]
+        _write(currents_path(root, event_type, hour, offset=offset), container_with_raw_strings(
+            [dict(r, **{field: raw}) if i == 4 else r for i, r in enumerate(rows)],
+            currents_schemas.schema(event_type), codec))
+    key = "not-utf8-key"
+    with SegmentServer(write_key=key) as server:
+        status, summary, letters = run_job(tmp_path, "--input", f"{root}/**", "--segment_endpoint", server.url,
+                                           "--segment_write_key", key, "--ledger", str(tmp_path / "ledger"))
+        assert status == 0 and sorted(server.accepted_ids()) == sorted(sent) and not server.violations
+    assert summary["events_read"] == 20 and summary["sent"] == 18 and summary["dead_lettered"] == 2
+    assert summary["unreadable_files"] == 0 and summary["ledger"]["files_recorded"] == 2
+    assert_balanced(summary)
+    for one in letters:
+        field, raw = bad[one["record"]["id"]]
+        assert one["reason"] == "invalid_record"
+        assert one["error"].startswith(f"{field} is not valid UTF-8: {raw!r}")
+        assert one["record"][field] == raw.decode("utf-8", "backslashreplace")
+    assert sorted(one["record"]["id"] for one in letters) == sorted(bad)

@@ -297,3 +297,33 @@ def test_an_interrupted_replay_keeps_what_it_recorded(tmp_path, server, capsys, 
     assert capsys.readouterr().out.strip() == (f"replayed 2: accepted 2, failed again 0, {SKIPPED_MIXED}, "
                                                "already delivered 1")
     assert sorted(server.accepted_ids()) == ["m2", "m3"]
+
+
+def test_two_letters_of_one_messageid_with_different_bodies_send_the_newest_once(tmp_path, server, capsys):
+    older, newer = track("m7", opens=1), track("m7", opens=2)  # e.g. two runs with other --redact_fields
+    directory = write_letters(tmp_path / "dl", [letter("retries_exhausted", older), letter("retries_exhausted",
+                              track("m8"))], name="dead_letters-20261202T050000Z-1a2b3c4d-0f3e9a1b.jsonl")
+    write_letters(directory, [letter("retries_exhausted", newer)],
+                  name="dead_letters-20261203T050000Z-5e6f7a8b-00c0ffee.jsonl")
+    assert run_replay(directory, server) == 0
+    assert capsys.readouterr().out.strip() == ("replayed 2: accepted 2, failed again 0, skipped 0, superseded letters 1 "
+                                               "(a newer letter of the same messageId was sent instead)")
+    assert server.accepted == [track("m8"), newer]
+    assert run_replay(directory, server) == 0  # the newest is delivered: nothing more, the older is still superseded
+    assert capsys.readouterr().out.strip().endswith("already delivered 2, superseded letters 1 (a newer letter of the "
+                                                    "same messageId was sent instead)")
+    assert len(server.accepted) == 2
+
+
+@pytest.mark.parametrize("line", [
+    json.dumps(letter("bogus_reason", track("m5"))),
+    json.dumps(letter("retries_exhausted", None) | {"message": "not a call"}),
+    json.dumps(letter("retries_exhausted", None) | {"reason": ["retries_exhausted"]}),
+])
+def test_lines_that_are_not_letters_are_counted_as_unreadable_and_make_the_exit_status_2(tmp_path, server, capsys,
+                                                                                          line):
+    directory = write_letters(tmp_path / "dl", MIXED[:1], extra_lines=[line])
+    assert run_replay(directory, server) == 2
+    assert capsys.readouterr().out.strip() == ("replayed 1: accepted 1, failed again 0, skipped 0, unreadable lines 1 "
+                                               "(left in the input)")
+    assert server.accepted_ids() == {"m1": 1}

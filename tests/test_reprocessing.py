@@ -135,6 +135,67 @@ def test_ledger_second_run_sends_nothing_and_a_new_file_in_an_old_hour_is_picked
     assert status == 0 and rerun["sent"] == len(events) + 1
 
 
+@pytest.mark.parametrize("second", ["namespace", "write key", "endpoint", "redacted field"])
+def test_a_second_destination_with_the_same_ledger_receives_everything(tmp_path, bucket, second, capsys):
+    """One ledger, two destinations: files the first received are sent to the second, which the ledger then
+    records too; a run to either one again sends nothing, and --plan shows each as skipped."""
+    root, events = bucket
+    ledger = str(tmp_path / "ledger")
+    other_key = "second-source-key"
+    with SegmentServer(write_key=KEY) as first_server, SegmentServer(write_key=other_key) as other_server:
+        first = ("--segment_endpoint", first_server.url, "--segment_write_key", KEY)
+        other = {"namespace": (*first, "--message_id_namespace", "second-source"),
+                 "write key": ("--segment_endpoint", first_server.url, "--segment_write_key", other_key),
+                 "endpoint": ("--segment_endpoint", other_server.url, "--segment_write_key", other_key),
+                 "redacted field": (*first, "--redact_fields", "campaign_name")}[second]
+        common = ("--currents_root", root, "--ledger", ledger)
+        # With another write key to the same endpoint, the source's key was rotated: the server takes the new one.
+        first_key = {first: KEY, other: other_key if second == "write key" else KEY}
+
+        def run(destination, name):
+            first_server.write_key = first_key[destination]
+            first_server.accepted.clear()
+            other_server.accepted.clear()
+            status, result, _ = run_job(tmp_path / name, *common, *destination)
+            assert status == 0
+            return result, len(first_server.accepted) + len(other_server.accepted)
+
+        result, received = run(first, "first")
+        assert received == result["sent"] == len(events)
+        result, received = run(other, "second")
+        assert received == result["sent"] == len(events)
+        assert result["ledger"] == {"files_skipped": 0, "files_recorded": 27,
+                                    "files_recorded_for_other_destinations": 27}
+        result, received = run(other, "second-again")
+        assert received == 0 and result["ledger"] == {"files_skipped": 27, "files_recorded": 0}
+        result, received = run(first, "first-again")
+        assert received == 0 and result["ledger"]["files_skipped"] == 27
+
+        capsys.readouterr()
+        assert run_job(tmp_path / "plan", *common, *other, "--plan")[0] == 0
+        plan = capsys.readouterr().out
+        assert plan.count("(in the ledger: skipped)") == 27 and plan.strip().endswith("0 events to read")
+    entries = ledger_entries(ledger)
+    assert len(entries) == 2 * 27 and KEY not in json.dumps(entries) and other_key not in json.dumps(entries)
+    assert {entry["destination"]["write_key"][:7] for entry in entries} == {"sha256:"}
+
+
+def test_a_plan_without_a_write_key_counts_the_entries_of_any_key(tmp_path, bucket, server, capsys, monkeypatch):
+    root, _ = bucket
+    ledger = str(tmp_path / "ledger")
+    assert send(tmp_path, server, "--currents_root", root, "--ledger", ledger)[0] == 0
+    monkeypatch.delenv("SEGMENT_WRITE_KEY", raising=False)
+    capsys.readouterr()
+    assert run_job(tmp_path / "plan", "--currents_root", root, "--ledger", ledger, "--segment_endpoint", server.url,
+                   "--plan")[0] == 0
+    plan = capsys.readouterr().out.splitlines()
+    assert plan[0].startswith("(no write key was given: files the ledger holds for this endpoint")
+    assert sum(line.endswith("(in the ledger: skipped)") for line in plan) == 27
+    assert run_job(tmp_path / "plan", "--currents_root", root, "--ledger", ledger, "--segment_endpoint", server.url,
+                   "--message_id_namespace", "other", "--plan")[0] == 0
+    assert not any(line.endswith("(in the ledger: skipped)") for line in capsys.readouterr().out.splitlines())
+
+
 def test_event_time_runs_with_a_ledger_do_not_skip_files_they_sent_only_in_part(tmp_path, bucket, server):
     root, events = bucket
     ledger = str(tmp_path / "ledger")

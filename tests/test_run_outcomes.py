@@ -133,7 +133,7 @@ BAD_RECORDS = {  # overrides → what the dead letter's error says
     "time 2^63-1": ({"time": 2 ** 63 - 1}, "outside the years 1970-9999 as UNIX seconds"),
     "milliseconds": ({"time": 1709294400000}, "(it looks like milliseconds)"),
     "before 1970": ({"time": -86400}, "outside the years 1970-9999"),
-    "year 10000": ({"time": 253402300800}, "outside the years 1970-9999"),
+    "year 10000": ({"time": 253402300800}, "outside the years 1970-9999 as UNIX seconds"),  # no unit: not 1978 in ms
     "NUL in the user id": ({"external_user_id": "user\x00-7"}, "NUL or other control characters"),
     "zero-width user id": ({"external_user_id": "\u200b\u200b"}, "only invisible characters"),
     "id over 100 chars": ({"id": "x" * 101}, "over Segment's 100 for a messageId"),
@@ -161,21 +161,24 @@ def test_records_that_cannot_be_mapped_are_dead_lettered_and_the_run_goes_on(tmp
     for name, (_, reason) in BAD_RECORDS.items():
         letter = by_id[bad[name]["id"]]
         assert letter["reason"] == "invalid_record" and reason in letter["error"], name
+        assert ("looks like" in letter["error"]) == ("looks like" in reason), name
     assert result["dead_lettered"] == len(BAD_RECORDS) and result["sent"] == len(good)
     assert_balanced(result)
 
 
 # --- failures after sending began -------------------------------------------------------------------------
 
-def test_a_wrong_key_found_mid_run_is_exactly_one_line(tmp_path, bucket, server):
+def test_a_wrong_key_found_mid_run_is_one_line_after_the_summary(tmp_path, bucket, server):
     root, _ = bucket
     job = job_process(["--input", f"{root}/**", "--segment_endpoint", server.url,
-                       "--dead_letter_output", str(tmp_path / "dead")], env={"SEGMENT_WRITE_KEY": "wrong-key-0000"})
+                       "--dead_letter_output", str(tmp_path / "dead"), "--summary_output", str(tmp_path / "s.json")],
+                      env={"SEGMENT_WRITE_KEY": "wrong-key-0000"})
     out, err = job.communicate(timeout=240)
     lines = [line for line in err.splitlines() if not line.startswith("progress ")]
     assert job.returncode == 1
     assert len(lines) == 1 and lines[0].startswith("error: Segment answered 401 Unauthorized"), err
     assert "Traceback" not in err and "wrong-key-0000" not in err + out
+    assert "TOTAL" in out and json.loads((tmp_path / "s.json").read_text())["outcome"] == "failed"
     assert server.accepted == []
 
 
@@ -202,7 +205,8 @@ def test_dead_letters_that_cannot_be_written_stop_the_run_with_one_line_a_summar
                      r"in the ledger; run again", line), line
     assert "Traceback" not in err
     assert "TOTAL" in out and "balanced: NO" in out  # what happened, as far as it went
-    assert ledger_entries(ledger) == [] and not [n for n in os.listdir(tmp_path / "dead") if not n.startswith(".")]
+    assert ledger_entries(ledger) == []
+    assert os.listdir(tmp_path / "dead") == []  # nor the hidden temporary file, which would keep a full disk full
     assert received_calls(server.accepted) == expected_calls(manifest)  # sent before the write failed
 
 
@@ -282,17 +286,37 @@ def test_segment_trouble_is_a_warning_at_once_with_since_when_and_the_budget(tmp
     assert err.index(warnings[0]) < err.index("error: Segment stayed unreachable")
 
 
-def test_segment_rejecting_every_event_is_a_highlighted_warning_with_the_count_and_where(tmp_path, bucket, server,
-                                                                                        capsys):
+def test_segment_rejecting_every_event_is_a_warning_with_the_count_and_where_and_an_exit_status_of_its_own(
+        tmp_path, bucket, server, capsys):
     root, manifest = bucket
     server.poison = lambda event: True
     status, result, letters = send(tmp_path / "out", server, "--input", f"{root}/**")
     err = capsys.readouterr().err
     rejected = sum(expected_calls(manifest).values())
-    assert status == 0 and result["sent"] == 0 and result["rejected_by_segment"] == rejected
+    assert status == 6 and result["sent"] == 0 and result["rejected_by_segment"] == rejected
     assert sum(1 for letter in letters if letter["reason"] == "rejected_by_segment") == rejected
     assert (f"WARNING: Segment rejected {rejected:,} events (400/413): they are in the dead letters under "
             f"{tmp_path / 'out' / 'dead_letters'} with reason rejected_by_segment") in err
+    assert err.strip().splitlines()[-1] == (f"error: Segment rejected every event it was sent ({rejected:,}) and "
+                                            "accepted none: check the endpoint and what the source accepts "
+                                            "(Segment's answer is in each dead letter)")
+
+
+def test_segment_rejecting_some_events_is_a_warning_and_exit_0(tmp_path, bucket, server, capsys):
+    root, manifest = bucket
+    server.poison = lambda event: event["event"] == "Email Sent"
+    status, result, _ = send(tmp_path / "out", server, "--input", f"{root}/**")
+    assert status == 0 and result["sent"] > 0 and result["rejected_by_segment"] > 0
+    assert "WARNING: Segment rejected" in capsys.readouterr().err
+
+
+def test_fail_on_dead_letters_says_why_it_exits_2(tmp_path, bucket, server, capsys):
+    root, _ = bucket
+    status, result, _ = send(tmp_path / "out", server, "--input", f"{root}/**", "--fail_on_dead_letters")
+    assert status == 2 and result["dead_lettered"] == 1 and result["unreadable_files"] == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --fail_on_dead_letters: 1 events dead-lettered and 2 unreadable parts of files (their letters are "
+        f"under {tmp_path / 'out' / 'dead_letters'})"]
 
 
 def test_the_summary_reads_each_row_balances_and_says_what_ran(tmp_path, bucket, server, capsys):
@@ -366,5 +390,146 @@ def test_the_exit_codes_of_help_and_of_the_readme_are_the_same():
     assert table and Counter(table) == Counter(documented)
     assert {int(code) for code in table} == {job_main.EXIT_OK, job_main.EXIT_CONFIG_ERROR, job_main.EXIT_DEAD_LETTERS,
                                              job_main.EXIT_SEGMENT_UNREACHABLE, job_main.EXIT_RUN_FAILED,
-                                             job_main.EXIT_UNBALANCED, job_main.EXIT_INTERRUPTED,
-                                             job_main.EXIT_TERMINATED}
+                                             job_main.EXIT_UNBALANCED, job_main.EXIT_ALL_REJECTED,
+                                             job_main.EXIT_INTERRUPTED, job_main.EXIT_TERMINATED}
+
+
+# --- every failure on every local runner: one line and the summary ------------------------------------------
+
+def descendants(pid):
+    """The processes below pid (Linux /proc), with their command lines."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as stream:
+                    parent = int(stream.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as stream:
+                    command = stream.read().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            children.setdefault(parent, []).append((int(entry), command))
+    found, todo = [], [pid]
+    while todo:
+        for child, command in children.get(todo.pop(), []):
+            found.append((child, command))
+            todo.append(child)
+    return found
+
+
+MULTI_PROCESSING = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
+
+
+def slow_job(tmp_path, server, root, *extra, **popen):
+    """A job in a process of its own that takes a while (3 events a request, 5 requests a second per worker)."""
+    return job_process(["--input", f"{root}/**", "--segment_endpoint", server.url, "--quiet",
+                        "--dead_letter_output", str(tmp_path / "dead"), "--summary_output", str(tmp_path / "s.json"),
+                        "--max_batch_events", "3", "--max_requests_per_second", "5", *extra],
+                       env={"SEGMENT_WRITE_KEY": KEY}, **popen)
+
+
+def wait_for_accepted(server, job, count, seconds=120):
+    deadline = time.monotonic() + seconds
+    while len(server.accepted) < count and time.monotonic() < deadline:
+        assert job.poll() is None, job.communicate()
+        time.sleep(0.05)
+
+
+def assert_one_line_after_the_summary(tmp_path, out, err, starts):
+    """stderr is exactly one error line; stdout has the summary table, and the summary JSON says the run failed
+    and what it read."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(starts), err
+    assert "TOTAL" in out
+    written = json.loads((tmp_path / "s.json").read_text())
+    assert written["outcome"] == "failed" and written["events_read"] > 0 and written["sent"] > 0
+
+
+def test_a_worker_process_killed_on_multi_processing_is_one_line_and_a_summary(tmp_path, bucket, server):
+    root, _ = bucket
+    job = slow_job(tmp_path, server, root, *MULTI_PROCESSING)
+    wait_for_accepted(server, job, 12)
+    workers = [pid for pid, command in descendants(job.pid) if "sdk_worker_main" in command
+               and not command.startswith("/bin/sh")]
+    assert len(workers) == 2, descendants(job.pid)
+    time.sleep(1.5)  # the workers write what they counted every second
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 4, err
+    assert_one_line_after_the_summary(tmp_path, out, err, "error: the run failed: ")
+    assert "events read were neither delivered nor dead-lettered; run again" in err and "Beam's log of the run" in err
+
+
+def test_ctrl_c_on_multi_processing_is_one_line_and_a_summary(tmp_path, bucket, server):
+    root, _ = bucket
+    job = slow_job(tmp_path, server, root, *MULTI_PROCESSING, start_new_session=True)
+    wait_for_accepted(server, job, 12)
+    time.sleep(1.5)
+    os.killpg(job.pid, signal.SIGINT)  # as a terminal does: the job and its worker processes
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 130, err
+    assert_one_line_after_the_summary(tmp_path, out, err, "error: interrupted by Ctrl-C: ")
+
+
+def test_quiet_is_quiet_on_multi_processing(tmp_path, bucket, server):
+    root, manifest = bucket
+    job = job_process(["--input", f"{root}/**", "--segment_endpoint", server.url, "--quiet",
+                       "--dead_letter_output", str(tmp_path / "dead"), *MULTI_PROCESSING], env={"SEGMENT_WRITE_KEY": KEY})
+    out, err = job.communicate(timeout=240)
+    assert job.returncode == 0 and err == "" and "TOTAL" in out
+    assert received_calls(server.accepted) == expected_calls(manifest)
+
+
+def test_progress_lines_count_dead_letters_as_they_are_made(tmp_path, bucket, server):
+    root, manifest = bucket
+    server.poison = lambda event: event["event"] == "Email Sent"
+    job = job_process(["--input", f"{root}/**/event_type={EMAIL}.*/**", "--segment_endpoint", server.url,
+                       "--dead_letter_output", str(tmp_path / "dead"), "--max_batch_events", "2",
+                       "--max_requests_per_second", "20", "--progress_seconds", "0.3"], env={"SEGMENT_WRITE_KEY": KEY})
+    _, err = job.communicate(timeout=240)
+    counts = [(int(re.search(r"  sent ([\d,]+)", line).group(1).replace(",", "")),
+               int(re.search(r"dead-lettered ([\d,]+)$", line).group(1).replace(",", "")))
+              for line in err.splitlines() if line.startswith("progress ")]
+    assert job.returncode == 0, err
+    final_sent = counts[-1][0]
+    assert any(dead > 0 and sent < final_sent for sent, dead in counts), counts
+
+
+def test_a_file_deleted_between_listing_and_reading_is_one_letter_and_is_read_by_the_next_run(tmp_path, server):
+    root = tmp_path / "bucket"
+    manifest = make_sample_bucket(str(root), events_per_file=6)
+    ledger, dead = tmp_path / "ledger", tmp_path / "dead"
+    server.script("hold")  # the first request waits: the job is then in the middle of the first file it reads
+    job = job_process(["--input", f"{root}/**", "--segment_endpoint", server.url, "--quiet", "--ledger", str(ledger),
+                       "--dead_letter_output", str(dead), "--summary_output", str(tmp_path / "s.json"),
+                       "--max_batch_events", "1"], env={"SEGMENT_WRITE_KEY": KEY})
+    deadline = time.monotonic() + 120
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first_id = json.loads(server.requests[0].body)["batch"][0]["messageId"]
+    reading = next(r["source_file"] for r in manifest["records"] if r["record"]["id"] == first_id)
+    gone = next(path for path in sorted(manifest["files"]) if path != reading and "event_type=users.messages.sms." in path
+                and path not in manifest["broken_files"])
+    content = open(gone, "rb").read()
+    os.remove(gone)
+    server.release()
+    out, err = job.communicate(timeout=240)
+
+    assert job.returncode == 0 and err == "", err
+    rest = dict(manifest, records=[r for r in manifest["records"] if r["source_file"] != gone])
+    assert received_calls(server.accepted) == expected_calls(rest)
+    [letter] = [l for l in read_jsonl(dead, "dead_letters") if l["source_file"] == gone]
+    assert letter["reason"] == "unreadable_file" and letter["byte_range"] == [0, len(content)]
+    assert letter["error"].startswith("StorageError: cannot read the file from storage: ")
+    assert gone not in {entry["path"] for entry in ledger_entries(ledger)}
+    assert len(ledger_entries(ledger)) == len(manifest["files"]) - 1
+    assert json.loads((tmp_path / "s.json").read_text())["balanced"] is True
+
+    with open(gone, "wb") as stream:
+        stream.write(content)
+    before = len(server.accepted)
+    status, result, _ = send(tmp_path / "again", server, "--input", f"{root}/**", "--ledger", str(ledger))
+    assert status == 0 and result["ledger"]["files_skipped"] == len(manifest["files"]) - 1
+    assert received_calls(server.accepted[before:]) == expected_calls(dict(manifest, records=[
+        r for r in manifest["records"] if r["source_file"] == gone]))
+

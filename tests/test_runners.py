@@ -21,7 +21,8 @@ from pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import RUNNER, lose_one_sent_event, assert_balanced, expected_calls, received_calls
 from tests.segment_server import SegmentServer
 from tests.test_reprocessing import ledger_entries
-from tests.test_run_outcomes import KEY, send
+from tests.test_run_outcomes import KEY, assert_one_line_after_the_summary, job_process, send, slow_job, \
+    wait_for_accepted
 
 PRISM_LOCATION = os.environ.get("PRISM_LOCATION")
 
@@ -186,3 +187,25 @@ def test_a_run_killed_midway_leaves_nothing_half_written_and_the_next_sends_what
 def _of_files(manifest, paths):
     """The manifest restricted to the records of these files."""
     return dict(manifest, records=[r for r in manifest["records"] if r["source_file"] in paths])
+
+
+# --- failures on Prism: one line and the summary --------------------------------------------------------------
+
+@pytest.mark.parametrize("signum,status,name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_stopped_run_on_prism_is_one_line_and_a_summary(tmp_path, bucket, server, signum, status, name):
+    root, _ = bucket
+    job = slow_job(tmp_path, server, root, *prism())
+    wait_for_accepted(server, job, 12)
+    job.send_signal(signum)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == status, err
+    assert_one_line_after_the_summary(tmp_path, out, err, f"error: interrupted by {name}: ")
+
+
+def test_quiet_is_quiet_on_prism(tmp_path, bucket, server):
+    root, manifest = bucket
+    job = job_process(["--input", f"{root}/**", "--segment_endpoint", server.url, "--quiet",
+                       "--dead_letter_output", str(tmp_path / "dead"), *prism()], env={"SEGMENT_WRITE_KEY": KEY})
+    out, err = job.communicate(timeout=240)
+    assert job.returncode == 0 and err == "" and "TOTAL" in out
+    assert received_calls(server.accepted) == expected_calls(manifest)

@@ -8,7 +8,11 @@ a `BadRegion` for every run of bytes that does not, and goes on with the next bl
 
 A block is all-or-nothing: it is good only when its count and size are sane, its data lies inside
 the file, the sync marker follows it, it decompresses (snappy's CRC included), exactly `count`
-records decode from it (strict UTF-8) and no byte is left over. Otherwise decoding resumes at the
+records decode from it and no byte is left over. A string that is not valid UTF-8 does not break the
+structure of the records (a string is encoded as its length and bytes), so when that is all that is
+wrong the block is decoded again with every string read as bytes: the records whose strings are all
+UTF-8 are good, and each other one is an `UndecodableRecord` of the block, naming its fields and showing
+their bytes with backslash escapes. Otherwise decoding resumes at the
 next block that passes these checks: first the one right after the bad block's declared end (when
 only the sync marker there was wrong), else the one after the next occurrence of the file's sync
 marker. A false resync needs 16 random bytes equal to the marker *and* a whole block that checks out
@@ -76,6 +80,10 @@ class CorruptBlock(ValueError):
         self.declared_end = None
 
 
+class NotUtf8(CorruptBlock):
+    """A string of the block is not UTF-8 (the records may still be whole: see `strings_as_bytes`)."""
+
+
 class Header(NamedTuple):
     schema: dict  # the writer schema as written (JSON)
     parsed_schema: dict  # fastavro.parse_schema of it
@@ -85,10 +93,18 @@ class Header(NamedTuple):
     end: int  # offset of the first block
 
 
+class UndecodableRecord(NamedTuple):
+    """A record whose structure decodes but some of whose strings are not UTF-8."""
+    record: dict  # each such string shown as text, with its bytes that are not UTF-8 as \\x escapes
+    fields: List[str]  # where those strings are: "campaign_name", "a.b", "a[2]"
+    raw: List[bytes]  # their bytes, in the order of `fields`
+
+
 class GoodBlock(NamedTuple):
     start: int
     end: int  # offset after its sync marker
     records: List[Any]
+    undecodable: List[UndecodableRecord] = []  # records of the block that are not in `records`
 
 
 class BadRegion(NamedTuple):
@@ -286,7 +302,8 @@ _DECOMPRESSORS = {"null": _null, "deflate": _deflate, "snappy": _snappy, "zstand
                   "bzip2": _bzip2, "xz": _xz}
 
 
-def _encode_long(value):
+def encode_long(value):
+    """The zig-zag varint of a long, as Avro writes counts, sizes and lengths."""
     value = (value << 1) ^ (value >> 63)
     out = bytearray()
     while value & ~0x7F:
@@ -302,7 +319,7 @@ def decompress(codec, data):
     if known:
         return known(data)
     # Other codecs (lz4, ...): fastavro's own block reader, which reads a size-prefixed block.
-    block = fastavro.read.BLOCK_READERS[codec](io.BytesIO(_encode_long(len(data)) + data))
+    block = fastavro.read.BLOCK_READERS[codec](io.BytesIO(encode_long(len(data)) + data))
     raw = block.getvalue() if hasattr(block, "getvalue") else bytes(block)
     _check_size(len(raw))
     return raw
@@ -341,11 +358,78 @@ def decode_records(raw, count, parsed_schema, min_bytes=1):
     read = fastavro.schemaless_reader
     try:
         records = [read(buffer, parsed_schema, None) for _ in range(count)]
+    except UnicodeDecodeError as error:
+        raise NotUtf8(f"record does not decode: {type(error).__name__}: {error}") from error
     except Exception as error:  # pylint: disable=broad-except  # any decoding failure is the block's
         raise CorruptBlock(f"record does not decode: {type(error).__name__}: {error}") from error
     if buffer.tell() != len(raw):
         raise CorruptBlock(f"{len(raw) - buffer.tell()} bytes left over after {count} records")
     return records
+
+
+# A string is encoded as its length and its bytes, and so is a record of one bytes field: reading every string
+# as such a record decodes a block whose strings are not all UTF-8, and finds each string in the result.
+_RAW_TEXT = "currents_to_segment.RawText"
+_RAW_TEXT_FIELD = "currents_to_segment_raw_text"
+
+
+def strings_as_bytes(schema):
+    """The writer schema (JSON) with every string type read as a record holding the string's bytes."""
+    defined = []
+
+    def convert(node):
+        if node == "string" or (isinstance(node, dict) and node.get("type") == "string"):
+            if defined:
+                return _RAW_TEXT
+            defined.append(_RAW_TEXT)
+            return {"type": "record", "name": _RAW_TEXT, "fields": [{"name": _RAW_TEXT_FIELD, "type": "bytes"}]}
+        if isinstance(node, list):
+            return [convert(branch) for branch in node]
+        if not isinstance(node, dict):
+            return node
+        kind = node.get("type")
+        if kind in ("record", "error"):  # defaults are for readers, and a string's would not fit its new type
+            return dict(node, fields=[dict({k: v for k, v in field.items() if k != "default"},
+                                           type=convert(field["type"])) for field in node.get("fields", [])])
+        if kind == "array":
+            return dict(node, items=convert(node["items"]))
+        if kind == "map":
+            return dict(node, values=convert(node["values"]))
+        if isinstance(kind, (dict, list)):
+            return dict(node, type=convert(kind))
+        return node
+
+    return convert(schema)
+
+
+def _restore_strings(value, path, found):
+    """The value decoded with `strings_as_bytes`, with its strings back; (path, bytes) of those that are not
+    UTF-8 are appended to `found`, and they are shown with backslash escapes."""
+    if isinstance(value, dict):
+        if len(value) == 1 and _RAW_TEXT_FIELD in value:
+            data = value[_RAW_TEXT_FIELD]
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                found.append((path, data))
+                return data.decode("utf-8", "backslashreplace")
+        return {key: _restore_strings(item, f"{path}.{key}" if path else key, found) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_restore_strings(item, f"{path}[{index}]", found) for index, item in enumerate(value)]
+    return value
+
+
+def split_undecodable(records):
+    """(records, UndecodableRecords) of records decoded with `strings_as_bytes`."""
+    good, undecodable = [], []
+    for record in records:
+        found = []
+        restored = _restore_strings(record, "", found)
+        if found:
+            undecodable.append(UndecodableRecord(restored, [path for path, _ in found], [data for _, data in found]))
+        else:
+            good.append(restored)
+    return good, undecodable
 
 
 # --- blocks -----------------------------------------------------------------------------------
@@ -357,6 +441,7 @@ class BlockFile:
         self.stream, self.size, self.header = stream, size, header
         self._min_bytes = min_record_bytes(header.parsed_schema)
         self._probed = None  # the good block _resume_after found, so that it is not decoded twice
+        self._lenient_schema = False  # not built yet; None when the schema has no such reading
 
     def _read_at(self, pos, n):
         self.stream.seek(pos)
@@ -377,7 +462,7 @@ class BlockFile:
             raise CorruptBlock(f"negative block size {size}", count)
         data_end = data_start + size
         try:
-            return GoodBlock(pos, data_end + SYNC_SIZE, self._records(data_start, size, count))
+            return GoodBlock(pos, data_end + SYNC_SIZE, *self._records(data_start, size, count))
         except CorruptBlock as error:
             error.count, error.declared_end = count, data_end + SYNC_SIZE
             raise
@@ -405,7 +490,25 @@ class BlockFile:
             raise CorruptBlock(f"{self.header.codec} data does not decompress: {type(error).__name__}: "
                                f"{error}") from error
         del data
-        return decode_records(raw, count, self.header.parsed_schema, self._min_bytes)
+        try:
+            return decode_records(raw, count, self.header.parsed_schema, self._min_bytes), []
+        except NotUtf8 as error:
+            not_utf8 = error
+        lenient = self._strings_as_bytes()
+        if lenient is None:
+            raise not_utf8
+        try:
+            return split_undecodable(decode_records(raw, count, lenient, self._min_bytes))
+        except CorruptBlock:
+            raise not_utf8 from None  # not only strings are wrong: the block is lost
+
+    def _strings_as_bytes(self):
+        if self._lenient_schema is False:
+            try:
+                self._lenient_schema = fastavro.parse_schema(strings_as_bytes(self.header.schema))
+            except Exception:  # pylint: disable=broad-except  # a schema this reading does not fit
+                self._lenient_schema = None
+        return self._lenient_schema
 
     def find_sync(self, pos):
         """Offset of the first sync marker at or after `pos`, or None."""

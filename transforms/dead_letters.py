@@ -29,7 +29,8 @@ def _letter(reason, event_type, source_file, **fields):
 
 
 def _describe(error):
-    return f"{type(error).__name__}: {error}"[:_ERROR_CHARS]
+    """An exception as "Type: message", or a text as it is, cut to _ERROR_CHARS."""
+    return (error if isinstance(error, str) else f"{type(error).__name__}: {error}")[:_ERROR_CHARS]
 
 
 def event_letter(event, reason, *, http_status=None, response_excerpt=None, error=None):
@@ -40,7 +41,8 @@ def event_letter(event, reason, *, http_status=None, response_excerpt=None, erro
 
 
 def record_letter(event, reason, error):
-    """Dead letter of a CurrentsEvent that could not be mapped to a track call."""
+    """Dead letter of a CurrentsEvent that could not be decoded or mapped to a track call (error: an exception or
+    a text)."""
     return _letter(reason, event.event_type, event.source_file, error=_describe(error),
                    record=dict(event.record))
 

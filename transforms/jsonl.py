@@ -53,8 +53,31 @@ class PartFile:
         self._stream = self._path = None
 
     def _fail(self, error):
+        """Remove the temporary file (on a full disk it would keep the disk full) and raise OutputWriteError,
+        which names the file when it could not be removed."""
+        left = self._discard()
         raise OutputWriteError(f"cannot write {self._what} to {self._directory}: "
-                               f"{type(error).__name__}: {error}".splitlines()[0]) from error
+                               f"{type(error).__name__}: {error}".splitlines()[0]
+                               + (f" (its temporary file {left} could not be removed)" if left else "")) from error
+
+    def _discard(self):
+        """Close and delete the temporary file; the path when it is still there, else None."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return None
+        temporary = _temporary(self._path)
+        try:
+            stream.close()
+        except Exception:  # pylint: disable=broad-except  # the close of a failed write fails again
+            pass
+        try:
+            FileSystems.delete([temporary])
+            return None
+        except Exception:  # pylint: disable=broad-except
+            try:
+                return temporary if FileSystems.exists(temporary) else None
+            except Exception:  # pylint: disable=broad-except
+                return temporary
 
     def write(self, line):
         try:

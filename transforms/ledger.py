@@ -13,11 +13,16 @@ Each run writes its own `entries-<run id>-*.jsonl` files and never rewrites anot
 that overlap cannot lose each other's entries; a file both read is sent by both (and deduplicated).
 
 An entry has a scope: "" when every event of the file was considered, or the event-time range of a
---by_event_time run, which sent only part of the file. A file is skipped when the ledger holds it
-with scope "" or with the current run's scope.
+--by_event_time run, which sent only part of the file. It also has a destination: where the events went
+and what shaped them (the endpoint, a fingerprint of the write key, never the key, and the mapping options:
+messageId namespace, integrations, passthrough, redacted and hashed fields). A file is skipped when the
+ledger holds it with scope "" or with the current run's scope, for the current run's destination: a run to
+another Segment source, or with other options, sends it again. Entries written before destinations were
+recorded hold none, and count for no destination.
 """
 import collections
 import datetime
+import hashlib
 import json
 import uuid
 
@@ -36,10 +41,34 @@ from transforms.elements import FileRead, at_earliest_timestamp
 WHOLE_FILE = ""
 
 
-def entry(metadata, run_id, scope=WHOLE_FILE):
+def key_fingerprint(write_key):
+    """What the ledger keeps of a write key: enough to tell two keys apart, nothing to recover one from."""
+    if write_key is None:
+        return None
+    return "sha256:" + hashlib.sha256(f"currents-to-segment write key {write_key}".encode()).hexdigest()[:16]
+
+
+def destination_of(endpoint, write_key, mapping):
+    """Where a run's events go and what shapes them (`mapping`: a dict of the options that change the calls);
+    the write key is kept as its fingerprint (None: unknown, as for --plan without a key)."""
+    return {"endpoint": endpoint, "write_key": key_fingerprint(write_key), "mapping": mapping}
+
+
+def destination_key(recorded, any_key=False):
+    """What two destinations must share for an entry of one to count for the other; None for an entry without
+    one. With any_key, the write key is left out (a plan without the key: entries of any key count)."""
+    if not isinstance(recorded, dict):
+        return None
+    if any_key:
+        recorded = {name: value for name, value in recorded.items() if name != "write_key"}
+    return json.dumps(recorded, sort_keys=True)
+
+
+def entry(metadata, run_id, scope=WHOLE_FILE, destination=None):
     """The ledger entry of one input file."""
     return {"path": metadata.path, "size": metadata.size_in_bytes,
-            "modified": metadata.last_updated_in_seconds, "scope": scope, "run": run_id}
+            "modified": metadata.last_updated_in_seconds, "scope": scope, "run": run_id,
+            "destination": destination}
 
 
 def time_scope(start, end):
@@ -67,46 +96,56 @@ def new_run_id():
     return f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
-def _keyed_scopes(stream):
+def _keyed_entries(stream):
+    """(file key, entry) of each entry of a ledger file."""
     for line in stream.read().decode("utf-8").splitlines():
         if line.strip():
             recorded = json.loads(line)
-            yield entry_key(recorded["path"], recorded["size"], recorded["modified"]), recorded.get("scope", "")
+            yield entry_key(recorded["path"], recorded["size"], recorded["modified"]), recorded
 
 
 def _entries_of(readable_file):
     with readable_file.open(compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-        yield from _keyed_scopes(stream)
+        for key, recorded in _keyed_entries(stream):
+            yield key, (recorded.get("scope", WHOLE_FILE), destination_key(recorded.get("destination")))
 
 
-def covers(scopes, scope):
-    """True when entries of these scopes mean a run of `scope` has nothing left to send of the file."""
-    return WHOLE_FILE in scopes or scope in scopes
+def covers(recorded, scope, destination):
+    """True when entries recorded as these (scope, destination key) pairs mean that a run of `scope` to
+    `destination` (a destination_key) has nothing left to send of the file."""
+    return any(where == destination and (kind == WHOLE_FILE or kind == scope) for kind, where in recorded)
 
 
 class _KeepUnrecordedFn(beam.DoFn):
-    def __init__(self, scope):
+    def __init__(self, scope, destination):
         super().__init__()
         self._scope = scope
+        self._destination = destination_key(destination)
 
     def setup(self):
         self._skipped = metrics.counter(metrics.LEDGER_FILES_SKIPPED)
+        self._elsewhere = metrics.counter(metrics.LEDGER_FILES_ELSEWHERE)
 
     def process(self, keyed):
         _, grouped = keyed
-        if covers(set(grouped["ledger"]), self._scope):
+        recorded = list(grouped["ledger"])
+        if covers(recorded, self._scope, self._destination):
             self._skipped.inc(len(grouped["file"]))
-        else:
-            yield from grouped["file"]
+            return
+        if any(where != self._destination for _, where in recorded):
+            self._elsewhere.inc(len(grouped["file"]))
+        yield from grouped["file"]
 
 
 class SkipFilesInLedger(beam.PTransform):
-    """FileMetadata → the FileMetadata not recorded in the ledger folder (a join on path, size, mtime)."""
+    """FileMetadata → the FileMetadata not recorded in the ledger folder (a join on path, size, mtime) for this
+    scope and destination (see `destination_of`)."""
 
-    def __init__(self, ledger_dir, scope=WHOLE_FILE):
+    def __init__(self, ledger_dir, scope=WHOLE_FILE, destination=None):
         super().__init__()
         self._ledger_dir = ledger_dir
         self._scope = scope
+        self._destination = destination
 
     def expand(self, files):
         recorded = (files.pipeline
@@ -119,7 +158,7 @@ class SkipFilesInLedger(beam.PTransform):
             lambda m: (entry_key(m.path, m.size_in_bytes, m.last_updated_in_seconds), m))
         return ({"file": keyed, "ledger": recorded}
                 | "Join with ledger" >> beam.CoGroupByKey()
-                | "Keep unrecorded" >> beam.ParDo(_KeepUnrecordedFn(self._scope)))
+                | "Keep unrecorded" >> beam.ParDo(_KeepUnrecordedFn(self._scope, self._destination)))
 
 
 class _RecordCompleteFilesFn(beam.DoFn):
@@ -128,9 +167,10 @@ class _RecordCompleteFilesFn(beam.DoFn):
     at the end of the bundle (files not yet complete, units of files read elsewhere) goes on, keyed by path,
     to be joined with the rest of the run's."""
 
-    def __init__(self, ledger_dir, run_id, scope, checkpoint_seconds):
+    def __init__(self, ledger_dir, run_id, scope, destination, checkpoint_seconds):
         super().__init__()
         self._ledger_dir, self._run_id, self._scope = ledger_dir, run_id, scope
+        self._destination = destination
         self._checkpoint_seconds = checkpoint_seconds
         self._part = self._checkpoints = None
         self._reads, self._units, self._written = {}, collections.Counter(), 0
@@ -157,7 +197,7 @@ class _RecordCompleteFilesFn(beam.DoFn):
         if file_read is not None and self._units[path] == file_read.units:
             del self._reads[path]
             self._units.pop(path, None)
-            self._part.write(json.dumps(entry(file_read.metadata, self._run_id, self._scope)))
+            self._part.write(json.dumps(entry(file_read.metadata, self._run_id, self._scope, self._destination)))
             self._written += 1
         if self._checkpoints.due():
             self._commit()
@@ -182,10 +222,11 @@ class _EntryFn(beam.DoFn):
     """(path, [(FILE, FileRead) or (HANDLED, units)]) of files not complete within one bundle → the ledger
     line of each whose units all came back in the run."""
 
-    def __init__(self, run_id, scope):
+    def __init__(self, run_id, scope, destination):
         super().__init__()
         self._run_id = run_id
         self._scope = scope
+        self._destination = destination
 
     def setup(self):
         self._recorded = metrics.counter(metrics.LEDGER_FILES_RECORDED)
@@ -200,7 +241,7 @@ class _EntryFn(beam.DoFn):
                 self._unbalanced.inc()
                 continue
             self._recorded.inc()
-            yield (), json.dumps(entry(file_read.metadata, self._run_id, self._scope))
+            yield (), json.dumps(entry(file_read.metadata, self._run_id, self._scope, self._destination))
 
 
 class RecordInLedger(beam.PTransform):
@@ -213,28 +254,32 @@ class RecordInLedger(beam.PTransform):
     runner fuses this stage with the stages before it; FnApiRunner and Prism run it after them.
     """
 
-    def __init__(self, ledger_dir, run_id, scope=WHOLE_FILE, checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS):
+    def __init__(self, ledger_dir, run_id, scope=WHOLE_FILE, destination=None,
+                 checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS):
         super().__init__()
         self._ledger_dir = ledger_dir
         self._run_id = run_id
         self._scope = scope
+        self._destination = destination
         self._checkpoint_seconds = checkpoint_seconds
 
     def expand(self, files_and_handled):
         return (files_and_handled
                 | "Record complete files" >> beam.ParDo(_RecordCompleteFilesFn(
-                    self._ledger_dir, self._run_id, self._scope, self._checkpoint_seconds))
+                    self._ledger_dir, self._run_id, self._scope, self._destination, self._checkpoint_seconds))
                 | "Join the rest by file" >> beam.GroupByKey()
-                | "Ledger entry" >> beam.ParDo(_EntryFn(self._run_id, self._scope))
+                | "Ledger entry" >> beam.ParDo(_EntryFn(self._run_id, self._scope, self._destination))
                 | "Write ledger" >> jsonl.WriteJsonLines(self._ledger_dir, jsonl.LEDGER_ENTRIES, self._run_id,
                                                          "ledger entries", self._checkpoint_seconds))
 
 
-def recorded_scopes(ledger_dir):
-    """{entry key: set of scopes} of a ledger folder, read directly (for --plan, outside a pipeline)."""
-    scopes = {}
+def recorded(ledger_dir, any_key=False):
+    """{file key: [(scope, destination key)]} of a ledger folder, read directly (for --plan, outside a pipeline);
+    any_key: destination keys without the write key (see destination_key)."""
+    found = {}
     for metadata in FileSystems.match([_entries_pattern(ledger_dir)])[0].metadata_list:
         with FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            for key, scope in _keyed_scopes(stream):
-                scopes.setdefault(key, set()).add(scope)
-    return scopes
+            for key, one in _keyed_entries(stream):
+                found.setdefault(key, []).append(
+                    (one.get("scope", WHOLE_FILE), destination_key(one.get("destination"), any_key)))
+    return found

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional
 
 import apache_beam as beam
 
-from transforms import dead_letters
+from transforms import dead_letters, metrics
 from transforms.catalog import (
     COMMON_PROPERTIES, EMAIL_TRAIT_FAMILIES, EMAIL_TRAIT_FIELD, PROPERTY_CONVERTERS, spec_for)
 from transforms.elements import DEAD_LETTER, EVENT_TOO_LARGE, INVALID_RECORD, SegmentEvent
@@ -33,6 +33,9 @@ _ENVELOPE_FIELDS = frozenset({"id", "time", "external_user_id"})
 END_OF_YEAR_9999 = 253_402_300_800
 MAX_MESSAGE_ID_CHARS = 100  # Segment's limit
 _SMALLER_UNITS = (("milliseconds", 10 ** 3), ("microseconds", 10 ** 6), ("nanoseconds", 10 ** 9))
+# A value is said to look like one of those units only when it then falls in these years, when Currents
+# events happen (2000 to 2099): 253402300800, just past year 9999 in seconds, would be 1978 in milliseconds.
+_PLAUSIBLE_SECONDS = range(946_684_800, 4_102_444_800)
 
 
 def _library():
@@ -53,7 +56,7 @@ def event_time(value):
     if 0 <= value < END_OF_YEAR_9999:
         return value
     looks_like = next((f" (it looks like {unit})" for unit, per_second in _SMALLER_UNITS
-                       if 0 <= value // per_second < END_OF_YEAR_9999), "")
+                       if value // per_second in _PLAUSIBLE_SECONDS), "")
     raise ValueError(f"time {value} is outside the years 1970-9999 as UNIX seconds{looks_like}")
 
 
@@ -170,6 +173,12 @@ class MappingSettings:
     redact: frozenset = frozenset()
     hashed: frozenset = frozenset()
 
+    def shape(self):
+        """Everything here that changes what Segment receives, as the options name it (for the ledger)."""
+        return {"message_id_namespace": self.message_id_namespace, "passthrough_fields": self.passthrough,
+                "integrations": self.integrations, "redact_fields": sorted(self.redact),
+                "hash_fields": sorted(self.hashed)}
+
 
 class _MapToTrackFn(beam.DoFn):
     """CurrentsEvent → SegmentEvent; invalid records and events over 32,000 bytes go to
@@ -182,6 +191,7 @@ class _MapToTrackFn(beam.DoFn):
 
     def setup(self):
         self._namespace = namespace_uuid(self._settings.message_id_namespace)
+        self._letters = metrics.counter(metrics.DEAD_LETTERS_MADE)
 
     def process(self, event):
         settings = self._settings
@@ -192,10 +202,12 @@ class _MapToTrackFn(beam.DoFn):
                 protect(message, settings.redact, settings.hashed)
             payload = serialize(message)
         except Exception as error:  # pylint: disable=broad-except  # any value that cannot be mapped costs its record
+            self._letters.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letters.record_letter(event, INVALID_RECORD, error))
             return
         segment_event = SegmentEvent(event.event_type, event.source_file, message["messageId"], payload)
         if len(payload) > MAX_EVENT_BYTES:
+            self._letters.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letters.event_letter(
                 segment_event, EVENT_TOO_LARGE,
                 error=f"{len(payload)} bytes serialized, Segment accepts at most {MAX_EVENT_BYTES}"))

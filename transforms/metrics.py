@@ -3,10 +3,14 @@
 The summary of a finished run is built from these Beam counters, so that it is right on every runner,
 including ones that run DoFns in other processes or machines. Each increment is also added to this
 process's own tally (`process_totals`): progress lines are printed from it; when the workers ran in
-this process it is the summary's source (see pipeline.summary.counters_of); and when an in-process
-runner fails, it is all that is left to tell what the run did before it stopped.
+this process it is the summary's source; and when an in-process runner fails, it is all that is left to
+tell what the run did before it stopped. Worker processes on the launcher's machine (multi-processing)
+also keep their tally in a file of the run's folder (`write_tally`, every second), which is what is left
+to tell what they did when the run fails. pipeline.summary.run_counters chooses among these sources.
 """
 import collections
+import json
+import os
 import threading
 
 from apache_beam.metrics import Metrics
@@ -31,10 +35,14 @@ REQUESTS = "requests"
 RETRIES = "retries"
 RETRIES_EXHAUSTED = "retries_exhausted"  # events dead-lettered because Segment stayed unreachable
 REJECTED_BY_SEGMENT = "rejected_by_segment"  # events Segment answered 400/413 for
+# Dead letters as the stages make them, before they are written (for progress lines; the summary counts them
+# once their file is complete, under DEAD_LETTERED and UNREADABLE_FILES).
+DEAD_LETTERS_MADE = "dead_letters_made"
 DUPLICATE_IDS = "duplicate_ids"  # events whose messageId another event of the same bundle and window has
 LEDGER_FILES_SKIPPED = "ledger_files_skipped"
 LEDGER_FILES_RECORDED = "ledger_files_recorded"
 LEDGER_FILES_UNBALANCED = "ledger_files_unbalanced"  # read, but not every event accounted for: not recorded
+LEDGER_FILES_ELSEWHERE = "ledger_files_elsewhere"  # in the ledger for other destinations only: read and sent
 
 _tally = collections.Counter()
 _tally_lock = threading.Lock()
@@ -83,6 +91,28 @@ def reset_process_totals():
     """Start a new tally (a run in a process that ran one before)."""
     with _tally_lock:
         _tally.clear()
+
+
+def write_tally(directory):
+    """Write this process's tally to directory/tally-<pid>.json (whole, or not at all)."""
+    path = os.path.join(directory, f"tally-{os.getpid()}.json")
+    temporary = os.path.join(directory, f".tally-{os.getpid()}.json.tmp")
+    with open(temporary, "w", encoding="utf-8") as stream:
+        json.dump(process_totals(), stream)
+    os.replace(temporary, path)
+
+
+def read_tallies(directory):
+    """The sum of the tallies the processes of a run left in a directory (see write_tally)."""
+    total = collections.Counter()
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
+        if name.startswith("tally-") and name.endswith(".json"):
+            try:
+                with open(os.path.join(directory, name), encoding="utf-8") as stream:
+                    total.update(json.load(stream))
+            except (OSError, ValueError):
+                continue  # a process that stopped while writing: its last tally is lost
+    return dict(total)
 
 
 def totals(counters, metric):

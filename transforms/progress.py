@@ -6,9 +6,11 @@ multi-processing each worker, on Dataflow the worker logs. A line says what this
     progress 0:01:10  files 12/73 read  events read 61,204  sent 55,003 (786/s)  requests 31  retries 2  dead-lettered 1
 
 It comes every `interval_seconds`, as plain lines, or one line rewritten in place when stderr is a terminal.
-Warnings do not wait for the next line: after TROUBLE_AFTER failed attempts in a row (Segment unreachable, or
-answering 429 or 5xx) one says what fails, since when, and the retry budget; it is repeated at the pace of the
-progress lines while the trouble lasts, and one line says when Segment answers again.
+"dead-lettered" counts letters as the stages make them. Warnings do not wait for the next line: after
+TROUBLE_AFTER failed attempts in a row (Segment unreachable, or answering 429 or 5xx), failures lasting
+TROUBLE_SECONDS, or one attempt that got no answer within its timeout (Segment hangs), one says what fails, since
+when (the start of the first failed attempt), and the retry budget; it is repeated at the pace of the progress
+lines while the trouble lasts, and one line says when Segment answers again, after how long.
 """
 import datetime
 import sys
@@ -19,14 +21,22 @@ from dataclasses import dataclass
 from transforms import metrics
 
 TROUBLE_AFTER = 3  # failed attempts in a row before a warning
+TROUBLE_SECONDS = 10.0  # or failures for this long
+TALLY_SECONDS = 1.0  # how often a process writes its tally, when the settings name a folder for it
+# How every line the reporter prints starts: a launcher that keeps worker processes' other output in a log copies
+# these lines to the terminal (see pipeline.run_log).
+LINE_PREFIXES = ("progress ", "warning: Segment ", "Segment answers again ")
 
 
 @dataclass(frozen=True)
 class ProgressSettings:
-    """interval_seconds between progress lines (0: none); budget: the retry budget of one request, in words."""
+    """interval_seconds between progress lines (0: none); budget: the retry budget of one request, in words;
+    tally_dir: a local folder where each process writes its counters every TALLY_SECONDS ("": none), for the
+    summary of a run whose worker processes fail (see metrics.write_tally)."""
 
     interval_seconds: float = 10.0
     budget: str = ""
+    tally_dir: str = ""
 
 
 def _clock_text(epoch_seconds):
@@ -46,7 +56,7 @@ def progress_line(counters, elapsed):
     return (f"progress {_elapsed_text(elapsed)}  files {counters.get(metrics.FILES_READ, 0)}/{max(listed, 0)} read  "
             f"events read {metrics.totals(counters, metrics.READ):,}  sent {sent:,} ({rate:,.0f}/s)  "
             f"requests {counters.get(metrics.REQUESTS, 0):,}  retries {counters.get(metrics.RETRIES, 0):,}  "
-            f"dead-lettered {metrics.totals(counters, metrics.DEAD_LETTERED):,}")
+            f"dead-lettered {counters.get(metrics.DEAD_LETTERS_MADE, 0):,}")
 
 
 class Reporter:
@@ -69,8 +79,10 @@ class Reporter:
         self._interactive = bool(getattr(self._stream, "isatty", lambda: False)())
 
     def start(self):
-        """Print progress every interval from a daemon thread (nothing when the interval is 0)."""
-        if self._settings.interval_seconds > 0 and self._thread is None:
+        """Print progress every interval, and write the tally every TALLY_SECONDS, from a daemon thread (none
+        when there is neither)."""
+        settings = self._settings
+        if (settings.interval_seconds > 0 or settings.tally_dir) and self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
             self._thread.start()
 
@@ -81,8 +93,18 @@ class Reporter:
             self._end_open_line()
 
     def _loop(self):
-        while not self._stop.wait(self._settings.interval_seconds):
-            self.print_progress()
+        interval, tally_dir = self._settings.interval_seconds, self._settings.tally_dir
+        next_line = self._clock() + interval
+        while not self._stop.wait(min(interval, TALLY_SECONDS) if interval > 0 and tally_dir
+                                  else TALLY_SECONDS if tally_dir else interval):
+            if tally_dir:
+                try:
+                    metrics.write_tally(tally_dir)
+                except OSError:
+                    pass  # the folder is gone: the run is over
+            if interval > 0 and self._clock() >= next_line:
+                next_line += interval
+                self.print_progress()
 
     def print_progress(self):
         """Print the progress line now, and repeat the trouble warning while it lasts."""
@@ -104,10 +126,13 @@ class Reporter:
                 return  # a 400 is the events' fault, not Segment's
             if attempt.failed:
                 self._failures += 1
-                self._trouble_since = self._trouble_since or self._clock()
+                if self._trouble_since is None:  # when the first failed attempt began, not when it ended
+                    self._trouble_since = min(attempt.started or self._clock(), self._clock())
                 self._last_failure = attempt.describe()
                 self._last_attempt = attempt.attempt
-                if self._failures >= TROUBLE_AFTER and not self._warned:
+                lasting = self._clock() - self._trouble_since
+                if not self._warned and (self._failures >= TROUBLE_AFTER or lasting >= TROUBLE_SECONDS
+                                         or attempt.timed_out):
                     self._warned = True
                     self._write_line(self._trouble_text())
                     self._stream.flush()
@@ -119,7 +144,7 @@ class Reporter:
             self._failures, self._trouble_since, self._warned = 0, None, False
 
     def _trouble_text(self):
-        return (f"warning: Segment has failed {self._failures} attempts in a row since "
+        return (f"warning: Segment has failed {self._failures} attempt{'' if self._failures == 1 else 's'} in a row since "
                 f"{_clock_text(self._trouble_since)} (last: {self._last_failure}; attempt {self._last_attempt} of this "
                 f"request); each request is retried for up to {self._settings.budget or 'its retry budget'}, then its "
                 "events are dead-lettered as retries_exhausted")

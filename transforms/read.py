@@ -12,10 +12,15 @@ that checks out, and each skipped run of bytes is one dead letter with its `byte
 and `records_lost` (the declared record counts, None when a count was unreadable).
 `events_read_before_error` is the number of records emitted from the file before that region. The
 `unreadable_files` counter of the dead-letter stage counts these letters, i.e. unreadable *parts* of
-files (a file with two corrupt regions counts twice). The READ counter counts emitted records.
+files (a file with two corrupt regions counts twice). A record whose strings are not all UTF-8 costs only
+itself: it is an `invalid_record` letter naming the fields, their bytes shown with \\x escapes. The READ
+counter counts the records decoded, those included.
 
-Once a file is decoded, its FileRead (metadata, and the units later stages must account for: its events
-and its unreadable parts) goes to the "files" output, for the ledger.
+A file that cannot be opened or read to its end (deleted since the listing, storage unreachable) is one
+`unreadable_file` letter for what was not read, and the run goes on; it has no FileRead, so the ledger does
+not record it and a later run reads it again. Once a file is decoded, its FileRead (metadata, and the units
+later stages must account for: its events and its unreadable parts) goes to the "files" output, for the
+ledger.
 """
 import re
 
@@ -24,7 +29,7 @@ from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 
 from transforms import avro_blocks, dead_letters, metrics, progress
 from transforms.catalog import CATALOG
-from transforms.elements import DEAD_LETTER, CurrentsEvent, FileRead, at_earliest_timestamp
+from transforms.elements import DEAD_LETTER, INVALID_RECORD, CurrentsEvent, FileRead, at_earliest_timestamp
 from transforms.ledger import WHOLE_FILE, SkipFilesInLedger
 from transforms.map import event_time
 from transforms.s3_files import FileAccess
@@ -103,36 +108,65 @@ class _DecodeFileFn(beam.DoFn):
     def setup(self):
         self._read = metrics.TypeCounter(metrics.READ)
         self._files_read = metrics.counter(metrics.FILES_READ)
+        self._letters = metrics.counter(metrics.DEAD_LETTERS_MADE)
         progress.reporter(self._progress_settings)
+
+    def _dead_letter(self, letter):
+        self._letters.inc()
+        return beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
 
     def process(self, metadata):
         path = metadata.path
         event_type = event_type_from_path(path)
         events_read = letters = 0
-        position = 0  # where decoding stands, for the letter of an unexpected failure
+        position = 0  # where decoding stands, for the letter of a failure
         try:
             with self._files.open(path) as stream:
                 for event_type, item in decode_file(path, stream):
                     if isinstance(item, avro_blocks.BadRegion):
                         letters += 1
-                        yield beam.pvalue.TaggedOutput(
-                            DEAD_LETTER, region_letter(path, event_type, item, events_read))
+                        yield self._dead_letter(region_letter(path, event_type, item, events_read))
                     else:
                         for record in item.records:
                             yield stamped(CurrentsEvent(event_type, path, record))
-                        events_read += len(item.records)
-                        self._read.inc(event_type, len(item.records))
+                        for undecodable in item.undecodable:
+                            yield self._dead_letter(undecodable_letter(path, event_type, undecodable))
+                        decoded = len(item.records) + len(item.undecodable)
+                        events_read += decoded
+                        self._read.inc(event_type, decoded)
                     position = item.end
-        except OSError:
-            raise  # storage trouble, not the file's: fail the bundle so that the runner retries it
-        except Exception as error:  # pylint: disable=broad-except  # an unreadable header: the file is lost
-            letter = dead_letters.file_letter(path, event_type, error, events_read)
-            letter["byte_range"] = [position, metadata.size_in_bytes]
-            letter["records_lost"] = None
+        except avro_blocks.CorruptHeader as error:  # not an Avro file, or a broken header: nothing can be read
             letters += 1
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
+            yield self._dead_letter(lost_letter(path, event_type, error, events_read, 0, metadata.size_in_bytes))
+        except Exception as error:  # pylint: disable=broad-except  # storage: gone since the listing, or unreachable
+            # One letter, and no FileRead: the file is not recorded in the ledger, so a later run reads it again.
+            self._files_read.inc()
+            yield self._dead_letter(lost_letter(
+                path, event_type, StorageError(f"cannot read the file from storage: {type(error).__name__}: {error}"),
+                events_read, position, metadata.size_in_bytes))
+            return
         self._files_read.inc()
         yield beam.pvalue.TaggedOutput(FILES, FileRead(metadata, events_read + letters))
+
+
+class StorageError(Exception):
+    """A file listed by the run could not be opened or read to its end."""
+
+
+def lost_letter(path, event_type, error, events_read, start, size):
+    """The dead letter of the part [start, size) of a file that could not be read."""
+    letter = dead_letters.file_letter(path, event_type, error, events_read)
+    letter["byte_range"] = [start, size]
+    letter["records_lost"] = None
+    return letter
+
+
+def undecodable_letter(path, event_type, undecodable):
+    """The invalid_record letter of a record some of whose strings are not UTF-8 (an UndecodableRecord)."""
+    problems = "; ".join(f"{field} is not valid UTF-8: {data!r}"[:300]
+                         for field, data in zip(undecodable.fields, undecodable.raw))
+    return dead_letters.record_letter(CurrentsEvent(event_type, path, undecodable.record), INVALID_RECORD,
+                                      f"{problems} (the record shows those bytes as \\x escapes)")
 
 
 def stamped(event):
@@ -151,15 +185,16 @@ def _first(items):
 class ReadCurrentsFiles(beam.PTransform):
     """Read the files matching any of the patterns (a file matched twice is read once).
 
-    With `ledger_dir`, files the ledger records for `ledger_scope` are skipped. `s3_options` (the job's
+    With `ledger_dir`, files the ledger records for `ledger_scope` and `destination` are skipped. `s3_options` (the job's
     pipeline options) let s3:// patterns be listed and read with one client per worker (see
     transforms.s3_files); the worker's progress lines start with `progress_settings`. Returns a dict of PCollections: "events" (CurrentsEvent), DEAD_LETTER
     (unreadable files and parts of files) and FILES (a FileRead for each file read).
     """
 
-    def __init__(self, patterns, ledger_dir=None, ledger_scope=WHOLE_FILE, s3_options=None,
+    def __init__(self, patterns, ledger_dir=None, ledger_scope=WHOLE_FILE, destination=None, s3_options=None,
                  progress_settings=progress.ProgressSettings()):
         super().__init__()
+        self._destination = destination
         self._progress_settings = progress_settings
         self._patterns = list(patterns)
         self._ledger_dir = ledger_dir
@@ -175,7 +210,8 @@ class ReadCurrentsFiles(beam.PTransform):
                  | "Read each file once" >> beam.CombinePerKey(_first)
                  | "Drop keys" >> beam.Values())
         if self._ledger_dir:
-            files = files | "Skip files in ledger" >> SkipFilesInLedger(self._ledger_dir, self._ledger_scope)
+            files = files | "Skip files in ledger" >> SkipFilesInLedger(self._ledger_dir, self._ledger_scope,
+                                                                         self._destination)
         # The default windowing again (timestamps unchanged), the same as every other stage's.
         files = files | "Global window" >> beam.WindowInto(GlobalWindows())
         decoded = files | "Decode Avro" >> beam.ParDo(_DecodeFileFn(self._files, self._progress_settings)).with_outputs(

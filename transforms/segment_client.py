@@ -4,14 +4,18 @@ Events arrive already serialized as compact JSON bytes, one `bytes` per Segment 
 assembled by byte concatenation so an event is never serialized twice and request sizes are known exactly.
 It follows the contract of Segment's HTTP tracking API: requests stay within 500,000 bytes and 2,500 events,
 bodies are gzipped, transient failures are retried with exponential backoff and full jitter (honouring
-Retry-After) within a budget of attempts and elapsed time, a rejected batch (400/413) is split to isolate the
-events Segment refuses, and configuration errors (401/403/404/3xx) stop the run. Once one request has used up
-its whole retry budget (Segment unreachable), the client stops trying: the following requests are rejected as
-retries_exhausted without being sent, but for one probe attempt every OUTAGE_PROBE_SECONDS, until Segment answers
-again; so an outage costs one budget, not one per request (a timeout each, when Segment does not answer at all).
-An optional observer is told of every attempt (for progress lines and warnings).
+Retry-After) for up to `max_retry_seconds` from the request's first attempt (the last attempt is made at that
+deadline, so an outage or hang shorter than the budget costs nothing; `max_attempts` adds a cap on attempts,
+none by default), a rejected batch (400/413) is split to isolate the events Segment refuses, and configuration
+errors (401/403/404/3xx) stop the run. While one request is retried the caller waits, with all the requests it
+has yet to send. Once a request has used up its whole budget (Segment unreachable for longer), a `Breaker`
+opens: the following requests are rejected as retries_exhausted without being sent, but for one probe attempt
+every OUTAGE_PROBE_SECONDS, until Segment answers again; so an outage costs one budget, not one per request (a
+timeout each, when Segment does not answer at all). Clients that share a Breaker (those of one process sending
+to one endpoint in one run: `shared_breaker`) share that: the first to spend its budget spares the others theirs.
+An optional observer is told of every attempt, with when it started (for progress lines and warnings).
 
-The client knows nothing of Beam. It is not thread-safe: use one per worker thread.
+The client knows nothing of Beam. It is not thread-safe: use one per worker thread (a Breaker is).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import json
 import math
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,6 +47,7 @@ US_ENDPOINT = "https://api.segment.io"
 EU_ENDPOINT = "https://events.eu1.segmentapis.com"
 
 _RETRY_AFTER_CAP_SECONDS = 300.0
+BACKOFF_CAP_SECONDS = 30.0  # the longest wait between two attempts (but for Retry-After): how late a recovery is seen
 OUTAGE_PROBE_SECONDS = 30.0  # during an outage, one attempt this often; the other requests are not sent
 _EXCERPT_CHARS = 500
 _SPLIT_STATUSES = frozenset({400, 413})
@@ -120,13 +126,16 @@ class SendReport:
 
 @dataclass(frozen=True)
 class Attempt:
-    """What an observer is told after each HTTP attempt: the status (None: network error), a short detail,
-    whether the request will be retried, and how many attempts it has had."""
+    """What an observer is told after each HTTP attempt: the status (None: network error or no answer), a short
+    detail, whether the request will be retried, how many attempts it has had, and when this one started (UNIX
+    seconds: a hang is seen only when the attempt times out, and began that long before)."""
 
     status: int | None
     detail: str
     retrying: bool
     attempt: int
+    started: float = 0.0
+    timed_out: bool = False  # no answer (or no connection) within the timeout: Segment hangs
 
     @property
     def failed(self) -> bool:
@@ -149,24 +158,26 @@ class ClientSettings:
 
     endpoint: str = US_ENDPOINT
     timeout: tuple[float, float] = (5.0, 30.0)
-    max_attempts: int = 8
+    max_attempts: int | None = None  # None: as many as the time budget allows
     max_retry_seconds: float = 300.0
     backoff_base: float = 0.5
     max_requests_per_second: float | None = None
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_events: int = MAX_BATCH_EVENTS
 
-    def client(self, write_key: str, observer: Callable[[Attempt], None] | None = None) -> "SegmentClient":
-        """A SegmentClient with these settings."""
+    def client(self, write_key: str, observer: Callable[[Attempt], None] | None = None,
+               breaker: "Breaker | None" = None) -> "SegmentClient":
+        """A SegmentClient with these settings (its own Breaker unless one is given)."""
         return SegmentClient(self.endpoint, write_key, timeout=self.timeout, max_attempts=self.max_attempts,
                              max_retry_seconds=self.max_retry_seconds, backoff_base=self.backoff_base,
                              max_requests_per_second=self.max_requests_per_second,
                              max_request_bytes=self.max_request_bytes, max_events=self.max_events,
-                             observer=observer)
+                             observer=observer, breaker=breaker)
 
     def budget(self) -> str:
         """The retry budget of one request, in words."""
-        return f"{self.max_attempts} attempts or {self.max_retry_seconds:g} s per request"
+        attempts = f"{self.max_attempts} attempts or " if self.max_attempts else ""
+        return f"{attempts}{self.max_retry_seconds:g} s per request"
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,7 @@ class _Answer:
     status: int | None
     text: str
     retry_after: float | None = None
+    timed_out: bool = False
 
 
 _ERRNO = re.compile(r"\[Errno -?\d+\][^'\")(]*")
@@ -230,20 +242,74 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return None if math.isnan(seconds) else min(max(seconds, 0.0), _RETRY_AFTER_CAP_SECONDS)
 
 
+class Breaker:
+    """Whether requests are sent: closed (all are) until a request has used up its retry budget; then open, and
+    only one attempt every OUTAGE_PROBE_SECONDS is made (a probe), until one is answered. Thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open = False
+        self._last_probe = 0.0
+        self._last_answer: _Answer | None = None
+
+    def admit(self) -> tuple[bool, bool, "_Answer | None"]:
+        """(send this request, as a probe, the last failure): when open, one caller per probe interval is let
+        through, and the others are told the last failure."""
+        with self._lock:
+            if not self._open:
+                return True, False, None
+            now = self._clock()
+            if now - self._last_probe >= OUTAGE_PROBE_SECONDS:
+                self._last_probe = now
+                return True, True, None
+            return False, False, self._last_answer
+
+    def trip(self, answer: "_Answer") -> None:
+        """A request used up its budget (or a probe failed): open, with this last failure."""
+        with self._lock:
+            if not self._open:
+                self._open, self._last_probe = True, self._clock()
+            self._last_answer = answer
+
+    def reset(self) -> None:
+        """Segment answered: closed."""
+        with self._lock:
+            self._open = False
+
+    @property
+    def is_open(self) -> bool:
+        """True while requests are held back."""
+        return self._open
+
+
+_SHARED_BREAKERS: dict[str, Breaker] = {}
+_SHARED_BREAKERS_LOCK = threading.Lock()
+
+
+def shared_breaker(name: str) -> Breaker:
+    """The one Breaker of this process of that name (say, of a run and an endpoint), shared by the clients that
+    ask for it."""
+    with _SHARED_BREAKERS_LOCK:
+        return _SHARED_BREAKERS.setdefault(name, Breaker())
+
+
 class SegmentClient:
     """Sends serialized events to Segment's /v1/batch over one pooled, TLS-verifying requests.Session."""
 
     def __init__(self, endpoint: str, write_key: str, *, timeout: tuple[float, float] = (5.0, 30.0),
-                 max_attempts: int = 8, max_retry_seconds: float = 300.0, backoff_base: float = 0.5,
-                 backoff_cap: float = 60.0, max_requests_per_second: float | None = None, gzip_level: int = 6,
-                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, max_events: int = MAX_BATCH_EVENTS,
-                 observer: Callable[[Attempt], None] | None = None,
+                 max_attempts: int | None = None, max_retry_seconds: float = 300.0, backoff_base: float = 0.5,
+                 backoff_cap: float = BACKOFF_CAP_SECONDS, max_requests_per_second: float | None = None,
+                 gzip_level: int = 6, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 max_events: int = MAX_BATCH_EVENTS, observer: Callable[[Attempt], None] | None = None,
+                 breaker: Breaker | None = None,
                  user_agent: str = "braze-currents-to-segment", sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, rng: Callable[[], float] = random.random):
         """Configure the client; endpoint is the base URL (US_ENDPOINT, EU_ENDPOINT or a test server).
 
         Requests are cut to at most max_request_bytes and max_events; observer(Attempt) is called after each
-        HTTP attempt.
+        HTTP attempt. A request is retried for up to max_retry_seconds (and max_attempts, when given); `breaker`
+        (shared with other clients, or the client's own) holds requests back once one has used that up.
         """
         if not write_key:
             raise ValueError("the Segment write key is empty")
@@ -263,9 +329,7 @@ class SegmentClient:
         self._max_request_bytes = max_request_bytes
         self._max_events = max_events
         self._observer = observer
-        self._outage = False  # a request used up its budget and none has been answered since
-        self._last_probe = 0.0
-        self._outage_answer: _Answer | None = None
+        self._breaker = breaker or Breaker(clock)
         self._sleep = sleep
         self._clock = clock
         self._rng = rng
@@ -313,41 +377,38 @@ class SegmentClient:
 
     def _deliver(self, batch: list[bytes], report: SendReport) -> tuple[_Answer, bool]:
         """POST until a non-transient answer or the retry budget is spent; return (last answer, exhausted)."""
-        started = self._clock()
-        if self._outage and started - self._last_probe < OUTAGE_PROBE_SECONDS:
-            last = self._outage_answer
+        admitted, probe, last = self._breaker.admit()
+        if not admitted:
             return _Answer(last.status, f"not sent: Segment's last answers failed (last: {last.status or ''} "
                                         f"{last.text[:200]}); next probe within {OUTAGE_PROBE_SECONDS:g} s"), True
+        deadline = self._clock() + self._max_retry_seconds
         attempt = 0
         while True:
-            if self._outage:
-                self._last_probe = self._clock()
+            started = time.time()
             answer = self._post(batch, attempt)
             report.requests += 1
             if answer.status is not None and (error := _config_error(answer.status, self._url)):
-                self._tell(answer, False, attempt)
+                self._tell(answer, False, attempt, started)
                 raise error
             if not _is_transient(answer.status):
-                self._outage = False
-                self._tell(answer, False, attempt)
+                self._breaker.reset()
+                self._tell(answer, False, attempt, started)
                 return answer, False
-            delay = self._backoff_seconds(attempt, answer.retry_after)
             attempt += 1
-            if (self._outage or attempt >= self._max_attempts
-                    or self._clock() - started + delay > self._max_retry_seconds):
-                if not self._outage:
-                    self._outage, self._last_probe = True, self._clock()
-                self._outage_answer = answer
-                self._tell(answer, False, attempt - 1)
+            remaining = deadline - self._clock()
+            if probe or remaining <= 0 or (self._max_attempts and attempt >= self._max_attempts):
+                self._breaker.trip(answer)
+                self._tell(answer, False, attempt - 1, started)
                 return answer, True
-            self._tell(answer, True, attempt - 1)
-            self._sleep(delay)
+            self._tell(answer, True, attempt - 1, started)
+            # The last wait ends at the deadline, where one more attempt is made.
+            self._sleep(min(self._backoff_seconds(attempt - 1, answer.retry_after), remaining))
             report.retries += 1
 
-    def _tell(self, answer: _Answer, retrying: bool, attempt: int) -> None:
+    def _tell(self, answer: _Answer, retrying: bool, attempt: int, started: float) -> None:
         if self._observer is not None:
             self._observer(Attempt(answer.status, _short(answer.text) if answer.status is None else "", retrying,
-                                   attempt + 1))
+                                   attempt + 1, started, answer.timed_out))
 
     def _backoff_seconds(self, attempt: int, retry_after: float | None) -> float:
         jitter = self._rng() * min(self._backoff_cap, self._backoff_base * 2 ** attempt)
@@ -361,6 +422,10 @@ class SegmentClient:
             response = self._session.post(
                 self._url, data=gzip.compress(body, compresslevel=self._gzip_level),
                 headers={"X-Retry-Count": str(attempt)}, timeout=self._timeout, allow_redirects=False)
+        except requests.exceptions.ConnectTimeout as error:
+            return _Answer(None, f"{type(error).__name__}: no connection within {self._timeout[0]:g} s", timed_out=True)
+        except requests.Timeout as error:
+            return _Answer(None, f"{type(error).__name__}: no answer within {self._timeout[1]:g} s", timed_out=True)
         except _NETWORK_ERRORS as error:
             return _Answer(None, f"{type(error).__name__}: {error}")
         return _Answer(response.status_code, response.text, _retry_after_seconds(response.headers.get("Retry-After")))

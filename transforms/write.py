@@ -13,7 +13,7 @@ import datetime
 
 import apache_beam as beam
 
-from transforms import dead_letters, jsonl, metrics, progress, write_key
+from transforms import dead_letters, jsonl, metrics, progress, segment_client, write_key
 from transforms.checkpoints import DEFAULT_CHECKPOINT_SECONDS
 from transforms.elements import DEAD_LETTER, REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED, handled
 from transforms.segment_client import format_sent_at, request_body
@@ -39,6 +39,7 @@ class _BatchFn(beam.DoFn):
         self._retries = metrics.counter(metrics.RETRIES)
         self._retries_exhausted = metrics.counter(metrics.RETRIES_EXHAUSTED)
         self._rejected = metrics.counter(metrics.REJECTED_BY_SEGMENT)
+        self._letters = metrics.counter(metrics.DEAD_LETTERS_MADE)
         self._progress = progress.reporter(self._progress_settings)
 
     def _count_sent(self, events):
@@ -52,15 +53,20 @@ class _PostBatchFn(_BatchFn):
     The write key is resolved here, on the worker, from its KeySource.
     """
 
-    def __init__(self, client_settings, key_source, progress_settings):
+    def __init__(self, client_settings, key_source, progress_settings, run_id):
         super().__init__(progress_settings)
         self._client_settings = client_settings
         self._key_source = key_source
+        self._run_id = run_id
         self._client = None
 
     def setup(self):
         super().setup()
-        self._client = self._client_settings.client(write_key.resolve(self._key_source), observer=self._observe)
+        # The clients of this process that send to one endpoint in this run share one breaker: an outage costs
+        # one budget.
+        self._client = self._client_settings.client(
+            write_key.resolve(self._key_source), observer=self._observe,
+            breaker=segment_client.shared_breaker(f"{self._run_id} {self._client_settings.endpoint}"))
 
     def _observe(self, attempt):
         """Count each HTTP attempt as it happens (for live progress), and tell the progress reporter."""
@@ -75,6 +81,7 @@ class _PostBatchFn(_BatchFn):
         self._count_sent(accepted)
         for source_file, n in _accounts(accepted):
             yield beam.pvalue.TaggedOutput(DELIVERED, handled(source_file, n))
+        self._letters.inc(len(report.rejected))
         for rejection in report.rejected:
             if rejection.reason == RETRIES_EXHAUSTED:
                 self._retries_exhausted.inc()
@@ -115,8 +122,9 @@ class WriteToSegment(beam.PTransform):
     """Deliver batches of SegmentEvents with a SegmentClient built from `client_settings` and the key of
     `key_source`; returns a dict with DELIVERED and DEAD_LETTER.
 
-    With `dry_run_output` (and `run_id`), request bodies are written as this run's `requests-<run id>-*.jsonl`
-    files under that directory instead of being sent, and no client is built.
+    The clients of one process share a segment_client.Breaker per run (`run_id`) and endpoint. With
+    `dry_run_output`, request bodies are written as this run's `requests-<run id>-*.jsonl` files under that
+    directory instead of being sent, and no client is built.
     """
 
     def __init__(self, client_settings=None, key_source=None, *, dry_run_output=None, run_id=None,
@@ -138,6 +146,6 @@ class WriteToSegment(beam.PTransform):
                        | "Count written" >> beam.ParDo(_CountWrittenBodiesFn()))
             return {DELIVERED: written, DEAD_LETTER: batches.pipeline | "No dead letters" >> beam.Create([])}
         posted = batches | "POST /v1/batch" >> beam.ParDo(
-            _PostBatchFn(self._client_settings, self._key_source, self._progress_settings)).with_outputs(
+            _PostBatchFn(self._client_settings, self._key_source, self._progress_settings, self._run_id)).with_outputs(
                 DEAD_LETTER, DELIVERED, main="responses")
         return {DELIVERED: posted[DELIVERED], DEAD_LETTER: posted[DEAD_LETTER]}

@@ -9,9 +9,7 @@ When the launcher asks only for the job graph (`--template_location`), Dataflow 
 program has ended: the job prints that no counters are available yet, and they are on the job's
 Dataflow page, its dead letters under --dead_letter_output.
 """
-import sys
-
-from pipeline.main import main
+from pipeline.main import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
