@@ -45,5 +45,7 @@ echo "Request bodies:      $out/requests/ (one JSON body per line, exactly as th
 echo "Dead letters:        $out/dead_letters/ (the oversize event and the broken files, with reasons)"
 echo "Summary (JSON):      $out/summary.json"
 echo "To send for real:    SEGMENT_WRITE_KEY=... ./run_local.sh --input 'sample-bucket/**/*.avro'"
+echo "Today's connector:   ./run_local.sh --mapping current --include_anonymous_users (52 types, anonymousId;"
+echo "                     the default, --mapping classic, sends the original 34 events)"
 echo "On another runner:   ./run_local.sh --runner=PrismRunner (Beam's portable runner; built once, needs Go)"
 exit $status

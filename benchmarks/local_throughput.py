@@ -39,7 +39,7 @@ from pipeline import currents_schemas  # noqa: E402
 from pipeline.main import main  # noqa: E402
 from pipeline.sample_bucket import currents_path, make_record, write_currents_file  # noqa: E402
 from tests.segment_server import SegmentServer  # noqa: E402
-from transforms.catalog import CATALOG  # noqa: E402
+from transforms.catalog import CLASSIC  # noqa: E402
 
 KEY = "benchmark-write-key"
 EVENTS_PER_FILE = 5_000  # Currents writes up to 15,000 events per file, 100,000 under load
@@ -50,7 +50,7 @@ def write_bucket(root, events):
     start = int(datetime.datetime(2024, 3, 1, tzinfo=datetime.timezone.utc).timestamp())
     seq = 0
     for index in range(max(1, events // EVENTS_PER_FILE)):
-        event_type = sorted(CATALOG)[index % len(CATALOG)]
+        event_type = sorted(CLASSIC.events)[index % len(CLASSIC.events)]
         schema = currents_schemas.schema(event_type)
         hour = start + (index % 24) * 3600
         records = [make_record(event_type, schema, seq + i, time=hour + (i * 3600) // EVENTS_PER_FILE)

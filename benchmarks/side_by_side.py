@@ -93,13 +93,13 @@ def write_bucket(root, events):
     Return (records written, records the job should deliver)."""
     from pipeline import currents_schemas
     from pipeline.sample_bucket import currents_path, make_record, write_currents_file
-    from transforms.catalog import CATALOG
+    from transforms.catalog import CLASSIC
     from transforms.filter import has_external_id
 
     start = int(datetime.datetime(2024, 3, 1, tzinfo=datetime.timezone.utc).timestamp())
     seq = expected = 0
     for index in range(max(1, events // EVENTS_PER_FILE)):
-        event_type = sorted(CATALOG)[index % len(CATALOG)]
+        event_type = sorted(CLASSIC.events)[index % len(CLASSIC.events)]
         schema = currents_schemas.schema(event_type)
         field_names = {field["name"] for field in schema["fields"]}
         hour = start + (index % 24) * 3600
@@ -240,13 +240,13 @@ def server_round_trips(one_write, requests_count=40):
 def _records(bucket, stats):
     """(event type, record) of every catalogued file under bucket, in path order."""
     import fastavro
-    from transforms.catalog import CATALOG
+    from transforms.catalog import CLASSIC
     from transforms.read import event_type_from_path
 
     paths = sorted(glob.glob(os.path.join(bucket, "**", "*.avro"), recursive=True))
     for path in paths:
         event_type = event_type_from_path(path)
-        if event_type not in CATALOG:
+        if event_type not in CLASSIC.events:
             stats["skipped_files"] += 1
             continue
         with open(path, "rb") as stream:
@@ -638,7 +638,7 @@ def main(argv=None):
     if args.child:
         return child_main(args)
     args.pipeline_args = [a for a in args.pipeline_args if a != "--"]
-    from transforms.catalog import CATALOG
+    from transforms.catalog import CLASSIC
     systems = [name.strip() for name in args.systems.split(",") if name.strip()]
     unknown = set(systems) - set(DEFAULT_SYSTEMS)
     if unknown:
@@ -708,8 +708,8 @@ def main(argv=None):
     report = ["# Braze Currents -> Segment: side by side", "", f"Command: `{command}`", "",
               "Machine:", "", *[f"- {line}" for line in machine], "",
               f"Data: {written:,} generated Currents events in {written // EVENTS_PER_FILE} Avro files (deflate) of "
-              f"{EVENTS_PER_FILE:,}, cycling through the {len(CATALOG)} catalogued types "
-              f"({min(written // EVENTS_PER_FILE, len(CATALOG))} of them in this run); every {NO_EXTERNAL_ID_EVERY}th user without "
+              f"{EVENTS_PER_FILE:,}, cycling through the {len(CLASSIC.events)} catalogued types "
+              f"({min(written // EVENTS_PER_FILE, len(CLASSIC.events))} of them in this run); every {NO_EXTERNAL_ID_EVERY}th user without "
               f"an external id, so {expected:,} events to deliver. Every system runs as a process of its own "
               "(startup included) against a fresh loopback Segment server in another process.", "",
               *table(rows), "",

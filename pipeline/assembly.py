@@ -1,6 +1,6 @@
 """Assembly: the job as one chain of labelled stages, built from one validated JobConfig.
 
-    read → [keep event time] → drop anonymous users → split by family → per family: map → batch → write
+    read → [keep event time] → drop users without id → split by family → per family: map → batch → write
     every stage's dead letters → one dead-letter output (durable, per bundle)
     files read + what every stage handled (drops, deliveries, durable dead letters) → [ledger]
 
@@ -13,10 +13,9 @@ or durably dead-lettered.
 import apache_beam as beam
 
 from transforms.batch import BatchForSegment
-from transforms.catalog import FAMILIES
 from transforms.dead_letters import WriteDeadLetters
 from transforms.elements import DEAD_LETTER, HANDLED
-from transforms.filter import DropAnonymousUsers, KeepEventTime
+from transforms.filter import DropUsersWithoutId, KeepEventTime
 from transforms.ledger import RecordInLedger
 from transforms.map import ToSegmentTrack
 from transforms.read import FILES, ReadCurrentsFiles
@@ -30,17 +29,18 @@ def build(pipeline, config):
     read = pipeline | "Read Currents files" >> ReadCurrentsFiles(
         selection.patterns, ledger_dir=config.ledger if config.skip_recorded else None,
         ledger_scope=selection.ledger_scope, destination=config.destination, s3_options=config.s3_options,
-        progress_settings=config.progress)
+        progress_settings=config.progress, event_types=selection.event_types)
     events, handled = read["events"], []
     if config.by_event_time:
         in_range = events | "Keep event time" >> KeepEventTime(
             int(selection.start.timestamp()), int(selection.end.timestamp()))
         events, handled = in_range.events, [in_range[HANDLED]]
-    identified = events | "Drop anonymous users" >> DropAnonymousUsers()
-    families = identified.events | "Split by family" >> SplitByFamily()
+    mapping = config.mapping.mapping
+    identified = events | "Drop users without id" >> DropUsersWithoutId(config.mapping.include_anonymous)
+    families = identified.events | "Split by family" >> SplitByFamily(mapping)
     handled += [identified[HANDLED], families[HANDLED]]
     dead_letters = [read[DEAD_LETTER]]
-    for family in FAMILIES:
+    for family in mapping.families:
         # Each family streams on to Segment on its own: merging the branches first (a Flatten) would make
         # runners that do not fuse a Flatten (FnApiRunner) hold every event in memory in between.
         mapped = families[family] | f"Map {family}" >> ToSegmentTrack(config.mapping)

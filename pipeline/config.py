@@ -16,11 +16,11 @@ from typing import Any, Optional
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
 
-from pipeline import partitions
+from pipeline import mapping_file, partitions
 from pipeline.options import (
     WRITE_KEY_ENV, ConfigError, CurrentsToSegmentOptions, field_names, key_source, resolve_endpoint,
     resolve_write_key, split_write_key, storage_reason, unknown_flags)
-from transforms import ledger, segment_client
+from transforms import catalog, ledger, segment_client
 from transforms.batch import BatchSettings
 from transforms.map import MappingSettings
 from transforms.progress import ProgressSettings
@@ -72,6 +72,7 @@ class JobConfig:  # pylint: disable=too-many-instance-attributes  # the whole jo
             "endpoint": self.client.endpoint if self.client else None,
             "window_seconds": self.batching.window_seconds, "max_batch_bytes": self.batching.max_bytes,
             "max_batch_events": self.batching.max_events,
+            "mapping": self.mapping.mapping.name, "include_anonymous_users": self.mapping.include_anonymous,
             "integrations": self.mapping.integrations, "message_id_namespace": self.mapping.message_id_namespace,
             "passthrough_fields": self.mapping.passthrough, "redact_fields": sorted(self.mapping.redact),
             "hash_fields": sorted(self.mapping.hashed),
@@ -88,6 +89,7 @@ class Job:
     options: CurrentsToSegmentOptions
     selection: partitions.Selection
     config: Optional[JobConfig]
+    mapping: catalog.Mapping  # the run's (also for --plan)
     destination: Optional[dict] = None  # for --plan with --ledger: the write key's part is None without a key
 
 
@@ -115,7 +117,7 @@ def _check_input(options):
         raise ConfigError("give either --input or --currents_root, not both")
     if not options.input and not options.currents_root:
         raise ConfigError("no input: give --input PATTERN (repeatable) or --currents_root URI")
-    ranged = [f"--{name}" for name in ("start", "end", "event_types", "by_event_time") if getattr(options, name)]
+    ranged = [f"--{name}" for name in ("start", "end", "by_event_time") if getattr(options, name)]
     if ranged and not options.currents_root:
         raise ConfigError(f"{', '.join(ranged)} select partitions under --currents_root; with --input, "
                           "name the files in the pattern instead")
@@ -176,10 +178,10 @@ def check_options(options):
                           "takes no --ledger (use --plan with --ledger to see what the ledger would skip)")
 
 
-def _select(options):
+def _select(options, mapping):
     """What the run reads; ConfigError when the root cannot be listed."""
     try:
-        return partitions.select_input(options)
+        return partitions.select_input(options, mapping)
     except Exception as error:  # pylint: disable=broad-except  # missing folder, bucket, credentials or extra
         raise ConfigError(f"cannot list --currents_root {options.currents_root}: {storage_reason(error)}") from error
 
@@ -281,7 +283,10 @@ def _batching(options, write_key):
 
 def _inputs(options, selection, unmatched):
     if options.input:
-        return {"input": list(options.input), "unmatched": unmatched}
+        inputs = {"input": list(options.input), "unmatched": unmatched}
+        if selection.event_types is not None:
+            inputs["event_types"] = sorted(selection.event_types)
+        return inputs
     return {"currents_root": options.currents_root, "start": options.start, "end": options.end,
             "event_types": options.event_types, "by_event_time": options.by_event_time,
             "late_hours": options.late_hours if options.by_event_time else None,
@@ -296,10 +301,20 @@ def _client_settings(options):
         max_request_bytes=options.max_batch_bytes, max_events=options.max_batch_events)
 
 
-def _mapping(options):
+def load_mapping(options):
+    """The catalog.Mapping of the options: a built-in one, or --mapping_file's changes to one."""
+    if not options.mapping_file:
+        return catalog.BUILT_IN[options.mapping]
+    try:
+        return mapping_file.load(options.mapping_file, options.mapping)
+    except mapping_file.MappingFileError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _mapping(options, mapping):
     return MappingSettings(options.message_id_namespace, options.passthrough_fields,
                            parse_integrations(options.integrations), field_names(options.redact_fields),
-                           field_names(options.hash_fields))
+                           field_names(options.hash_fields), mapping, options.include_anonymous_users)
 
 
 def run_dir(pipeline_options, run_id):
@@ -311,7 +326,7 @@ def run_dir(pipeline_options, run_id):
     return os.path.join(tempfile.gettempdir(), f"currents-to-segment-{run_id}")
 
 
-def _plan_destination(options, source):
+def _plan_destination(options, source, mapping):
     """The destination a --plan with --ledger compares the ledger's entries with; without a readable write key,
     its key part is unknown (entries of any key count)."""
     if not options.ledger:
@@ -320,7 +335,7 @@ def _plan_destination(options, source):
         write_key = resolve_write_key(source) or None
     except ConfigError:
         write_key = None
-    return ledger.destination_of(resolve_endpoint(options), write_key, _mapping(options).shape())
+    return ledger.destination_of(resolve_endpoint(options), write_key, _mapping(options, mapping).shape())
 
 
 def reject_unknown_flags(argv):
@@ -340,15 +355,16 @@ def load(argv, run_id):
     FileSystems.set_options(pipeline_options)
     options = pipeline_options.view_as(CurrentsToSegmentOptions)
     check_options(options)
+    mapping = load_mapping(options)
     source = key_source(options, key_flag)
-    selection = _select(options)
+    selection = _select(options, mapping)
     if options.plan:
-        return Job(pipeline_options, options, selection, None, _plan_destination(options, source))
+        return Job(pipeline_options, options, selection, None, mapping, _plan_destination(options, source, mapping))
     unmatched = _require_input(options, selection)
     require_writable(options, run_id)
     write_key = _require_key(options, source)
     client = None if options.dry_run_output else _client_settings(options)
-    mapping = _mapping(options)
+    mapping = _mapping(options, mapping)
     local_dir = run_dir(pipeline_options, run_id)
     config = JobConfig(
         run_id=run_id, started=datetime.datetime.now(datetime.timezone.utc), selection=selection,
@@ -361,5 +377,5 @@ def load(argv, run_id):
         progress=ProgressSettings(0 if options.quiet else options.progress_seconds,
                                   client.budget() if client else "", local_dir or ""),
         s3_options=pipeline_options.view_as(S3Options), run_dir=local_dir)
-    return Job(pipeline_options, options, selection, config)
+    return Job(pipeline_options, options, selection, config, mapping.mapping)
 

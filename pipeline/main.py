@@ -133,8 +133,9 @@ def _run_facts(job_config, ended):
 
 def _summary(counters, job_config, outcome):
     run = dict(_run_facts(job_config, datetime.datetime.now(datetime.timezone.utc)), outcome=outcome)
-    return summary.summarize(counters, by_event_time=job_config.by_event_time, with_ledger=bool(job_config.ledger),
-                             dry_run=bool(job_config.dry_run_output), run=run)
+    return summary.summarize(counters, by_event_time=job_config.by_event_time,
+                             include_anonymous=job_config.mapping.include_anonymous,
+                             with_ledger=bool(job_config.ledger), dry_run=bool(job_config.dry_run_output), run=run)
 
 
 def _print_summary(run_summary, job_config):
@@ -307,7 +308,8 @@ def run(argv, until_exit=False):
     if job.config is None:  # --plan
         selection = job.selection
         print(plan.describe(selection.patterns, None if options.rerun else options.ledger, selection.ledger_scope,
-                            FileAccess(job.pipeline_options.view_as(S3Options)), job.destination))
+                            FileAccess(job.pipeline_options.view_as(S3Options)), job.destination, job.mapping,
+                            selection.event_types))
         return EXIT_OK
     for pattern in job.config.inputs.get("unmatched", ()):
         logging.warning("no file matched --input %s", pattern)

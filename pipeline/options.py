@@ -12,7 +12,7 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import partitions
-from transforms import segment_client, write_key
+from transforms import catalog, segment_client, write_key
 from transforms.checkpoints import DEFAULT_CHECKPOINT_SECONDS
 
 WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
@@ -73,8 +73,10 @@ class CurrentsToSegmentOptions(PipelineOptions):
             help="With --currents_root: hour to stop before, UTC, YYYY-MM-DD or YYYY-MM-DDTHH (exclusive).")
         parser.add_argument(
             "--event_types", action="append", default=None, metavar="NAMES",
-            help="With --currents_root: only these Currents event types or families (push, email, sms, "
-                 "in_app, content_card, news_feed, canvas_campaign, other); comma-separated, repeatable.")
+            help="Only these Currents event types or families of the mapping (push, email, sms, whatsapp with "
+                 "--mapping current, in_app, content_card, news_feed, canvas_campaign, other); comma-separated, "
+                 "repeatable. With --currents_root only their folders are listed; with --input the files of other "
+                 "types are not read.")
         parser.add_argument(
             "--by_event_time", action="store_true", default=False,
             help="Select events by their own `time` in [start, end) instead of by the hour Braze queued "
@@ -82,6 +84,19 @@ class CurrentsToSegmentOptions(PipelineOptions):
         parser.add_argument(
             "--late_hours", type=int, default=24, metavar="N",
             help="With --by_event_time: hours of partitions after --end to look in for late events. Default 24.")
+        parser.add_argument(
+            "--mapping", choices=sorted(catalog.BUILT_IN), default=catalog.DEFAULT,
+            help="Which built-in mapping of Currents types to track calls: classic (the default: the 34 events "
+                 "of Braze's original Segment for Currents page, userId only) or current (what Braze's connector "
+                 "sends today: 52 events, anonymousId on every call, more properties and context).")
+        parser.add_argument(
+            "--mapping_file", default=None, metavar="PATH",
+            help="A JSON file (any Beam filesystem) of changes to a built-in mapping: rename events, drop types, "
+                 "add types, add or remove properties (see the README). Checked before anything runs.")
+        parser.add_argument(
+            "--include_anonymous_users", action="store_true", default=False,
+            help="Also send the events of users without an external id, with anonymousId (their Braze user id) "
+                 "only. Records with neither id are counted as dropped_no_id.")
         parser.add_argument(
             "--plan", action="store_true", default=False,
             help="Only list the partitions and files that would be read, with sizes and event counts per "

@@ -13,7 +13,7 @@ from typing import NamedTuple
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import ledger
-from transforms.catalog import CATALOG, FAMILIES
+from transforms.catalog import CLASSIC
 
 UTC = datetime.timezone.utc
 HOUR = datetime.timedelta(hours=1)
@@ -48,17 +48,17 @@ def hours_between(start, end):
     return hours
 
 
-def expand_event_types(names):
-    """Event types named directly or through a family name (push, email, ...); None means all."""
+def expand_event_types(names, mapping=CLASSIC):
+    """Event types named directly or through a family name of the mapping (push, email, ...); None means all."""
     if not names:
         return None
     selected = set()
     for name in names:
-        if name in FAMILIES:
-            selected.update(t for t, spec in CATALOG.items() if spec.family == name)
+        if name in mapping.families:
+            selected.update(mapping.types_of(name))
         else:
             selected.add(name)
-    return selected
+    return frozenset(selected)
 
 
 def _join(parent, child):
@@ -178,36 +178,39 @@ def select_partitions(root, start=None, end=None, event_types=None, children=lis
 
 
 class Selection(NamedTuple):
-    """What a run reads: file patterns, the time range they were chosen for (None: not a range), and
-    the ledger scope of its files (a --by_event_time run sends only part of each file)."""
+    """What a run reads: file patterns, the time range they were chosen for (None: not a range), the
+    ledger scope of its files (a --by_event_time run sends only part of each file), and the event types
+    read (None: all; files of other types are not read, whatever matched them)."""
     patterns: list
     partitions: list
     start: datetime.datetime = None
     end: datetime.datetime = None
     ledger_scope: str = ledger.WHOLE_FILE
+    event_types: frozenset = None
 
 
 def _names(values):
     return [name.strip() for value in values or () for name in value.split(",") if name.strip()]
 
 
-def select_input(options):
-    """The files a run reads, from --input patterns or from --currents_root with the date options.
+def select_input(options, mapping=CLASSIC):
+    """The files a run reads, from --input patterns or from --currents_root with the date options, and
+    --event_types (types, or families of the mapping).
 
     With --by_event_time, the --late_hours partitions after --end are read too; the events whose own
     time falls outside [start, end) are filtered out later.
     """
+    event_types = expand_event_types(_names(options.event_types), mapping)
     if options.input:
-        return Selection(list(options.input), [])
+        return Selection(list(options.input), [], event_types=event_types)
     start = parse_hour(options.start) if options.start else None
     end = parse_hour(options.end) if options.end else None
     read_until = end + options.late_hours * HOUR if options.by_event_time else end
-    partitions = select_partitions(options.currents_root, start, read_until,
-                                   expand_event_types(_names(options.event_types)),
+    partitions = select_partitions(options.currents_root, start, read_until, event_types,
                                    folder_lister(options, options.currents_root))
     scope = ledger.WHOLE_FILE
     if options.by_event_time:
         scope = ledger.time_scope(int(start.timestamp()), int(end.timestamp()))
     if end is None and partitions:
         end = max(p.hour for p in partitions) + HOUR
-    return Selection([p.path + "/**" for p in partitions], partitions, start, end, scope)
+    return Selection([p.path + "/**" for p in partitions], partitions, start, end, scope, event_types)

@@ -35,18 +35,28 @@ def _key(metadata):
     return ledger.entry_key(metadata.path, metadata.size_in_bytes, metadata.last_updated_in_seconds)
 
 
-def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE, access=None, destination=None):
-    """A text plan of the files the patterns select: per (event type, hour) partition, then per file.
+def _sent_as(mapping, event_type):
+    spec = mapping.spec_for(event_type)
+    return (f'{mapping.name} mapping: {event_type} is sent as "{spec.segment_event}" ({spec.family})' if spec
+            else f"{mapping.name} mapping: {event_type} is not sent (counted as unsupported_event_type)")
+
+
+def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE, access=None, destination=None, mapping=None,
+             event_types=None):
+    """A text plan of the files the patterns select: first, per event type, whether the mapping (a
+    catalog.Mapping) sends it and as which Segment event; then per (event type, hour) partition, and per file.
 
     Files the ledger holds for this scope and destination (ledger.destination_of; its write key None when
-    unknown: entries of any key count) are listed as skipped. `access` lists and opens the files (a
+    unknown: entries of any key count) are listed as skipped; files whose path names a type not among
+    `event_types` (when given) are left out. `access` lists and opens the files (a
     transforms.s3_files.FileAccess; Beam's filesystems when None).
     """
     access = access or FileAccess()
     any_key = bool(destination) and destination.get("write_key") is None
     recorded = ledger.recorded(ledger_dir, any_key) if ledger_dir else {}
     where = ledger.destination_key(destination, any_key)
-    files = {m.path: m for pattern in patterns for m in access.match(pattern)}
+    files = {m.path: m for pattern in patterns for m in access.match(pattern)
+             if event_types is None or event_type_from_path(m.path) in (None, *event_types)}
     groups = collections.defaultdict(list)
     for path in sorted(files):
         date = _DATE.search(path)
@@ -61,6 +71,9 @@ def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE, access=None, de
         total_files, total_bytes, total_events = total_files + len(members), total_bytes + size, total_events + events
     lines.append(f"TOTAL  {len(groups)} partitions  {total_files} files  {total_bytes:,} bytes  "
                  f"{total_events:,} events to read")
+    if mapping is not None:
+        lines[:0] = [_sent_as(mapping, event_type) for event_type in sorted({t for t, _ in groups}) if
+                     not event_type.startswith("(")]
     if any_key and ledger_dir:
         lines.insert(0, "(no write key was given: files the ledger holds for this endpoint and these mapping "
                         "options are shown as skipped, whatever the write key they were sent with)")

@@ -1,9 +1,9 @@
 """The project's own Braze Currents fixtures: plausible records, Avro files and a demo bucket.
 
-Write a demo bucket (every mapped event type in its oldest and newest schema, several codecs, and the
-traps a real bucket holds) with:
+Write a demo bucket (every event type a built-in mapping sends, in its oldest and newest schema, several codecs,
+and the traps a real bucket holds) with:
 
-    python -m pipeline make-sample-bucket sample-bucket --seed 0 --events-per-file 20
+    python -m pipeline make-sample-bucket sample-bucket --seed 0 --events-per-file 20 --types current
 
 `make_sample_bucket` returns a manifest of everything it wrote, so tests can compute the expected
 Segment calls without going through the pipeline's reader.
@@ -21,7 +21,7 @@ import uuid
 import fastavro
 
 from pipeline import currents_schemas
-from transforms.catalog import CATALOG
+from transforms.catalog import BUILT_IN
 
 CODECS = ("null", "deflate", "snappy", "zstandard")
 CLUSTER = "prod-01"
@@ -46,7 +46,9 @@ _NEW_HOUR = datetime.datetime(2024, 3, 2, 0, tzinfo=datetime.timezone.utc)
 _KAFKA_CONNECT_TYPES = (
     "users.messages.email.Send", "users.messages.pushnotification.Open", _STATE_CHANGE,
 )
-_UNMAPPED_TYPES = ("users.messages.email.Deferral", "users.behaviors.subscription.GlobalStateChange")
+# Types the mapping of a bucket's types does not send (counted as unsupported_event_type).
+_UNMAPPED_TYPES = {"classic": ("users.messages.email.Deferral", "users.behaviors.subscription.GlobalStateChange"),
+                   "current": ("users.messages.email.Deferral", "users.messages.banner.Click")}
 _OVERSIZE_TYPE = "users.messages.email.Send"
 _DUPLICATED_TYPE = "users.messages.email.Open"
 _BROKEN_TYPE = "users.messages.email.Delivery"
@@ -147,12 +149,15 @@ def currents_path(root, event_type, hour, *, schema_id=1, partition=0, offset=0,
 
 
 class _BucketWriter:
-    """Numbers records, places the no-external-id users, writes files and keeps the manifest."""
+    """Numbers records, places the no-external-id users (and, with without_any_id, a user with no id at all),
+    writes files and keeps the manifest."""
 
-    def __init__(self, root, seed, events_per_file):
+    def __init__(self, root, seed, events_per_file, without_any_id=False):
         if events_per_file < 3:
-            raise ValueError("events_per_file must be at least 3 (one null and one empty external id)")
+            raise ValueError("events_per_file must be at least 3 (one null and one empty external id, one "
+                             "record with neither id)")
         self.root = root
+        self.without_any_id = without_any_id
         self.events_per_file = events_per_file
         self.rng = random.Random(seed)
         self.next_seq = seed * 1_000_000
@@ -160,14 +165,19 @@ class _BucketWriter:
         self.manifest = {"files": [], "broken_files": [], "oversize_ids": [], "duplicate_ids": [], "records": []}
 
     def records(self, event_type, schema, hour):
-        """Fresh records, one with a null and one with an empty external_user_id."""
-        null_at, empty_at = self.rng.sample(range(self.events_per_file), 2)
+        """Fresh records, one with a null and one with an empty external_user_id (anonymous users: their
+        user_id is set), and with without_any_id one more with no user_id either."""
+        null_at, empty_at, *neither_at = self.rng.sample(range(self.events_per_file), 3 if self.without_any_id else 2)
         records = []
         for index in range(self.events_per_file):
             seq, self.next_seq = self.next_seq, self.next_seq + 1
             external_user_id = {null_at: None, empty_at: ""}.get(index, f"user-{seq}")
             time = int(hour.timestamp()) - self.rng.randrange(3600)  # queued up to an hour after it happened
-            records.append(make_record(event_type, schema, seq, external_user_id=external_user_id, time=time))
+            record = make_record(event_type, schema, seq, external_user_id=external_user_id, time=time)
+            if index in neither_at:
+                user_id = next(f["type"] for f in schema["fields"] if f["name"] == "user_id")
+                record.update(external_user_id=None, user_id=None if isinstance(user_id, list) else "")
+            records.append(record)
         return records
 
     def path(self, event_type, hour, schema_id):
@@ -200,9 +210,9 @@ def _truncated_avro(schema, records):
     return full[:header_length + (len(full) - header_length) // 2]
 
 
-def _write_mapped_types(bucket):
+def _write_mapped_types(bucket, event_types):
     schema_ids = iter(range(1000, 10_000))
-    for event_type in sorted(CATALOG):
+    for event_type in sorted(event_types):
         stored = currents_schemas.versions(event_type)
         placements = [(stored[0], _OLD_HOUR), (stored[-1], _NEW_HOUR)][:len(stored)]
         for version, hour in placements:
@@ -229,25 +239,26 @@ def _write_duplicate(bucket):
     bucket.manifest["duplicate_ids"].append(original["id"])
 
 
-def make_sample_bucket(root, *, seed=0, events_per_file=20):
+def make_sample_bucket(root, *, seed=0, events_per_file=20, types="classic"):
     """Write a demo Currents bucket under local `root` and return its manifest.
 
-    The bucket holds every mapped event type in its oldest and newest stored schema (two hours across
-    a day boundary, all codecs), Kafka-Connect-shaped files, the unmapped types, exactly one oversize
-    event, exactly one duplicated event, a truncated Avro file and a file that is not Avro at all.
-    Every file has users with a null and with an empty external_user_id.
+    The bucket holds every event type the built-in mapping `types` ("classic" or "current") sends, in its
+    oldest and newest stored schema (two hours across a day boundary, all codecs), Kafka-Connect-shaped
+    files, two types that mapping does not send, exactly one oversize event, exactly one duplicated event,
+    a truncated Avro file and a file that is not Avro at all. Every file has users with a null and with an
+    empty external_user_id (anonymous users), and with "current" one record with neither id.
 
     Manifest: "files" (every path written), "broken_files" (the unreadable ones among them),
     "oversize_ids", "duplicate_ids", and "records": one {"event_type", "source_file", "record"} per
     record of every readable file, in file order.
     """
-    bucket = _BucketWriter(root, seed, events_per_file)
-    _write_mapped_types(bucket)
+    bucket = _BucketWriter(root, seed, events_per_file, without_any_id=types == "current")
+    _write_mapped_types(bucket, BUILT_IN[types].events)
     for event_type in _KAFKA_CONNECT_TYPES:
         schema = currents_schemas.kafka_connect_variant(currents_schemas.schema(event_type))
         records = bucket.records(event_type, schema, _OLD_HOUR)
         bucket.write(event_type, _OLD_HOUR, 2021, schema, records, "snappy")
-    for event_type in _UNMAPPED_TYPES:
+    for event_type in _UNMAPPED_TYPES[types]:
         schema = currents_schemas.schema(event_type)
         bucket.write(event_type, _NEW_HOUR, 10_002, schema, bucket.records(event_type, schema, _NEW_HOUR))
     _write_duplicate(bucket)
@@ -264,12 +275,16 @@ def main(argv=None):
     """Command line: write a demo bucket into DIR and print a one-line summary."""
     parser = argparse.ArgumentParser(
         prog="make-sample-bucket",
-        description="Write a demo Braze Currents bucket (every mapped event type, all codecs, the traps) into DIR.")
+        description="Write a demo Braze Currents bucket (every event type a built-in mapping sends, all codecs, "
+                    "anonymous users, the traps) into DIR.")
     parser.add_argument("dir", metavar="DIR", help="local folder to write the bucket into")
+    parser.add_argument("--types", choices=sorted(BUILT_IN), default="current",
+                        help="the event types of this built-in mapping (default current: its 52 types, and users "
+                             "with neither id; classic: its 34)")
     parser.add_argument("--seed", type=int, default=0, help="changes ids and user placement (default 0)")
     parser.add_argument("--events-per-file", type=int, default=20, help="records per file, at least 3 (default 20)")
     args = parser.parse_args(argv)
-    manifest = make_sample_bucket(args.dir, seed=args.seed, events_per_file=args.events_per_file)
+    manifest = make_sample_bucket(args.dir, seed=args.seed, events_per_file=args.events_per_file, types=args.types)
     print(f"wrote {len(manifest['files'])} files ({len(manifest['broken_files'])} unreadable, "
           f"{len(manifest['records'])} readable records) under {args.dir}")
     return 0

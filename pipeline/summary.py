@@ -2,7 +2,7 @@
 
 Every event read ends exactly once, so the totals balance, and so does each event type's row:
 read = dropped_no_external_id + unsupported_event_type + sent + dead_lettered (+ outside_time_range
-with --by_event_time). In a dry run, "sent" means written to the dry-run requests: the table says
+with --by_event_time, + dropped_no_id with --include_anonymous_users). In a dry run, "sent" means written to the dry-run requests: the table says
 "would send" and the JSON has "dry_run": true.
 """
 import collections
@@ -15,6 +15,7 @@ from transforms import metrics
 
 # Per-type metric → the summary's key for its total.
 _TOTAL_KEYS = {metrics.READ: "events_read", metrics.DROPPED_NO_EXTERNAL_ID: "dropped_no_external_id",
+               metrics.DROPPED_NO_ID: "dropped_no_id",
                metrics.UNSUPPORTED_EVENT_TYPE: "unsupported_event_type",
                metrics.OUTSIDE_TIME_RANGE: "outside_time_range", metrics.SENT: "sent",
                metrics.DEAD_LETTERED: "dead_lettered"}
@@ -47,19 +48,21 @@ def run_counters(result=None, tally_dir=None, failed=False):
     return counters
 
 
-def _per_type_keys(by_event_time):
-    return [metric for metric in (metrics.READ, *metrics.OUTCOMES)
-            if by_event_time or metric != metrics.OUTSIDE_TIME_RANGE]
+def _per_type_keys(by_event_time, include_anonymous):
+    optional = {metrics.OUTSIDE_TIME_RANGE: by_event_time, metrics.DROPPED_NO_ID: include_anonymous}
+    return [metric for metric in (metrics.READ, *metrics.OUTCOMES) if optional.get(metric, True)]
 
 
-def summarize(counters, *, by_event_time=False, with_ledger=False, dry_run=False, run=None):
+def summarize(counters, *, by_event_time=False, include_anonymous=False, with_ledger=False, dry_run=False,
+              run=None):
     """Build the summary dict from counter values.
 
     With by_event_time it also has `outside_time_range` (events read from late partitions whose time
-    is outside the range); with a ledger, `ledger` (files skipped as already sent, files recorded, files
+    is outside the range); with include_anonymous, `dropped_no_id` (records with neither an external nor a
+    Braze user id); with a ledger, `ledger` (files skipped as already sent, files recorded, files
     read but not recorded, files the ledger holds only for other destinations). `run` (a dict: run id, times, inputs, delivery options) is added as it is.
     """
-    keys = _per_type_keys(by_event_time)
+    keys = _per_type_keys(by_event_time, include_anonymous)
     totals = collections.Counter()
     by_type = collections.defaultdict(lambda: dict.fromkeys(keys, 0))
     for name, value in counters.items():
@@ -110,10 +113,10 @@ def is_balanced(summary):
 def format_table(summary):
     """The summary as a fixed-width text table: one row per event type, then the totals."""
     sent_header = "would send" if summary.get("dry_run") else "sent"
-    names = {metrics.READ: "read", metrics.DROPPED_NO_EXTERNAL_ID: "no external id",
+    names = {metrics.READ: "read", metrics.DROPPED_NO_EXTERNAL_ID: "no external id", metrics.DROPPED_NO_ID: "no id",
              metrics.UNSUPPORTED_EVENT_TYPE: "unsupported", metrics.OUTSIDE_TIME_RANGE: "outside range",
              metrics.SENT: sent_header, metrics.DEAD_LETTERED: "dead-lettered"}
-    keys = _per_type_keys("outside_time_range" in summary)
+    keys = _per_type_keys("outside_time_range" in summary, "dropped_no_id" in summary)
     header = ("event type", *(names[key] for key in keys))
     rows = [(event_type, *(f"{counts[key]:,}" for key in keys))
             for event_type, counts in summary["by_event_type"].items()]

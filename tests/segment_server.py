@@ -30,7 +30,8 @@ MAX_BODY_BYTES = 500_000
 MAX_EVENT_BYTES = 32_000
 MAX_EVENTS = 2_500
 MAX_MESSAGE_ID_CHARS = 100
-REQUIRED_STRING_FIELDS = ("event", "userId", "messageId", "timestamp")
+REQUIRED_STRING_FIELDS = ("event", "messageId", "timestamp")
+USER_FIELDS = ("userId", "anonymousId")  # one of them, at least
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,11 @@ def _event_problem(event: Any) -> str | None:
     for name in REQUIRED_STRING_FIELDS:
         if not isinstance(event.get(name), str):
             return f"an event has no string {name!r}"
+    if not any(isinstance(event.get(name), str) and event[name] for name in USER_FIELDS):
+        return "an event has neither a userId nor an anonymousId (Segment: no_user_anon_id)"
+    for name in USER_FIELDS:
+        if name in event and not isinstance(event[name], str):
+            return f"an event's {name!r} is not a string"
     if len(event["messageId"]) > MAX_MESSAGE_ID_CHARS:
         return f"a messageId has {len(event['messageId'])} chars, over {MAX_MESSAGE_ID_CHARS}"
     return None

@@ -12,7 +12,7 @@ import pytest
 from pipeline import assembly, config
 from pipeline.sample_bucket import make_sample_bucket
 from transforms import ledger
-from transforms.catalog import FAMILIES
+from transforms.catalog import CLASSIC
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "dataflow-test-key-77c1"
@@ -44,8 +44,8 @@ def test_the_dataflow_job_graph_builds_without_submitting_and_holds_no_key(tmp_p
     result = pipeline.run()
     job_json = str(result.job)
     names = {transform.unique_name for transform in result.job.proto_pipeline.components.transforms.values()}
-    assert {"Read Currents files", "Drop anonymous users", "Split by family", "Dead letters", "Ledger"} <= names
-    assert {f"Write {family} to Segment" for family in FAMILIES} <= names
+    assert {"Read Currents files", "Drop users without id", "Split by family", "Dead letters", "Ledger"} <= names
+    assert {f"Write {family} to Segment" for family in CLASSIC.families} <= names
     assert "JOB_TYPE_BATCH" in job_json
     assert KEY not in job_json and KEY not in str(result.job.proto_pipeline)
 

@@ -189,6 +189,18 @@ def _of_files(manifest, paths):
     return dict(manifest, records=[r for r in manifest["records"] if r["source_file"] in paths])
 
 
+def test_the_current_mapping_with_anonymous_users_on_prism_streaming(tmp_path_factory, server):
+    """The whatsapp branch, anonymousId, users with no id: on a portable runner, in streaming mode."""
+    root = tmp_path_factory.mktemp("current-bucket")
+    manifest = make_sample_bucket(str(root), events_per_file=5, types="current")
+    status, run_summary, _ = send(tmp_path_factory.mktemp("out"), server, "--input", f"{root}/**", "--mapping",
+                                  "current", "--include_anonymous_users", *prism("--streaming"))
+    assert status == 0 and not server.violations
+    assert received_calls(server.accepted) == expected_calls(manifest, "current", include_anonymous=True)
+    assert run_summary["dropped_no_id"] > 0
+    assert_balanced(run_summary)
+
+
 # --- failures on Prism: one line and the summary --------------------------------------------------------------
 
 @pytest.mark.parametrize("signum,status,name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])

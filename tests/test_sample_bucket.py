@@ -8,7 +8,7 @@ import fastavro.validation
 import pytest
 
 from pipeline import currents_schemas, sample_bucket
-from transforms.catalog import CATALOG
+from transforms.catalog import CLASSIC
 
 NEWS_FEED_TYPES = {
     "users.behaviors.app.NewsFeedImpression",
@@ -52,10 +52,10 @@ def test_stored_schema_and_its_kafka_connect_variant_parse_and_accept_make_recor
 
 
 def test_every_mapped_type_has_its_oldest_and_newest_schema():
-    for event_type in CATALOG:
+    for event_type in CLASSIC.events:
         expected = 1 if event_type in NEWS_FEED_TYPES else 2
         assert len(currents_schemas.versions(event_type)) == expected, event_type
-    assert set(currents_schemas.event_types()) - set(CATALOG)  # unmapped types are stored too
+    assert set(currents_schemas.event_types()) - set(CLASSIC.events)  # unmapped types are stored too
 
 
 def test_latest_is_the_newest_stored_version():
@@ -137,7 +137,7 @@ def test_bucket_broken_files_do_not_decode(bucket):
 def test_bucket_covers_every_mapped_type_schema_codec_and_trap(bucket):
     root, manifest = bucket
     records = manifest["records"]
-    for event_type in CATALOG:
+    for event_type in CLASSIC.events:
         files = {e["source_file"] for e in records if e["event_type"] == event_type}
         assert len(files) >= (1 if event_type in NEWS_FEED_TYPES else 2), event_type
     hours = {path.split("/date=")[1][:13] for path in manifest["files"]}
@@ -149,7 +149,7 @@ def test_bucket_covers_every_mapped_type_schema_codec_and_trap(bucket):
         external_ids = [e["record"]["external_user_id"] for e in records if e["source_file"] == path]
         assert None in external_ids and "" in external_ids, path
     assert codecs == set(sample_bucket.CODECS)
-    assert {e["event_type"] for e in records} - set(CATALOG)  # unmapped types present
+    assert {e["event_type"] for e in records} - set(CLASSIC.events)  # unmapped types present
     kafka_connect_files = [path for path in _readable(manifest) if "connect.name" in _writer_schema(path)]
     assert len(kafka_connect_files) >= 3
 

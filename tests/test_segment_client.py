@@ -344,6 +344,12 @@ def test_server_answers_200_but_drops_more_than_2500_events(server):
     assert "2,600 events" in server.violations[0]
 
 
+def test_server_takes_an_anonymous_id_instead_of_a_user_id(server):
+    anonymous = {key: value for key, value in track(0).items() if key != "userId"} | {"anonymousId": "5e1a"}
+    assert post_raw(server, raw_body([anonymous])).status_code == 200
+    assert server.accepted == [anonymous] and not server.violations
+
+
 @pytest.mark.parametrize("events, problem", [
     ([track(number, padding="x" * 29_000) for number in range(21)], "over 500,000"),
     ([track(0, padding="x" * MAX_EVENT_BYTES)], "over 32,000"),

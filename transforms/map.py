@@ -1,13 +1,16 @@
 """Map: one Currents record to one Segment track call, serialized once.
 
-`to_track` builds the call exactly as the catalog says (the catalog's properties and nothing else,
-unless passthrough is on); `serialize` turns it into the compact JSON bytes every later stage uses.
+`to_track` builds the call exactly as the mapping's row says (its properties and context and nothing else,
+unless passthrough is on), with `userId` = external_user_id when the user has one and `anonymousId` = the
+Braze user id (`user_id`) when the mapping sends it on every call (current) or the user has no external id
+(anonymous users, when they are sent); `serialize` turns it into the compact JSON bytes every later stage uses.
 
 A record that cannot be mapped costs only itself: it becomes an `invalid_record` dead letter with the
 reason, and the run goes on. Among the reasons: a `time` that is not an integer of UNIX seconds in the
 years 1970 to 9999 UTC (a value that looks like milliseconds or microseconds is not converted, since
-Currents writes seconds: the letter says which unit it looks like), an `external_user_id` holding NUL
-or other control characters or only invisible ones, an `id` over Segment's 100-character messageId limit.
+Currents writes seconds: the letter says which unit it looks like), an `external_user_id` or `user_id`
+sent as an id holding NUL or other control characters or only invisible ones, an `id` over Segment's
+100-character messageId limit.
 """
 import hashlib
 import importlib.metadata
@@ -16,19 +19,19 @@ import time
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping as MappingType, Optional
 
 import apache_beam as beam
 
 from transforms import dead_letters, metrics
-from transforms.catalog import (
-    COMMON_PROPERTIES, EMAIL_TRAIT_FAMILIES, EMAIL_TRAIT_FIELD, PROPERTY_CONVERTERS, spec_for)
+from transforms.catalog import CLASSIC, Mapping
 from transforms.elements import DEAD_LETTER, EVENT_TOO_LARGE, INVALID_RECORD, SegmentEvent
 from transforms.segment_client import MAX_EVENT_BYTES
 
 DISTRIBUTION = "braze-currents-to-segment"
-# Fields that become userId, timestamp and messageId rather than properties.
+# Fields that become userId, timestamp and messageId rather than properties (and user_id, when it is anonymousId).
 _ENVELOPE_FIELDS = frozenset({"id", "time", "external_user_id"})
+BRAZE_ID_FIELD = "user_id"
 # Timestamps Segment can be sent as ISO-8601 with a 4-digit year: 1970-01-01 up to 10000-01-01 (excluded).
 END_OF_YEAR_9999 = 253_402_300_800
 MAX_MESSAGE_ID_CHARS = 100  # Segment's limit
@@ -60,13 +63,18 @@ def event_time(value):
     raise ValueError(f"time {value} is outside the years 1970-9999 as UNIX seconds{looks_like}")
 
 
-def user_id(value):
-    """The external_user_id as Segment's userId; ValueError when it holds control characters or only
-    invisible ones (the caller has already dropped null and blank ids)."""
+def has_text(value):
+    """True when a value is a string with something besides white space."""
+    return isinstance(value, str) and bool(value.strip())
+
+
+def identity(value, field="external_user_id"):
+    """An id sent as userId or anonymousId; ValueError when it holds control characters or only invisible ones
+    (the caller has already left out null and blank ids)."""
     if any(unicodedata.category(char) == "Cc" for char in value):
-        raise ValueError(f"external_user_id {value!r} holds NUL or other control characters")
+        raise ValueError(f"{field} {value!r} holds NUL or other control characters")
     if all(char.isspace() or unicodedata.category(char) == "Cf" for char in value):
-        raise ValueError(f"external_user_id {value!r} holds only invisible characters")
+        raise ValueError(f"{field} {value!r} holds only invisible characters")
     return value
 
 
@@ -101,41 +109,43 @@ def message_id(currents_id, namespace=None):
     return currents_id
 
 
-def to_track(record, event_type, *, namespace=None, passthrough=False, integrations=None):
-    """Build the Segment track call of one Currents record of a catalogued event type.
+def to_track(record, event_type, *, mapping=CLASSIC, namespace=None, passthrough=False, integrations=None):
+    """Build the Segment track call of one Currents record of a type the mapping sends.
 
-    A property is sent only when its source field is in the record and not null. With passthrough,
-    every other non-null field is sent too, under its own name. `integrations` is Segment's
-    destination filter object, sent as given.
+    A property or context value is sent only when its source field is in the record and not null. With
+    passthrough, every other non-null field is sent too, as a property under its own name. `integrations`
+    is Segment's destination filter object, sent as given. ValueError when the record has neither id.
     """
-    spec = spec_for(event_type)
+    spec = mapping.spec_for(event_type)
     properties = {}
-    for name in COMMON_PROPERTIES:
-        if record.get(name) is not None:
-            properties[name] = record[name]
-    for name, field in spec.properties.items():
+    for key, field in spec.properties:
         value = record.get(field)
         if value is not None:
-            convert = PROPERTY_CONVERTERS.get(name)
-            properties[name] = convert(value) if convert else value
-    message = {
-        "type": "track",
-        "event": spec.segment_event,
-        "userId": user_id(record["external_user_id"]),
-        "timestamp": iso_timestamp(event_time(record.get("time"))),
-        "messageId": message_id(record.get("id"), namespace),
-        "properties": properties,
-        "context": {"library": LIBRARY},
-    }
+            properties[key] = mapping.convert(key, value)
+    message = {"type": "track", "event": spec.segment_event}
+    if has_text(record.get("external_user_id")):
+        message["userId"] = identity(record["external_user_id"])
+    if (mapping.anonymous_id or "userId" not in message) and has_text(record.get(BRAZE_ID_FIELD)):
+        message["anonymousId"] = identity(record[BRAZE_ID_FIELD], BRAZE_ID_FIELD)
+    if "userId" not in message and "anonymousId" not in message:
+        raise ValueError("the record has neither an external_user_id nor a user_id to send")
+    message.update(timestamp=iso_timestamp(event_time(record.get("time"))),
+                   messageId=message_id(record.get("id"), namespace), properties=properties,
+                   context={"library": LIBRARY})
     if integrations:
         message["integrations"] = integrations
-    email_trait = spec.family in EMAIL_TRAIT_FAMILIES
-    if email_trait and record.get(EMAIL_TRAIT_FIELD) is not None:
-        message["context"]["traits"] = {"email": record[EMAIL_TRAIT_FIELD]}
+    for path, field in spec.context:
+        value = record.get(field)
+        if value is not None:
+            *parents, name = path.split(".")
+            place = message["context"]
+            for parent in parents:
+                place = place.setdefault(parent, {})
+            place[name] = value
     if passthrough:
-        used = _ENVELOPE_FIELDS | set(spec.properties.values())
-        if email_trait:
-            used |= {EMAIL_TRAIT_FIELD}
+        used = _ENVELOPE_FIELDS | {field for _, field in spec.properties + spec.context}
+        if "anonymousId" in message:
+            used |= {BRAZE_ID_FIELD}
         for field, value in record.items():
             if value is not None and field not in used:
                 properties.setdefault(field, value)
@@ -164,18 +174,24 @@ def serialize(message):
 
 @dataclass(frozen=True)
 class MappingSettings:
-    """How records become calls: messageId namespace, passthrough of other fields, the `integrations`
-    object sent with every call, and the property or trait names to redact or to hash."""
+    """How records become calls: the mapping (a catalog.Mapping), whether users without an external id are
+    sent (anonymousId only), messageId namespace, passthrough of other fields, the `integrations` object sent
+    with every call, and the property or trait names to redact or to hash."""
 
     message_id_namespace: Optional[str] = None
     passthrough: bool = False
-    integrations: Optional[Mapping[str, Any]] = None
+    integrations: Optional[MappingType[str, Any]] = None
     redact: frozenset = frozenset()
     hashed: frozenset = frozenset()
+    mapping: Mapping = CLASSIC
+    include_anonymous: bool = False
 
     def shape(self):
-        """Everything here that changes what Segment receives, as the options name it (for the ledger)."""
-        return {"message_id_namespace": self.message_id_namespace, "passthrough_fields": self.passthrough,
+        """Everything here that changes what Segment receives, as the options name it (for the ledger); the
+        mapping as its name and the digest of its table."""
+        return {"mapping": f"{self.mapping.name}:{self.mapping.digest()}",
+                "include_anonymous_users": self.include_anonymous,
+                "message_id_namespace": self.message_id_namespace, "passthrough_fields": self.passthrough,
                 "integrations": self.integrations, "redact_fields": sorted(self.redact),
                 "hash_fields": sorted(self.hashed)}
 
@@ -196,7 +212,7 @@ class _MapToTrackFn(beam.DoFn):
     def process(self, event):
         settings = self._settings
         try:
-            message = to_track(event.record, event.event_type, namespace=self._namespace,
+            message = to_track(event.record, event.event_type, mapping=settings.mapping, namespace=self._namespace,
                                passthrough=settings.passthrough, integrations=settings.integrations)
             if settings.redact or settings.hashed:
                 protect(message, settings.redact, settings.hashed)

@@ -20,16 +20,18 @@ NAMESPACE = "currents_to_segment"
 # Per-event-type counters are named "<metric>:<event type>".
 READ = "read"
 DROPPED_NO_EXTERNAL_ID = "dropped_no_external_id"
+DROPPED_NO_ID = "dropped_no_id"  # with anonymous users sent: neither an external id nor a Braze user id
 UNSUPPORTED_EVENT_TYPE = "unsupported_event_type"
 SENT = "sent"
 DEAD_LETTERED = "dead_lettered"
 OUTSIDE_TIME_RANGE = "outside_time_range"  # only with --by_event_time
 # What each event read ends as, exactly one of these: the summary balances when they add up to READ.
-OUTCOMES = (DROPPED_NO_EXTERNAL_ID, UNSUPPORTED_EVENT_TYPE, OUTSIDE_TIME_RANGE, SENT, DEAD_LETTERED)
+OUTCOMES = (DROPPED_NO_EXTERNAL_ID, DROPPED_NO_ID, UNSUPPORTED_EVENT_TYPE, OUTSIDE_TIME_RANGE, SENT, DEAD_LETTERED)
 
 # Plain counters.
 FILES_LISTED = "files_listed"
 FILES_READ = "files_read"
+FILES_OF_OTHER_TYPES = "files_of_other_types"  # matched, but of a type --event_types leaves out: not read
 UNREADABLE_FILES = "unreadable_files"
 REQUESTS = "requests"
 RETRIES = "retries"

@@ -28,7 +28,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 
 from transforms import avro_blocks, dead_letters, metrics, progress
-from transforms.catalog import CATALOG
+from transforms.catalog import KNOWN_TYPES
 from transforms.elements import DEAD_LETTER, INVALID_RECORD, CurrentsEvent, FileRead, at_earliest_timestamp
 from transforms.ledger import WHOLE_FILE, SkipFilesInLedger
 from transforms.map import event_time
@@ -49,16 +49,16 @@ def event_type_from_path(path):
 def event_type_from_schema(schema):
     """The event type named by an Avro writer schema's full name.
 
-    Producers other than the usual one prefix it differently; a name that ends with a catalogued
-    event type (`com.example.users.canvas.Entry`) is taken as that type.
+    Producers other than the usual one prefix it differently; a name that ends with an event type a
+    built-in mapping knows (`com.example.users.canvas.Entry`) is taken as that type.
     """
     name = schema.get("name", "")
     namespace = schema.get("namespace")
     full_name = name if "." in name or not namespace else f"{namespace}.{name}"
     event_type = _NAME_PREFIX.sub("", full_name)
-    if event_type in CATALOG:
+    if event_type in KNOWN_TYPES:
         return event_type
-    return next((known for known in CATALOG if event_type.endswith("." + known)), event_type)
+    return next((known for known in sorted(KNOWN_TYPES) if event_type.endswith("." + known)), event_type)
 
 
 def region_letter(path, event_type, region, events_read):
@@ -69,15 +69,13 @@ def region_letter(path, event_type, region, events_read):
     return letter
 
 
-def decode_file(path, stream):
-    """(event type, item) for every GoodBlock and BadRegion of an open Currents file, in order.
+def open_file(path, stream):
+    """(event type, a BlockFile yielding every GoodBlock and BadRegion in order) of an open Currents file.
 
     Raises CorruptHeader when nothing of the file can be read.
     """
     container = avro_blocks.open_container(stream)
-    event_type = event_type_from_path(path) or event_type_from_schema(container.header.schema)
-    for item in container:
-        yield event_type, item
+    return event_type_from_path(path) or event_type_from_schema(container.header.schema), container
 
 
 class _ListFilesFn(beam.DoFn):
@@ -98,16 +96,19 @@ class _ListFilesFn(beam.DoFn):
 
 class _DecodeFileFn(beam.DoFn):
     """FileMetadata → CurrentsEvent for each record of every good block; an unreadable header → one
-    dead letter for the file; every skipped region → one dead letter with its byte range."""
+    dead letter for the file; every skipped region → one dead letter with its byte range. A file of a type
+    not among `event_types` (when given) is left unread, and counted."""
 
-    def __init__(self, files, progress_settings):
+    def __init__(self, files, progress_settings, event_types=None):
         super().__init__()
         self._files = files
         self._progress_settings = progress_settings
+        self._event_types = event_types
 
     def setup(self):
         self._read = metrics.TypeCounter(metrics.READ)
         self._files_read = metrics.counter(metrics.FILES_READ)
+        self._other_types = metrics.counter(metrics.FILES_OF_OTHER_TYPES)
         self._letters = metrics.counter(metrics.DEAD_LETTERS_MADE)
         progress.reporter(self._progress_settings)
 
@@ -115,14 +116,25 @@ class _DecodeFileFn(beam.DoFn):
         self._letters.inc()
         return beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
 
+    def _selected(self, event_type):
+        if self._event_types is None or event_type in self._event_types:
+            return True
+        self._other_types.inc()
+        return False
+
     def process(self, metadata):
         path = metadata.path
         event_type = event_type_from_path(path)
+        if event_type and not self._selected(event_type):
+            return
         events_read = letters = 0
         position = 0  # where decoding stands, for the letter of a failure
         try:
             with self._files.open(path) as stream:
-                for event_type, item in decode_file(path, stream):
+                event_type, container = open_file(path, stream)
+                if not self._selected(event_type):
+                    return
+                for item in container:
                     if isinstance(item, avro_blocks.BadRegion):
                         letters += 1
                         yield self._dead_letter(region_letter(path, event_type, item, events_read))
@@ -185,16 +197,18 @@ def _first(items):
 class ReadCurrentsFiles(beam.PTransform):
     """Read the files matching any of the patterns (a file matched twice is read once).
 
-    With `ledger_dir`, files the ledger records for `ledger_scope` and `destination` are skipped. `s3_options` (the job's
+    With `ledger_dir`, files the ledger records for `ledger_scope` and `destination` are skipped; with
+    `event_types`, files of other types (by their path, else their header) are not read (nor recorded). `s3_options` (the job's
     pipeline options) let s3:// patterns be listed and read with one client per worker (see
     transforms.s3_files); the worker's progress lines start with `progress_settings`. Returns a dict of PCollections: "events" (CurrentsEvent), DEAD_LETTER
     (unreadable files and parts of files) and FILES (a FileRead for each file read).
     """
 
     def __init__(self, patterns, ledger_dir=None, ledger_scope=WHOLE_FILE, destination=None, s3_options=None,
-                 progress_settings=progress.ProgressSettings()):
+                 progress_settings=progress.ProgressSettings(), event_types=None):
         super().__init__()
         self._destination = destination
+        self._event_types = event_types
         self._progress_settings = progress_settings
         self._patterns = list(patterns)
         self._ledger_dir = ledger_dir
@@ -214,6 +228,7 @@ class ReadCurrentsFiles(beam.PTransform):
                                                                          self._destination)
         # The default windowing again (timestamps unchanged), the same as every other stage's.
         files = files | "Global window" >> beam.WindowInto(GlobalWindows())
-        decoded = files | "Decode Avro" >> beam.ParDo(_DecodeFileFn(self._files, self._progress_settings)).with_outputs(
+        decoded = files | "Decode Avro" >> beam.ParDo(_DecodeFileFn(self._files, self._progress_settings,
+                                                                    self._event_types)).with_outputs(
             DEAD_LETTER, FILES, main="events")
         return {"events": decoded.events, DEAD_LETTER: decoded[DEAD_LETTER], FILES: decoded[FILES]}
