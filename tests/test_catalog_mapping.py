@@ -1,5 +1,6 @@
-"""Every type of both built-in mappings, on every stored Currents schema version and the Kafka-Connect shape,
-decoded from real Avro files (records with every field, sparse records with every nullable field null, users
+"""Every type of both built-in mappings, on every stored Currents schema version, the Kafka-Connect shape and a
+version of our own (fields in reverse order, `time` a long as WhatsApp's schemas type it), decoded from real
+Avro files (records with every field, sparse records with every nullable field null, users
 without an external id): mapped exactly as the references say. The expected calls come from
 tests.mapping_oracle, written from the references, independently of transforms/catalog.py."""
 import fastavro
@@ -12,10 +13,16 @@ from transforms.catalog import BUILT_IN
 from transforms.map import to_track
 
 REFERENCES = {"classic": CLASSIC, "current": CURRENT}
-VARIANTS = [(mapping, event_type, version, kafka_connect)
+VARIANTS = [(mapping, event_type, version, shape)
             for mapping, types in REFERENCES.items() for event_type in sorted(types)
-            for version, kafka_connect in [(v, False) for v in currents_schemas.versions(event_type)]
-            + [(currents_schemas.LATEST, True)]]
+            for version, shape in [(v, "stored") for v in currents_schemas.versions(event_type)]
+            + [(currents_schemas.LATEST, "kafka"), (currents_schemas.LATEST, "reordered")]]
+
+
+def reordered(schema):
+    """The schema with its fields in reverse order and `time` a long."""
+    fields = [dict(f, type="long") if f["name"] == "time" else f for f in reversed(schema["fields"])]
+    return dict(schema, fields=fields)
 
 
 def decoded(tmp_path, schema, records):
@@ -33,15 +40,17 @@ def nullable_fields(schema):
 def test_every_type_of_both_references_has_a_stored_schema():
     assert len(CLASSIC) == 34 and len(CURRENT) == 52
     assert set(CLASSIC) | set(CURRENT) <= set(currents_schemas.event_types())
-    assert len(VARIANTS) >= 34 * 3 + 52 * 2
+    assert len(VARIANTS) >= 34 * 4 + 52 * 3
 
 
-@pytest.mark.parametrize("mapping,event_type,version,kafka_connect", VARIANTS,
-                         ids=[f"{m}:{t}@{v}{'+kafka' if k else ''}" for m, t, v, k in VARIANTS])
-def test_each_schema_version_maps_as_the_reference_says(tmp_path, mapping, event_type, version, kafka_connect):
+@pytest.mark.parametrize("mapping,event_type,version,shape", VARIANTS,
+                         ids=[f"{m}:{t}@{v}+{k}" for m, t, v, k in VARIANTS])
+def test_each_schema_version_maps_as_the_reference_says(tmp_path, mapping, event_type, version, shape):
     schema = currents_schemas.schema(event_type, version)
-    if kafka_connect:
+    if shape == "kafka":
         schema = currents_schemas.kafka_connect_variant(schema)
+    elif shape == "reordered":
+        schema = reordered(schema)
     records = [make_record(event_type, schema, 1), make_record(event_type, schema, 2, external_user_id=None),
                make_record(event_type, schema, 3, **dict.fromkeys(nullable_fields(schema)))]
     for record in decoded(tmp_path, schema, records):
