@@ -17,6 +17,7 @@ setuptools.setup(
         "apache-beam>=2.60,<3",
         "fastavro>=1.9,<2",
         "requests>=2.31,<3",
+        "orjson>=3.9,<4",  # each call is serialized once, with it
         # Avro codecs beyond null/deflate: snappy needs cramjam; zstandard needs backports.zstd
         # (fastavro uses the standard library's zstd from Python 3.14 on).
         "cramjam>=2.7,<3",
@@ -30,8 +31,8 @@ setuptools.setup(
         # gcp-storage-emulator here, Azurite from npm (run_tests.sh installs it).
         "test": ["pytest>=7,<10", "hypothesis>=6.80,<7", "moto[server]>=5,<6", "gcp-storage-emulator>=2024.8,<2027",
                  "apache-beam[aws,gcp,azure]>=2.60,<3"],
-        # benchmarks/side_by_side.py: Segment's own library and orjson, for the systems it compares with the job.
-        "bench": ["segment-analytics-python==2.4.0", "orjson>=3.9,<4"],
+        # benchmarks/side_by_side.py: Segment's own library, for a system it compares with the job.
+        "bench": ["segment-analytics-python==2.4.0"],
     },
     entry_points={"console_scripts": ["currents-to-segment=pipeline.main:cli"]},
 )

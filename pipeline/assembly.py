@@ -1,63 +1,65 @@
-"""Assembly: the job as one chain of labelled stages, built from one validated JobConfig.
+"""Assembly: the job as one chain of stages, each labelled with its class's name, built from one validated JobConfig.
 
-    read → [keep event time] → drop users without id → split by family → per family: map → batch → write
-    every stage's dead letters → one dead-letter output (durable, per bundle)
-    files read + what every stage handled (drops, deliveries, durable dead letters) → [ledger]
+    list files (each once) → [skip files in the ledger] → read → [keep events in the time range]
+      → drop users without id → split by family →
+        per family: map → batch → write → dead letters → [ledger]
+        types the mapping does not send:                 dead letters → [ledger]
 
-Events are never shuffled: from a file's bytes to Segment's answer they stream through fused stages, and
-are stamped with their event time once, by the read stage. Only file paths are grouped (read once each,
-and spread over the workers). The ledger takes the write stage's deliveries and the dead-letter writer's
-output as its input: a file is recorded only once each of its events is delivered, dropped and counted,
-or durably dead-lettered.
+The elements are items (transforms.elements): blocks of records of one file, their calls, requests, dead
+letters, and the accounting of each file (what it holds, what was handled). A file's items all travel down one
+chain, its family's, from its bytes to Segment's answer, its dead letters and the ledger, through fused stages
+with no shuffle and no Flatten; so the ledger records a file as soon as each of its events is delivered,
+dropped and counted, or durably dead-lettered, while the run goes on. Only file paths are grouped (each file
+read once, the files spread over the workers), and the ledger's files that one bundle could not complete.
 """
-import apache_beam as beam
-
 from transforms.batch import BatchForSegment
 from transforms.dead_letters import WriteDeadLetters
-from transforms.elements import DEAD_LETTER, HANDLED
-from transforms.filter import DropUsersWithoutId, KeepEventTime
-from transforms.ledger import RecordInLedger
+from transforms.filter import DropUsersWithoutId, KeepEventsInTimeRange
+from transforms.file_access import FileAccess
+from transforms.ledger import RecordInLedger, SkipFilesInLedger
 from transforms.map import ToSegmentTrack
-from transforms.read import FILES, ReadCurrentsFiles
-from transforms.route import SplitByFamily
-from transforms.write import DELIVERED, WriteToSegment
+from transforms.read import ListCurrentsFiles, ReadCurrentsFiles
+from transforms.route import UNSUPPORTED, SplitByFamily
+from transforms.write import WriteToSegment
+
+
+def _label(stage, branch=None):
+    """A stage's label: its class's name, and the branch it is in."""
+    return type(stage).__name__ + (f"[{branch}]" if branch else "")
+
+
+def _apply(items, stage, branch=None):
+    return items | _label(stage, branch) >> stage
 
 
 def build(pipeline, config):
     """Add the whole job described by `config` (a pipeline.config.JobConfig) to `pipeline`."""
-    selection = config.selection
-    read = pipeline | "Read Currents files" >> ReadCurrentsFiles(
-        selection.patterns, ledger_dir=config.ledger if config.skip_recorded else None,
-        ledger_scope=selection.ledger_scope, destination=config.destination, s3_options=config.s3_options,
-        progress_settings=config.progress, event_types=selection.event_types)
-    events, handled = read["events"], []
+    selection, mapping = config.selection, config.mapping.mapping
+    access = FileAccess(config.s3_options)
+    files = _apply(pipeline, ListCurrentsFiles(selection.patterns, access))
+    if config.skip_recorded:
+        files = _apply(files, SkipFilesInLedger(config.ledger, selection.ledger_scope, config.destination))
+    items = _apply(files, ReadCurrentsFiles(access, selection.event_types, config.progress))
     if config.by_event_time:
-        in_range = events | "Keep event time" >> KeepEventTime(
-            int(selection.start.timestamp()), int(selection.end.timestamp()))
-        events, handled = in_range.events, [in_range[HANDLED]]
-    mapping = config.mapping.mapping
-    identified = events | "Drop users without id" >> DropUsersWithoutId(config.mapping.include_anonymous)
-    families = identified.events | "Split by family" >> SplitByFamily(mapping)
-    handled += [identified[HANDLED], families[HANDLED]]
-    dead_letters = [read[DEAD_LETTER]]
+        items = _apply(items, KeepEventsInTimeRange(int(selection.start.timestamp()), int(selection.end.timestamp())))
+    items = _apply(items, DropUsersWithoutId(config.mapping.include_anonymous))
+    branches = _apply(items, SplitByFamily(mapping, config.flush_seconds))
     for family in mapping.families:
-        # Each family streams on to Segment on its own: merging the branches first (a Flatten) would make
-        # runners that do not fuse a Flatten (FnApiRunner) hold every event in memory in between.
-        mapped = families[family] | f"Map {family}" >> ToSegmentTrack(config.mapping)
-        written = (mapped.events
-                   | f"Batch {family}" >> BatchForSegment(config.batching, config.checkpoint_seconds)
-                   | f"Write {family} to Segment" >> WriteToSegment(
-                       config.client, config.key_source, dry_run_output=config.dry_run_output, run_id=config.run_id,
-                       progress_settings=config.progress, checkpoint_seconds=config.checkpoint_seconds))
-        dead_letters += [mapped[DEAD_LETTER], written[DEAD_LETTER]]
-        handled.append(written[DELIVERED])
-    dead_lettered = (dead_letters
-                     | "Merge dead letters" >> beam.Flatten()
-                     | "Dead letters" >> WriteDeadLetters(config.dead_letter_output, config.run_id,
-                                                          config.checkpoint_seconds))
+        # Each family streams on to Segment on its own: merging the branches (a Flatten) would make runners
+        # that do not fuse a Flatten (FnApiRunner) hold every event in memory in between.
+        delivered = branches[family]
+        for stage in (ToSegmentTrack(config.mapping), BatchForSegment(config.batching, config.flush_seconds),
+                      WriteToSegment(config.client, config.key_source, dry_run_output=config.dry_run_output,
+                                     run_id=config.run_id, progress_settings=config.progress,
+                                     flush_seconds=config.flush_seconds)):
+            delivered = _apply(delivered, stage, family)
+        _finish(delivered, config, family)
+    _finish(branches[UNSUPPORTED], config, UNSUPPORTED)
+
+
+def _finish(items, config, branch):
+    """The end of a chain: its dead letters written, and its files recorded in the ledger."""
+    items = _apply(items, WriteDeadLetters(config.dead_letter_output, config.run_id, config.flush_seconds), branch)
     if config.ledger:
-        _ = ([read[FILES]] + handled + [dead_lettered]
-             | "Merge files and handled" >> beam.Flatten()
-             | "Ledger" >> RecordInLedger(config.ledger, config.run_id, scope=selection.ledger_scope,
-                                          destination=config.destination,
-                                          checkpoint_seconds=config.checkpoint_seconds))
+        _apply(items, RecordInLedger(config.ledger, config.run_id, scope=config.selection.ledger_scope,
+                                     destination=config.destination, flush_seconds=config.flush_seconds), branch)

@@ -28,9 +28,9 @@ from transforms.segment_client import ClientSettings
 from transforms.write_key import KeySource
 
 _FLOAT_OPTIONS = ("max_requests_per_second", "max_retry_seconds", "retry_backoff_seconds", "request_timeout_seconds",
-                  "progress_seconds", "checkpoint_seconds")
+                  "progress_seconds", "flush_seconds")
 _POSITIVE_OPTIONS = ("max_requests_per_second", "max_retry_seconds", "retry_backoff_seconds",
-                     "request_timeout_seconds", "checkpoint_seconds")
+                     "request_timeout_seconds", "flush_seconds")
 _AT_LEAST_ONE = ("window_seconds", "max_retry_attempts")
 _GLOB = frozenset("*?[")
 _CONNECT_TIMEOUT_SECONDS = 5.0  # to open a connection to Segment; --request_timeout_seconds is for the answer
@@ -53,7 +53,7 @@ class JobConfig:  # pylint: disable=too-many-instance-attributes  # the whole jo
     fail_on_dead_letters: bool
     mapping: MappingSettings
     batching: BatchSettings
-    checkpoint_seconds: float  # how often held requests, dead letters and ledger entries are made final
+    flush_seconds: float  # how often held requests, dead letters and ledger entries are made final
     client: Optional[ClientSettings]  # None in a dry run
     key_source: Optional[KeySource]
     destination: Optional[dict]  # where events go and what shapes them, as the ledger records it (see ledger)
@@ -371,7 +371,7 @@ def load(argv, run_id):
         inputs=_inputs(options, selection, unmatched), dead_letter_output=options.dead_letter_output,
         dry_run_output=options.dry_run_output, summary_output=options.summary_output, ledger=options.ledger,
         rerun=options.rerun, by_event_time=options.by_event_time, fail_on_dead_letters=options.fail_on_dead_letters,
-        mapping=mapping, batching=_batching(options, write_key), checkpoint_seconds=options.checkpoint_seconds,
+        mapping=mapping, batching=_batching(options, write_key), flush_seconds=options.flush_seconds,
         client=client, key_source=None if options.dry_run_output else source,
         destination=ledger.destination_of(client.endpoint, write_key, mapping.shape()) if client else None,
         progress=ProgressSettings(0 if options.quiet else options.progress_seconds,

@@ -35,7 +35,7 @@ from pipeline import assembly, config, plan, replay, run_log, sample_bucket, sum
 from pipeline.options import ConfigError, CurrentsToSegmentOptions, storage_reason
 from transforms import ledger, metrics, progress
 from transforms.jsonl import OutputWriteError
-from transforms.s3_files import FileAccess
+from transforms.file_access import FileAccess
 from transforms.segment_client import SegmentConfigError
 
 EXIT_OK = 0
@@ -57,16 +57,20 @@ _STEP_SUFFIX = re.compile(r" \[while running '[^']*'\]")
 
 
 class _Signals:
-    """Ctrl-C and SIGTERM during a run: each raises KeyboardInterrupt where the run is, and is remembered, since a
-    runner may re-raise the interruption as another error (Beam's DoFn runner wraps what a DoFn raises)."""
+    """Ctrl-C and SIGTERM during a run, and SIGUSR1, which the run's log sends this process when a worker process
+    died (run_log.RunLog.worker_failure): each raises KeyboardInterrupt where the run is, and is remembered, since
+    a runner may re-raise the interruption as another error (Beam's DoFn runner wraps what a DoFn raises), and a
+    runner may wait for a dead worker forever."""
 
-    NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+    NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", run_log.WORKER_FAILED: "a worker failure"}
 
     def __init__(self):
         self.received = None
         self._previous = {}
 
     def _handle(self, signum, frame):  # pylint: disable=unused-argument
+        if signum == run_log.WORKER_FAILED and self.received is not None:
+            return  # the workers died of the Ctrl-C or SIGTERM already received
         self.received = signum
         raise KeyboardInterrupt(self.NAMES[signum])
 
@@ -244,7 +248,7 @@ class _Ended(NamedTuple):
 
 
 def _run(pipeline, signals):
-    """Run the pipeline to its end; how it ended."""
+    """Run the pipeline to its end; how it ended (a worker's death as the error it is, not as a signal)."""
     result = None
     try:
         with signals:
@@ -270,7 +274,10 @@ def _execute(job, until_exit):
     log_path = os.path.join(job_config.run_dir, "run.log") if job_config.run_dir else None
     log = run_log.RunLog(log_path).open() if log_path else None
     try:
-        status = _finish(_run(pipeline, _Signals()), job_config, log_path)
+        ended = _run(pipeline, _Signals())
+        if ended.signum == run_log.WORKER_FAILED:
+            ended = _Ended(ended.result, RuntimeError(log.worker_failure), None)
+        status = _finish(ended, job_config, log_path)
     finally:
         if log is not None and not until_exit:
             log.close()

@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import partitions
 from transforms import catalog, segment_client, write_key
-from transforms.checkpoints import DEFAULT_CHECKPOINT_SECONDS
+from transforms.flush_timer import DEFAULT_FLUSH_SECONDS
 
 WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
 REGION_ENDPOINTS = {"us": segment_client.US_ENDPOINT, "eu": segment_client.EU_ENDPOINT}
@@ -170,10 +170,11 @@ class CurrentsToSegmentOptions(PipelineOptions):
             help=f"Most events in one request (at most {segment_client.MAX_BATCH_EVENTS}, Segment's limit). "
                  f"Default {segment_client.MAX_BATCH_EVENTS}.")
         parser.add_argument(
-            "--checkpoint_seconds", type=float, default=DEFAULT_CHECKPOINT_SECONDS, metavar="SECONDS",
-            help="How often each worker sends the requests it is filling and makes its dead-letter and "
+            "--flush_seconds", type=float, default=DEFAULT_FLUSH_SECONDS, metavar="SECONDS",
+            help="How often each worker sends the requests it is filling and makes its dead-letter, dry-run and "
                  "ledger files final, besides at the end of every bundle (a bundle holds many files on "
-                 f"FnApiRunner and Prism). Default {DEFAULT_CHECKPOINT_SECONDS:g}.")
+                 "FnApiRunner and Prism): a run that is killed has recorded in the ledger every file finished "
+                 f"before its last flush. Default {DEFAULT_FLUSH_SECONDS:g}.")
         parser.add_argument(
             "--max_requests_per_second", type=float, default=None, metavar="N",
             help="Client-side limit of requests per second per worker. Segment asks for at most 1,000/s "

@@ -9,7 +9,7 @@ import fastavro
 
 from transforms import ledger
 from transforms.read import event_type_from_path
-from transforms.s3_files import FileAccess
+from transforms.file_access import FileAccess
 
 _DATE = re.compile(r"(?:^|/)date=([^/]+)/")
 
@@ -49,7 +49,7 @@ def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE, access=None, de
     Files the ledger holds for this scope and destination (ledger.destination_of; its write key None when
     unknown: entries of any key count) are listed as skipped; files whose path names a type not among
     `event_types` (when given) are left out. `access` lists and opens the files (a
-    transforms.s3_files.FileAccess; Beam's filesystems when None).
+    transforms.file_access.FileAccess; Beam's filesystems when None).
     """
     access = access or FileAccess()
     any_key = bool(destination) and destination.get("write_key") is None

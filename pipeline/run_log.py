@@ -8,12 +8,14 @@ multi-processing and the Prism runner inherit; sys.stderr is the terminal (a dup
 2, or the stream that stood for it, as under pytest); the root logger writes to the log (so that Beam's call to
 logging.basicConfig adds nothing), and so do Python warnings and the uncaught exceptions of threads; and a thread
 copies the job's lines that worker processes wrote into the log (those starting with progress.LINE_PREFIXES) to
-the terminal. `close` restores all of it. The command line never closes it: Beam stops its runner processes at
+the terminal. When a thread of Beam's says a worker process died (multi-processing), this process is sent
+WORKER_FAILED, so that the run stops with that failure instead of waiting for the dead worker. `close` restores all of it. The command line never closes it: Beam stops its runner processes at
 interpreter exit, after the run, and what their threads print then belongs in the log too.
 """
 import io
 import logging
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -21,6 +23,9 @@ import traceback
 from transforms import progress
 
 _FORWARD_SECONDS = 0.2
+WORKER_FAILED = signal.SIGUSR1
+# What Beam's multi-processing raises, in a thread of its own, when a worker process exits.
+_WORKER_EXITED = "Worker subprocess exited with return code"
 # Beam announces the start and end of the runner processes it keeps (Prism, job servers) as warnings, the end
 # one at interpreter exit, after the run: they are not the job's to show.
 _ANNOUNCING_LOGGER = "apache_beam.utils.subprocess_server"
@@ -39,6 +44,7 @@ class RunLog:
         self._stop = threading.Event()
         self._forwarder = None
         self._forwarded = 0
+        self.worker_failure = None  # what Beam said when a worker process died
 
     def __enter__(self):
         return self.open()
@@ -88,6 +94,10 @@ class RunLog:
         name = args.thread.name if args.thread is not None else "?"
         self._log.write(f"Exception in thread {name}:\n"
                         + "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
+        if self.worker_failure is None and _WORKER_EXITED in str(args.exc_value):
+            self.worker_failure = f"a worker process failed: {str(args.exc_value).strip().splitlines()[0]}"
+            if callable(signal.getsignal(WORKER_FAILED)):  # only while a run listens for it (main._Signals)
+                os.kill(os.getpid(), WORKER_FAILED)
 
     def _forward(self):
         """Copy the job's lines that reached the log since the last call to the terminal."""

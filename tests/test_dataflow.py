@@ -17,8 +17,9 @@ from transforms.catalog import CLASSIC
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "dataflow-test-key-77c1"
 GROUPINGS = ("beam:transform:group_by_key:v1", "beam:transform:combine_per_key:v1", "beam:transform:reshuffle:v1")
-# The only groupings allowed: file paths (read once each, spread over workers; the ledger's join).
-GROUPED_PATHS = ("Read Currents files/", "Ledger/")
+# The only groupings allowed: file paths (listed and read once each, spread over workers; the ledger's skip, and
+# its join of the files one bundle could not complete).
+GROUPED_PATHS = ("ListCurrentsFiles/", "SkipFilesInLedger/", "RecordInLedger[")
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,11 @@ def test_the_dataflow_job_graph_builds_without_submitting_and_holds_no_key(tmp_p
     result = pipeline.run()
     job_json = str(result.job)
     names = {transform.unique_name for transform in result.job.proto_pipeline.components.transforms.values()}
-    assert {"Read Currents files", "Drop users without id", "Split by family", "Dead letters", "Ledger"} <= names
-    assert {f"Write {family} to Segment" for family in CLASSIC.families} <= names
+    assert {"ListCurrentsFiles", "ReadCurrentsFiles", "DropUsersWithoutId", "SplitByFamily",
+            "WriteDeadLetters[unsupported]", "RecordInLedger[unsupported]"} <= names
+    assert {f"{stage}[{family}]" for family in CLASSIC.families
+            for stage in ("ToSegmentTrack", "BatchForSegment", "WriteToSegment", "WriteDeadLetters",
+                          "RecordInLedger")} <= names
     assert "JOB_TYPE_BATCH" in job_json
     assert KEY not in job_json and KEY not in str(result.job.proto_pipeline)
 
@@ -58,6 +62,9 @@ def test_no_stage_groups_events_only_file_paths(tmp_path, bucket, monkeypatch, o
     groupings = [t.unique_name for t in transforms if t.spec.urn in GROUPINGS]
     assert groupings, "expected the file-path groupings"
     assert [name for name in groupings if not name.startswith(GROUPED_PATHS)] == []
+    # Nothing merges the chains: a file's items go from the read to the ledger through fused stages.
+    assert [t.unique_name for t in transforms if t.spec.urn == "beam:transform:flatten:v1"
+            and not t.unique_name.startswith(GROUPED_PATHS)] == []
 
 
 def test_the_sdist_staged_by_setup_file_holds_every_module_and_data_file(tmp_path):

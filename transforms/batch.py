@@ -1,13 +1,13 @@
-"""Batch: cut serialized events into Segment requests bounded by exact body size and event count, per
-bundle, without a shuffle of events.
+"""Batch: cut the calls of CALLS items (see transforms.elements) into REQUEST items bounded by exact body size
+and event count, per bundle, without a shuffle of events.
 
-Events are windowed by event time (fixed windows): a request never mixes windows. Each worker keeps, for
-every window open in its bundle, the request being filled; a request is sent as soon as the next event
-would not fit it (`Batcher.add`, the same greedy rule as `segment_client.plan_batches`), and every open
-request is sent at the end of the bundle, so a bundle ends only when each of its events is sent or
-dead-lettered. What a worker holds is bounded: past `MAX_BUFFERED_BYTES` or `MAX_OPEN_WINDOWS`, the
-fullest open request is sent early (as Beam's own window-aware BatchElements does). Every
-`checkpoint_seconds` all open requests are sent too, so that the files read so far can be recorded in
+Calls are grouped by event-time window (`time // window_seconds`, arithmetic on each call's time): a request
+never mixes windows. Each worker keeps, for every window open in its bundle, the request being filled; a
+request is sent as soon as the next call would not fit it (`Batcher.add`, the same greedy rule as
+`segment_client.plan_batches`), and every open request is sent at the end of the bundle, so a bundle ends only
+when each of its events is sent or dead-lettered. What a worker holds is bounded: past `MAX_BUFFERED_BYTES`
+or `MAX_OPEN_WINDOWS`, the fullest open request is sent early (as Beam's own window-aware BatchElements
+does). Every `flush_seconds` all open requests are sent too, so that the files read so far can be recorded in
 the ledger while a long bundle goes on (see transforms.ledger).
 
 Events with the same messageId (Currents delivers at least once, in the same file or in others) have
@@ -17,11 +17,11 @@ duplicate id (a window remembers up to `MAX_REMEMBERED_IDS` ids). Both are sent;
 from dataclasses import dataclass
 
 import apache_beam as beam
-from apache_beam.transforms import window
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.transforms.window import GlobalWindows
 
-from transforms import metrics
-from transforms.checkpoints import Checkpoints
+from transforms import elements, metrics
+from transforms.elements import CALLS, ItemFn
+from transforms.flush_timer import FlushTimer
 
 # Bounds on what one worker holds back: 16 MiB is about 35 full requests, and few bundles have more
 # than 64 one-minute windows open at once (a Currents file spans minutes).
@@ -94,60 +94,70 @@ class Batcher:
         return self._buffered
 
 
-class _BatchFn(beam.DoFn):
-    """SegmentEvent in an event-time window → lists of SegmentEvents, one per request, in that window."""
+class _CutRequestsFn(ItemFn):
+    """CALLS → REQUEST items, one per request, each within one event-time window."""
 
-    def __init__(self, settings, checkpoint_seconds):
+    KINDS = (CALLS,)
+
+    def __init__(self, settings, flush_seconds):
         super().__init__()
         self._settings = settings
-        self._checkpoint_seconds = checkpoint_seconds
-        self._batcher = self._checkpoints = self._seen = None
+        self._flush_seconds = flush_seconds
+        self._batcher = self._flushes = self._seen = None
 
     def setup(self):
         self._duplicates = metrics.counter(metrics.DUPLICATE_IDS)
 
     def start_bundle(self):
         self._batcher = Batcher(self._settings)
-        self._checkpoints = Checkpoints(self._checkpoint_seconds)
+        self._flushes = FlushTimer(self._flush_seconds)
         self._seen = {}
 
-    def process(self, event, event_window=beam.DoFn.WindowParam):
-        seen = self._seen.setdefault(event_window, set())
-        if event.message_id in seen:
-            self._duplicates.inc()
-        elif len(seen) < MAX_REMEMBERED_IDS:
-            seen.add(event.message_id)
-        ready = self._batcher.add(event_window, event, len(event.payload))
-        if self._checkpoints.due():
-            ready += self._batcher.drain()
-        for request_window, events in ready:
-            if request_window not in self._batcher:
-                self._seen.pop(request_window, None)  # a window sent early forgets its ids with it
-            yield _in_window(request_window, events)
+    def handle(self, item):
+        _, event_type, source_file, block = item
+        window_seconds, batcher, seen_by_window = self._settings.window_seconds, self._batcher, self._seen
+        ready, duplicates = [], 0
+        for time, message_id, payload in block:
+            window = time // window_seconds
+            seen = seen_by_window.get(window)
+            if seen is None:
+                seen = seen_by_window[window] = set()
+            if message_id in seen:
+                duplicates += 1
+            elif len(seen) < MAX_REMEMBERED_IDS:
+                seen.add(message_id)
+            ready += batcher.add(window, (event_type, source_file, message_id, payload), len(payload))
+        if duplicates:
+            self._duplicates.inc(duplicates)
+        if self._flushes.due():
+            ready += batcher.drain()
+        yield from self._requests(ready)
+
+    def _requests(self, ready):
+        for window, calls in ready:
+            if window not in self._batcher:
+                self._seen.pop(window, None)  # a window sent early forgets its ids with it
+            yield elements.request(window, calls)
+
+    def tick(self):
+        if self._flushes.due():
+            yield from self._requests(self._batcher.drain())
 
     def finish_bundle(self):
-        for request_window, events in self._batcher.drain():
-            yield _in_window(request_window, events)
+        for window, calls in self._batcher.drain():
+            # Every item is in the global window at the start of time (see elements.at_earliest_timestamp).
+            yield GlobalWindows.windowed_value(elements.request(window, calls))
         self._seen = {}
-
-
-def _in_window(request_window, events):
-    # The end of the window: never earlier than any event in the request.
-    return WindowedValue(events, request_window.max_timestamp(), (request_window,))
 
 
 class BatchForSegment(beam.PTransform):
-    """SegmentEvents stamped with event time → lists of SegmentEvents, one list per request (BatchSettings),
-    without a shuffle; open requests are also sent every `checkpoint_seconds`."""
+    """Items → items whose CALLS are cut into REQUEST items (BatchSettings), without a shuffle; open requests are
+    also sent every `flush_seconds`."""
 
-    def __init__(self, settings, checkpoint_seconds):
+    def __init__(self, settings, flush_seconds):
         super().__init__()
         self._settings = settings
-        self._checkpoint_seconds = checkpoint_seconds
+        self._flush_seconds = flush_seconds
 
-    def expand(self, events):
-        return (events
-                | "Event-time windows" >> beam.WindowInto(window.FixedWindows(self._settings.window_seconds))
-                | "Cut into requests" >> beam.ParDo(_BatchFn(self._settings, self._checkpoint_seconds))
-                # Windows only decide which events may share a request; what follows is global.
-                | "Back to one window" >> beam.WindowInto(window.GlobalWindows()))
+    def expand(self, items):
+        return items | "Cut into requests" >> beam.ParDo(_CutRequestsFn(self._settings, self._flush_seconds))

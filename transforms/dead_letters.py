@@ -1,94 +1,79 @@
-"""Dead letters: what the pipeline could not send, with the reason, counted and written as JSONL.
+"""Dead letters: write each LETTER item (see transforms.elements) as a JSON line of this run's dead-letter files,
+count it once its file is complete, and hand its unit in; every other item passes on.
 
-Every letter has the same keys so that it can be filtered with one query and replayed later:
-reason, event_type, source_file, message_id, http_status, response_excerpt, error, message (the
-Segment call exactly as it would have been sent) and record (the Currents record, for records that
-could not be mapped). A file that could not be decoded also says how many events were read from it
-before the error.
-
-The reasons are named in transforms.elements. Each run writes its own files,
-`dead_letters-<run id>-<part>.jsonl`, one per bundle and checkpoint that had letters.
+Every letter has the same keys so that it can be filtered with one query and replayed later (see
+elements.letter). Each run writes its own files, `dead_letters-<run id>-<part>.jsonl`, one per bundle and flush
+that had letters, in every chain that had some (a chain per family branch).
 """
 import json
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 
-from transforms import jsonl, metrics
-from transforms.checkpoints import DEFAULT_CHECKPOINT_SECONDS
-from transforms.elements import UNREADABLE_FILE, handled
-_ERROR_CHARS = 500
-
-
-def _letter(reason, event_type, source_file, **fields):
-    letter = {
-        "reason": reason, "event_type": event_type, "source_file": source_file, "message_id": None,
-        "http_status": None, "response_excerpt": None, "error": None, "message": None, "record": None,
-    }
-    letter.update(fields)
-    return letter
+from transforms import elements, jsonl, metrics
+from transforms.elements import LETTER, UNREADABLE_FILE, ItemFn
+from transforms.flush_timer import DEFAULT_FLUSH_SECONDS, FlushTimer
 
 
-def _describe(error):
-    """An exception as "Type: message", or a text as it is, cut to _ERROR_CHARS."""
-    return (error if isinstance(error, str) else f"{type(error).__name__}: {error}")[:_ERROR_CHARS]
+def to_line(letter):
+    """The JSON line of a letter."""
+    return json.dumps(letter, ensure_ascii=False, default=repr)
 
 
-def event_letter(event, reason, *, http_status=None, response_excerpt=None, error=None):
-    """Dead letter of a SegmentEvent that was not accepted."""
-    return _letter(reason, event.event_type, event.source_file, message_id=event.message_id,
-                   http_status=http_status, response_excerpt=response_excerpt, error=error,
-                   message=json.loads(event.payload))
+class _WriteLettersFn(ItemFn):
+    """LETTER → a line of this bundle's dead-letter files, one committed every flush and at the end of the
+    bundle; once committed, each letter is counted (an unreadable part of a file, or a dead-lettered event of
+    its type) and its unit handed in."""
 
+    KINDS = (LETTER,)
 
-def record_letter(event, reason, error):
-    """Dead letter of a CurrentsEvent that could not be decoded or mapped to a track call (error: an exception or
-    a text)."""
-    return _letter(reason, event.event_type, event.source_file, error=_describe(error),
-                   record=dict(event.record))
-
-
-def file_letter(path, event_type, error, events_read):
-    """Dead letter of a file that could not be decoded (wholly or from some point on)."""
-    return _letter(UNREADABLE_FILE, event_type, path, error=_describe(error), events_read_before_error=events_read)
-
-
-def _to_line(letter):
-    """(what the letter accounts for, its JSON line): one unit of its source file, of this kind of letter."""
-    kind = (letter["source_file"], letter["event_type"], letter["reason"] == UNREADABLE_FILE)
-    return ((kind, 1),), json.dumps(letter, ensure_ascii=False, default=repr)
-
-
-class _CountWrittenFn(beam.DoFn):
-    """Counts the letters whose file is complete (unreadable parts of files, or dead-lettered events per
-    event type) and hands their units in: ((source file, event type, unreadable), n) → (source file, n)."""
+    def __init__(self, directory, run_id, flush_seconds):
+        super().__init__()
+        self._args = (directory, jsonl.DEAD_LETTERS, run_id, "dead letters")
+        self._flush_seconds = flush_seconds
+        self._lines = self._flushes = None
 
     def setup(self):
         self._dead_lettered = metrics.TypeCounter(metrics.DEAD_LETTERED)
         self._unreadable_files = metrics.counter(metrics.UNREADABLE_FILES)
 
-    def process(self, written):
-        (source_file, event_type, unreadable), n = written
-        if unreadable:
-            self._unreadable_files.inc(n)
-        else:
-            self._dead_lettered.inc(event_type, n)
-        yield handled(source_file, n)
+    def start_bundle(self):
+        self._lines = jsonl.AccountedLines(*self._args)
+        self._flushes = FlushTimer(self._flush_seconds)
+
+    def handle(self, item):
+        _, event_type, source_file, letter = item
+        self._lines.write(to_line(letter), (((event_type, source_file, letter["reason"] == UNREADABLE_FILE), 1),))
+        yield from self.tick()
+
+    def tick(self):
+        if self._flushes.due():
+            yield from self._committed()
+
+    def _committed(self):
+        for (event_type, source_file, unreadable), n in self._lines.commit():
+            if unreadable:
+                self._unreadable_files.inc(n)
+            else:
+                self._dead_lettered.inc(event_type, n)
+            yield elements.handled(event_type, source_file, n)
+
+    def finish_bundle(self):
+        for item in self._committed():
+            yield GlobalWindows.windowed_value(item)
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Write dead letters as this run's `dead_letters-<run id>-<part>.jsonl` files under a directory (none
-    when there are none), and count them once written; returns the (source file, units) they account for,
-    emitted once the files holding them are complete."""
+    """Items → items with each LETTER written as a line of this run's `dead_letters-<run id>-<part>.jsonl` files
+    under a directory (none when there are none), made final every `flush_seconds` and at the end of each
+    bundle, then counted and handed in (HANDLED)."""
 
-    def __init__(self, output_dir, run_id, checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS):
+    def __init__(self, output_dir, run_id, flush_seconds=DEFAULT_FLUSH_SECONDS):
         super().__init__()
         self._output_dir = output_dir
         self._run_id = run_id
-        self._checkpoint_seconds = checkpoint_seconds
+        self._flush_seconds = flush_seconds
 
-    def expand(self, letters):
-        return (letters
-                | "To JSON lines" >> beam.Map(_to_line)
-                | "Write JSONL" >> jsonl.WriteJsonLines(self._output_dir, jsonl.DEAD_LETTERS, self._run_id,
-                                                        "dead letters", self._checkpoint_seconds)
-                | "Count written" >> beam.ParDo(_CountWrittenFn()))
+    def expand(self, items):
+        return items | "Write letters" >> beam.ParDo(_WriteLettersFn(self._output_dir, self._run_id,
+                                                                     self._flush_seconds))

@@ -1,13 +1,14 @@
 """JSON-lines output files, shared by the dead letters, the dry-run requests and the ledger.
 
-Each run writes files of its own, one per bundle and checkpoint that had something to write, named
+Each run writes files of its own, one per bundle and flush that had something to write, named
 `<directory>/<name>-<run id>-<part>.jsonl`; nothing a run writes replaces or deletes another run's files,
 whatever the filesystem. A file is written under a hidden temporary name and renamed when complete, so a
 run that stops midway leaves no half-written file under a name that readers pick up.
 
-The writer is told, with each line, what the line accounts for ((source file, units) pairs), and
-once the file holding them is complete it emits those counts: downstream stages (the ledger) take
-this as proof that the lines are durably written.
+`AccountedLines` (Beam-free) is told, with each line, what the line accounts for ((key, units) pairs), and
+when it commits the file holding them it returns those counts: the stages that write dead letters and dry-run
+requests hand them on as HANDLED items, which the ledger takes as proof that the lines are durably written.
+`WriteJsonLines` does the same as a stage of its own, for the ledger's entries.
 """
 import collections
 import uuid
@@ -15,9 +16,8 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
-from transforms.checkpoints import DEFAULT_CHECKPOINT_SECONDS, Checkpoints
+from transforms.flush_timer import DEFAULT_FLUSH_SECONDS, FlushTimer
 
 DEAD_LETTERS = "dead_letters"
 REQUESTS = "requests"
@@ -100,42 +100,51 @@ class PartFile:
         self._stream = None
 
 
-class _WriteLinesFn(beam.DoFn):
-    """(accounts, text line) → lines of files of this bundle, one committed every checkpoint and at the
-    end of the bundle; once a file is complete, (key, units) for every key of the accounts (an iterable of
-    (key, units) pairs) of its lines."""
+class AccountedLines:
+    """The lines of one writer of a run, in PartFiles, and what they account for; Beam-free.
 
-    def __init__(self, directory, name, run_id, what, checkpoint_seconds):
-        super().__init__()
-        self._args = (directory, name, run_id, what)
-        self._checkpoint_seconds = checkpoint_seconds
-        self._part = self._checkpoints = None
+    `write(line, accounts)` adds a line and its (key, units) pairs; `commit()` makes the lines written so far
+    final and returns the (key, units) they account for, summed per key."""
+
+    def __init__(self, directory, name, run_id, what):
+        self._part = PartFile(directory, name, run_id, what)
         self._accounts = collections.Counter()
-        self._latest = MIN_TIMESTAMP
 
-    def start_bundle(self):
-        self._part = PartFile(*self._args)
-        self._checkpoints = Checkpoints(self._checkpoint_seconds)
-        self._accounts = collections.Counter()
-        self._latest = MIN_TIMESTAMP
-
-    def process(self, element, timestamp=beam.DoFn.TimestampParam):
-        accounts, line = element
+    def write(self, line, accounts):
         self._part.write(line)
         for key, units in accounts:
             self._accounts[key] += units
-        self._latest = max(self._latest, timestamp)
-        if self._checkpoints.due():
-            yield from self._commit()
 
-    def _commit(self):
+    def commit(self):
         self._part.commit()
-        for key, units in self._accounts.items():
-            yield GlobalWindows.windowed_value((key, units), self._latest)
-        self._accounts = collections.Counter()
+        committed, self._accounts = list(self._accounts.items()), collections.Counter()
+        return committed
+
+
+class _WriteLinesFn(beam.DoFn):
+    """(accounts, text line) → lines of files of this bundle, one committed every flush and at the end of the
+    bundle; once a file is complete, (key, units) for every key of the accounts (an iterable of (key, units)
+    pairs) of its lines."""
+
+    def __init__(self, directory, name, run_id, what, flush_seconds):
+        super().__init__()
+        self._args = (directory, name, run_id, what)
+        self._flush_seconds = flush_seconds
+        self._lines = self._flushes = None
+
+    def start_bundle(self):
+        self._lines = AccountedLines(*self._args)
+        self._flushes = FlushTimer(self._flush_seconds)
+
+    def process(self, element):
+        accounts, line = element
+        self._lines.write(line, accounts)
+        if self._flushes.due():
+            yield from self._lines.commit()
 
     def finish_bundle(self):
-        yield from self._commit()
+        for committed in self._lines.commit():
+            yield GlobalWindows.windowed_value(committed)
 
 
 class WriteJsonLines(beam.PTransform):
@@ -143,9 +152,9 @@ class WriteJsonLines(beam.PTransform):
     (none when there is nothing to write); returns the (key, units) accounted for by the lines written.
     `what` names the output in errors ("dead letters", ...)."""
 
-    def __init__(self, directory, name, run_id, what, checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS):
+    def __init__(self, directory, name, run_id, what, flush_seconds=DEFAULT_FLUSH_SECONDS):
         super().__init__()
-        self._args = (directory, name, run_id, what, checkpoint_seconds)
+        self._args = (directory, name, run_id, what, flush_seconds)
 
     def expand(self, lines):
         return lines | "Write lines" >> beam.ParDo(_WriteLinesFn(*self._args))

@@ -2,12 +2,14 @@
 
 A file is recorded (path, size, modification time) only when every event read from it, and every
 unreadable part of it, is accounted for: accepted by Segment, dropped or skipped and counted, or in a
-dead-letter file that is complete. `RecordInLedger` takes exactly that as its input: the FileRead of
-each file (the units it must see handled) and the HANDLED elements of the later stages, the write
-stage's deliveries and the dead-letter writer's durable letters among them, all in one PCollection; it
-records the files whose units all came back, as their bundles complete them. A run that fails records nothing more, and the next run
-sends those files again; their deterministic messageIds make that harmless within Segment's 24-hour
-deduplication. (The job also removes a run's entries when its summary does not balance.)
+dead-letter file that is complete. `RecordInLedger` is the last stage of the chain a file's items travel
+down (see transforms.elements): it takes the FILE_READ of each file (the units it must see handled) and the
+HANDLED items of the stages before it (the filters' drops, the write stage's deliveries, the dead-letter
+writer's durable letters), and records a file as soon as its units have all come back, in the bundle that
+read it, committing its entries every flush: a run that is killed has recorded the files it finished, and
+the next run sends only the others again (their deterministic messageIds make the files in flight harmless
+within Segment's 24-hour deduplication). (The job also removes a run's entries when it fails or its summary
+does not balance.)
 
 Each run writes its own `entries-<run id>-*.jsonl` files and never rewrites another's, so two runs
 that overlap cannot lose each other's entries; a file both read is sent by both (and deduplicated).
@@ -32,11 +34,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 from transforms import jsonl, metrics
-from transforms.checkpoints import DEFAULT_CHECKPOINT_SECONDS, Checkpoints
-from transforms.elements import FileRead, at_earliest_timestamp
+from transforms.elements import FILE_READ, HANDLED, at_earliest_timestamp
+from transforms.flush_timer import DEFAULT_FLUSH_SECONDS, FlushTimer
 
 WHOLE_FILE = ""
 
@@ -64,10 +65,10 @@ def destination_key(recorded, any_key=False):
     return json.dumps(recorded, sort_keys=True)
 
 
-def entry(metadata, run_id, scope=WHOLE_FILE, destination=None):
-    """The ledger entry of one input file."""
-    return {"path": metadata.path, "size": metadata.size_in_bytes,
-            "modified": metadata.last_updated_in_seconds, "scope": scope, "run": run_id,
+def entry(file, run_id, scope=WHOLE_FILE, destination=None):
+    """The ledger entry of one input file: (path, size, modified)."""
+    path, size, modified = file
+    return {"path": path, "size": size, "modified": modified, "scope": scope, "run": run_id,
             "destination": destination}
 
 
@@ -154,52 +155,58 @@ class SkipFilesInLedger(beam.PTransform):
                     | "Open ledger" >> fileio.ReadMatches()
                     | "Ledger entries" >> beam.FlatMap(_entries_of)
                     | "Entries at earliest timestamp" >> at_earliest_timestamp())
-        keyed = files | "Key files" >> beam.Map(
-            lambda m: (entry_key(m.path, m.size_in_bytes, m.last_updated_in_seconds), m))
+        keyed = (files
+                 | "Key files" >> beam.Map(lambda m: (entry_key(m.path, m.size_in_bytes, m.last_updated_in_seconds), m))
+                 | "Files at earliest timestamp" >> at_earliest_timestamp())
         return ({"file": keyed, "ledger": recorded}
                 | "Join with ledger" >> beam.CoGroupByKey()
-                | "Keep unrecorded" >> beam.ParDo(_KeepUnrecordedFn(self._scope, self._destination)))
+                | "Keep unrecorded" >> beam.ParDo(_KeepUnrecordedFn(self._scope, self._destination))
+                # The default windowing again (timestamps unchanged), the same as every other stage's.
+                | "Global window" >> beam.WindowInto(GlobalWindows()))
 
 
 class _RecordCompleteFilesFn(beam.DoFn):
-    """FileRead or (path, units) → an entry, in this bundle's own entry files (one committed every checkpoint
-    and at the end of the bundle), for each file whose units all came back within the bundle; what is left
-    at the end of the bundle (files not yet complete, units of files read elsewhere) goes on, keyed by path,
-    to be joined with the rest of the run's."""
+    """FILE_READ and HANDLED items → an entry, in this bundle's own entry files (one committed every flush and at
+    the end of the bundle), for each file whose units all came back within the bundle; what is left at the end
+    of the bundle (files not complete, units of files read elsewhere) goes on, keyed by path, to be joined with
+    the rest of the run's. Other items end here."""
 
-    def __init__(self, ledger_dir, run_id, scope, destination, checkpoint_seconds):
+    def __init__(self, ledger_dir, run_id, scope, destination, flush_seconds):
         super().__init__()
         self._ledger_dir, self._run_id, self._scope = ledger_dir, run_id, scope
         self._destination = destination
-        self._checkpoint_seconds = checkpoint_seconds
-        self._part = self._checkpoints = None
+        self._flush_seconds = flush_seconds
+        self._part = self._flushes = None
         self._reads, self._units, self._written = {}, collections.Counter(), 0
-        self._latest = MIN_TIMESTAMP
 
     def setup(self):
         self._recorded = metrics.counter(metrics.LEDGER_FILES_RECORDED)
 
     def start_bundle(self):
         self._part = jsonl.PartFile(self._ledger_dir, jsonl.LEDGER_ENTRIES, self._run_id, "ledger entries")
-        self._checkpoints = Checkpoints(self._checkpoint_seconds)
+        self._flushes = FlushTimer(self._flush_seconds)
         self._reads, self._units, self._written = {}, collections.Counter(), 0
-        self._latest = MIN_TIMESTAMP
 
-    def process(self, element, timestamp=beam.DoFn.TimestampParam):
-        self._latest = max(self._latest, timestamp)
-        if isinstance(element, FileRead):
-            path = element.metadata.path
-            self._reads[path] = element
-        else:
-            path, units = element
+    def process(self, item):
+        kind = item[0]
+        if kind == FILE_READ:
+            _, _, file, units = item
+            path = file[0]
+            self._reads[path] = (file, units)
+        elif kind == HANDLED:
+            _, _, path, units = item
             self._units[path] += units
-        file_read = self._reads.get(path)
-        if file_read is not None and self._units[path] == file_read.units:
+        else:  # a TICK, or an item no earlier stage took (none does in the job)
+            if self._flushes.due():
+                self._commit()
+            return
+        read = self._reads.get(path)
+        if read is not None and self._units[path] == read[1]:
             del self._reads[path]
             self._units.pop(path, None)
-            self._part.write(json.dumps(entry(file_read.metadata, self._run_id, self._scope, self._destination)))
+            self._part.write(json.dumps(entry(read[0], self._run_id, self._scope, self._destination)))
             self._written += 1
-        if self._checkpoints.due():
+        if self._flushes.due():
             self._commit()
 
     def _commit(self):
@@ -209,17 +216,17 @@ class _RecordCompleteFilesFn(beam.DoFn):
 
     def finish_bundle(self):
         self._commit()
-        for path, file_read in self._reads.items():
-            yield GlobalWindows.windowed_value((path, (_FILE, file_read)), self._latest)
+        for path, read in self._reads.items():
+            yield GlobalWindows.windowed_value((path, (_FILE, read)))
         for path, units in self._units.items():
-            yield GlobalWindows.windowed_value((path, (_HANDLED, units)), self._latest)
+            yield GlobalWindows.windowed_value((path, (_HANDLED, units)))
 
 
 _FILE, _HANDLED = "file", "handled"
 
 
 class _EntryFn(beam.DoFn):
-    """(path, [(FILE, FileRead) or (HANDLED, units)]) of files not complete within one bundle → the ledger
+    """(path, [(FILE, (file, units)) or (HANDLED, units)]) of files not complete within one bundle → the ledger
     line of each whose units all came back in the run."""
 
     def __init__(self, run_id, scope, destination):
@@ -236,41 +243,39 @@ class _EntryFn(beam.DoFn):
         _, parts = joined
         reads = [value for kind, value in parts if kind == _FILE]
         handled_units = sum(value for kind, value in parts if kind == _HANDLED)
-        for file_read in reads:
-            if handled_units != file_read.units:
+        for file, units in reads:
+            if handled_units != units:
                 self._unbalanced.inc()
                 continue
             self._recorded.inc()
-            yield (), json.dumps(entry(file_read.metadata, self._run_id, self._scope, self._destination))
+            yield (), json.dumps(entry(file, self._run_id, self._scope, self._destination))
 
 
 class RecordInLedger(beam.PTransform):
-    """FileRead and (source file, units) handled → this run's ledger entries, one per file whose units are all
-    handled, written as `entries-<run id>-<part>.jsonl` under the ledger folder.
+    """Items (their FILE_READ and HANDLED) → this run's ledger entries, one per file whose units are all handled,
+    written as `entries-<run id>-<part>.jsonl` under the ledger folder.
 
-    A file whose FileRead and units one bundle of this stage sees is recorded by that bundle, at the next
-    checkpoint (`checkpoint_seconds`) or at its end; any other file (its units seen by several bundles) is
-    recorded after a join by path, at the end of the run. Recording happens as the run goes only where the
-    runner fuses this stage with the stages before it; FnApiRunner and Prism run it after them.
+    A file whose FILE_READ and units one bundle of this stage sees (every file, when the chain before it is fused
+    with the read, as on FnApiRunner and Prism) is recorded by that bundle, at the next flush (`flush_seconds`)
+    or at its end; any other file is recorded after a join by path, at the end of the run.
     """
 
-    def __init__(self, ledger_dir, run_id, scope=WHOLE_FILE, destination=None,
-                 checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS):
+    def __init__(self, ledger_dir, run_id, scope=WHOLE_FILE, destination=None, flush_seconds=DEFAULT_FLUSH_SECONDS):
         super().__init__()
         self._ledger_dir = ledger_dir
         self._run_id = run_id
         self._scope = scope
         self._destination = destination
-        self._checkpoint_seconds = checkpoint_seconds
+        self._flush_seconds = flush_seconds
 
-    def expand(self, files_and_handled):
-        return (files_and_handled
+    def expand(self, items):
+        return (items
                 | "Record complete files" >> beam.ParDo(_RecordCompleteFilesFn(
-                    self._ledger_dir, self._run_id, self._scope, self._destination, self._checkpoint_seconds))
+                    self._ledger_dir, self._run_id, self._scope, self._destination, self._flush_seconds))
                 | "Join the rest by file" >> beam.GroupByKey()
                 | "Ledger entry" >> beam.ParDo(_EntryFn(self._run_id, self._scope, self._destination))
                 | "Write ledger" >> jsonl.WriteJsonLines(self._ledger_dir, jsonl.LEDGER_ENTRIES, self._run_id,
-                                                         "ledger entries", self._checkpoint_seconds))
+                                                         "ledger entries", self._flush_seconds))
 
 
 def recorded(ledger_dir, any_key=False):

@@ -1,20 +1,22 @@
-"""Map: one Currents record to one Segment track call, serialized once.
+"""Map: each record of a RECORDS item to one Segment track call, serialized once (a CALLS item).
 
 `to_track` builds the call exactly as the mapping's row says (its properties and context and nothing else,
 unless passthrough is on), with `userId` = external_user_id when the user has one and `anonymousId` = the
 Braze user id (`user_id`) when the mapping sends it on every call (current) or the user has no external id
-(anonymous users, when they are sent); `serialize` turns it into the compact JSON bytes every later stage uses.
+(anonymous users, when they are sent); a TrackBuilder does the same for the many records of one type, its
+row's plan made once; `serialize` turns a call into the compact JSON bytes (orjson) every later stage uses.
 
 A record that cannot be mapped costs only itself: it becomes an `invalid_record` dead letter with the
 reason, and the run goes on. Among the reasons: a `time` that is not an integer of UNIX seconds in the
 years 1970 to 9999 UTC (a value that looks like milliseconds or microseconds is not converted, since
 Currents writes seconds: the letter says which unit it looks like), an `external_user_id` or `user_id`
 sent as an id holding NUL or other control characters or only invisible ones, an `id` over Segment's
-100-character messageId limit.
+100-character messageId limit, a value JSON cannot carry (NaN, infinities, bytes).
 """
 import hashlib
 import importlib.metadata
 import json
+import math
 import time
 import unicodedata
 import uuid
@@ -22,10 +24,11 @@ from dataclasses import dataclass
 from typing import Any, Mapping as MappingType, Optional
 
 import apache_beam as beam
+import orjson
 
-from transforms import dead_letters, metrics
-from transforms.catalog import CLASSIC, Mapping
-from transforms.elements import DEAD_LETTER, EVENT_TOO_LARGE, INVALID_RECORD, SegmentEvent
+from transforms import elements, metrics
+from transforms.catalog import CLASSIC, CONVERTERS, Mapping
+from transforms.elements import EVENT_TOO_LARGE, INVALID_RECORD, RECORDS, ItemFn
 from transforms.segment_client import MAX_EVENT_BYTES
 
 DISTRIBUTION = "braze-currents-to-segment"
@@ -109,6 +112,71 @@ def message_id(currents_id, namespace=None):
     return currents_id
 
 
+def _json_value(value):
+    """The value, or ValueError for a float JSON cannot carry (NaN, infinities), in it or in a list it is."""
+    if value.__class__ is float:
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a JSON number")
+    elif value.__class__ is list:
+        for item in value:
+            _json_value(item)
+    return value
+
+
+class TrackBuilder:
+    """Builds the track calls of the records of one event type that a mapping sends, its row's plan (which
+    fields, converters and context paths) made once."""
+
+    def __init__(self, event_type, *, mapping=CLASSIC, namespace=None, passthrough=False, integrations=None):
+        spec = mapping.spec_for(event_type)
+        self._event = spec.segment_event
+        self._properties = [(key, field, CONVERTERS.get(mapping.converters.get(key)))
+                            for key, field in spec.properties]
+        self._context = [(path.split("."), field) for path, field in spec.context]
+        self._anonymous_id = mapping.anonymous_id
+        self._namespace = namespace
+        self._integrations = integrations
+        self._passthrough_used = (_ENVELOPE_FIELDS | {field for _, field in spec.properties + spec.context}
+                                  if passthrough else None)
+
+    def build(self, record):
+        """The call of one record; ValueError or TypeError with the reason when none can be made."""
+        properties = {}
+        for key, field, convert in self._properties:
+            value = record.get(field)
+            if value is not None:
+                properties[key] = convert(value) if convert else _json_value(value)
+        message = {"type": "track", "event": self._event}
+        external = record.get("external_user_id")
+        if has_text(external):
+            message["userId"] = identity(external)
+        if self._anonymous_id or "userId" not in message:
+            braze_id = record.get(BRAZE_ID_FIELD)
+            if has_text(braze_id):
+                message["anonymousId"] = identity(braze_id, BRAZE_ID_FIELD)
+        if "userId" not in message and "anonymousId" not in message:
+            raise ValueError("the record has neither an external_user_id nor a user_id to send")
+        message["timestamp"] = iso_timestamp(event_time(record.get("time")))
+        message["messageId"] = message_id(record.get("id"), self._namespace)
+        message["properties"] = properties
+        context = message["context"] = {"library": LIBRARY}
+        if self._integrations:
+            message["integrations"] = self._integrations
+        for path, field in self._context:
+            value = record.get(field)
+            if value is not None:
+                place = context
+                for parent in path[:-1]:
+                    place = place.setdefault(parent, {})
+                place[path[-1]] = _json_value(value)
+        if self._passthrough_used is not None:
+            used = self._passthrough_used | ({BRAZE_ID_FIELD} if "anonymousId" in message else set())
+            for field, value in record.items():
+                if value is not None and field not in used:
+                    properties.setdefault(field, _json_value(value))
+        return message
+
+
 def to_track(record, event_type, *, mapping=CLASSIC, namespace=None, passthrough=False, integrations=None):
     """Build the Segment track call of one Currents record of a type the mapping sends.
 
@@ -116,40 +184,8 @@ def to_track(record, event_type, *, mapping=CLASSIC, namespace=None, passthrough
     passthrough, every other non-null field is sent too, as a property under its own name. `integrations`
     is Segment's destination filter object, sent as given. ValueError when the record has neither id.
     """
-    spec = mapping.spec_for(event_type)
-    properties = {}
-    for key, field in spec.properties:
-        value = record.get(field)
-        if value is not None:
-            properties[key] = mapping.convert(key, value)
-    message = {"type": "track", "event": spec.segment_event}
-    if has_text(record.get("external_user_id")):
-        message["userId"] = identity(record["external_user_id"])
-    if (mapping.anonymous_id or "userId" not in message) and has_text(record.get(BRAZE_ID_FIELD)):
-        message["anonymousId"] = identity(record[BRAZE_ID_FIELD], BRAZE_ID_FIELD)
-    if "userId" not in message and "anonymousId" not in message:
-        raise ValueError("the record has neither an external_user_id nor a user_id to send")
-    message.update(timestamp=iso_timestamp(event_time(record.get("time"))),
-                   messageId=message_id(record.get("id"), namespace), properties=properties,
-                   context={"library": LIBRARY})
-    if integrations:
-        message["integrations"] = integrations
-    for path, field in spec.context:
-        value = record.get(field)
-        if value is not None:
-            *parents, name = path.split(".")
-            place = message["context"]
-            for parent in parents:
-                place = place.setdefault(parent, {})
-            place[name] = value
-    if passthrough:
-        used = _ENVELOPE_FIELDS | {field for _, field in spec.properties + spec.context}
-        if "anonymousId" in message:
-            used |= {BRAZE_ID_FIELD}
-        for field, value in record.items():
-            if value is not None and field not in used:
-                properties.setdefault(field, value)
-    return message
+    return TrackBuilder(event_type, mapping=mapping, namespace=namespace, passthrough=passthrough,
+                        integrations=integrations).build(record)
 
 
 def protect(message, redact=frozenset(), hashed=frozenset()):
@@ -168,8 +204,25 @@ def protect(message, redact=frozenset(), hashed=frozenset()):
 
 
 def serialize(message):
-    """Compact UTF-8 JSON of a message; NaN and other non-JSON values raise ValueError."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    """Compact UTF-8 JSON of a message (orjson); NaN, infinities and other non-JSON values raise ValueError (orjson
+    itself writes NaN as null: the values are checked first)."""
+    _json_value(list(_values(message)))
+    try:
+        return orjson.dumps(message)
+    except TypeError as error:  # orjson.JSONEncodeError: a type JSON has no form for (bytes, sets, ...)
+        raise ValueError(str(error)) from None
+
+
+def _values(document):
+    """Every value of a JSON-like document, containers included."""
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        yield value
+        if value.__class__ is dict:
+            stack.extend(value.values())
+        elif value.__class__ is list:
+            stack.extend(value)
 
 
 @dataclass(frozen=True)
@@ -196,49 +249,63 @@ class MappingSettings:
                 "hash_fields": sorted(self.hashed)}
 
 
-class _MapToTrackFn(beam.DoFn):
-    """CurrentsEvent → SegmentEvent; invalid records and events over 32,000 bytes go to
-    the dead-letter output instead, since Segment would reject the whole request carrying them."""
+class _MapToTrackFn(ItemFn):
+    """RECORDS → a CALLS item of their calls, (time, messageId, payload) each, and an invalid_record LETTER for
+    each record no call can be made of, or an event_too_large LETTER for a call over 32,000 bytes (Segment would
+    reject the whole request carrying it)."""
+
+    KINDS = (RECORDS,)
 
     def __init__(self, settings):
         super().__init__()
         self._settings = settings
-        self._namespace = None
+        self._builders = {}
 
     def setup(self):
-        self._namespace = namespace_uuid(self._settings.message_id_namespace)
         self._letters = metrics.counter(metrics.DEAD_LETTERS_MADE)
-
-    def process(self, event):
         settings = self._settings
-        try:
-            message = to_track(event.record, event.event_type, mapping=settings.mapping, namespace=self._namespace,
-                               passthrough=settings.passthrough, integrations=settings.integrations)
-            if settings.redact or settings.hashed:
-                protect(message, settings.redact, settings.hashed)
-            payload = serialize(message)
-        except Exception as error:  # pylint: disable=broad-except  # any value that cannot be mapped costs its record
-            self._letters.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letters.record_letter(event, INVALID_RECORD, error))
-            return
-        segment_event = SegmentEvent(event.event_type, event.source_file, message["messageId"], payload)
-        if len(payload) > MAX_EVENT_BYTES:
-            self._letters.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letters.event_letter(
-                segment_event, EVENT_TOO_LARGE,
-                error=f"{len(payload)} bytes serialized, Segment accepts at most {MAX_EVENT_BYTES}"))
-            return
-        yield segment_event
+        namespace = namespace_uuid(settings.message_id_namespace)
+        self._builder = lambda event_type: TrackBuilder(
+            event_type, mapping=settings.mapping, namespace=namespace, passthrough=settings.passthrough,
+            integrations=settings.integrations)
+        self._protect = (lambda message: protect(message, settings.redact, settings.hashed)) if (
+            settings.redact or settings.hashed) else None
+
+    def handle(self, item):
+        _, event_type, source_file, block = item
+        builder = self._builders.get(event_type)
+        if builder is None:
+            builder = self._builders[event_type] = self._builder(event_type)
+        made, letters = [], []
+        for record in block:
+            try:
+                message = builder.build(record)
+                if self._protect:
+                    self._protect(message)
+                payload = orjson.dumps(message)  # the builder has checked every value it took from the record
+            except Exception as error:  # pylint: disable=broad-except  # any value that cannot be mapped costs its record
+                letters.append(elements.record_letter(event_type, source_file, record, INVALID_RECORD, error))
+                continue
+            if len(payload) > MAX_EVENT_BYTES:
+                letters.append(elements.call_letter(
+                    event_type, source_file, message["messageId"], payload, EVENT_TOO_LARGE,
+                    error=f"{len(payload)} bytes serialized, Segment accepts at most {MAX_EVENT_BYTES}"))
+                continue
+            made.append((record["time"], message["messageId"], payload))
+        if made:
+            yield elements.calls(event_type, source_file, made)
+        if letters:
+            self._letters.inc(len(letters))
+            for letter in letters:
+                yield elements.letter_item(letter)
 
 
 class ToSegmentTrack(beam.PTransform):
-    """Map a PCollection of CurrentsEvent to SegmentEvent (tag "events", keeping the event-time timestamp
-    the read stage gave it) and dead letters (tag DEAD_LETTER), as the MappingSettings say."""
+    """Items → items whose RECORDS are mapped to CALLS (and dead letters), as the MappingSettings say."""
 
     def __init__(self, settings=MappingSettings()):
         super().__init__()
         self._settings = settings
 
-    def expand(self, events):
-        return events | "To track call" >> beam.ParDo(_MapToTrackFn(self._settings)).with_outputs(
-            DEAD_LETTER, main="events")
+    def expand(self, items):
+        return items | "To track calls" >> beam.ParDo(_MapToTrackFn(self._settings))

@@ -1,4 +1,6 @@
-"""Read: list Currents Avro files, decode each block by block with its own writer schema, keep its path.
+"""Read: list Currents Avro files, each once, and decode each block by block with its own writer schema into
+items (see transforms.elements): a RECORDS item per block of records, a LETTER item per unreadable part, and a
+FILE_READ item once the file is read to its end.
 
 The event type comes from the `event_type=` path segment, else from the Avro record's full name
 (`dataexport.S3.inner.users.messages.email.Send` → `users.messages.email.Send`). Fields are read by
@@ -6,10 +8,9 @@ name, so any schema version, field order and codec decodes.
 
 Corruption costs only what it touches (see transforms.avro_blocks): a file whose header is unreadable
 (not Avro, empty, a damaged magic, schema or codec) is one dead letter with `byte_range` [0, size];
-inside a readable file a
-corrupt block is skipped whole (none of its records is emitted), decoding goes on with the next block
-that checks out, and each skipped run of bytes is one dead letter with its `byte_range` [start, end)
-and `records_lost` (the declared record counts, None when a count was unreadable).
+inside a readable file a corrupt block is skipped whole (none of its records is emitted), decoding goes on
+with the next block that checks out, and each skipped run of bytes is one dead letter with its `byte_range`
+[start, end) and `records_lost` (the declared record counts, None when a count was unreadable).
 `events_read_before_error` is the number of records emitted from the file before that region. The
 `unreadable_files` counter of the dead-letter stage counts these letters, i.e. unreadable *parts* of
 files (a file with two corrupt regions counts twice). A record whose strings are not all UTF-8 costs only
@@ -17,24 +18,21 @@ itself: it is an `invalid_record` letter naming the fields, their bytes shown wi
 counter counts the records decoded, those included.
 
 A file that cannot be opened or read to its end (deleted since the listing, storage unreachable) is one
-`unreadable_file` letter for what was not read, and the run goes on; it has no FileRead, so the ledger does
-not record it and a later run reads it again. Once a file is decoded, its FileRead (metadata, and the units
-later stages must account for: its events and its unreadable parts) goes to the "files" output, for the
-ledger.
+`unreadable_file` letter for what was not read, and the run goes on; it has no FILE_READ, so the ledger does
+not record it and a later run reads it again. The FILE_READ of a file says how many units later stages must
+account for: its records, and its unreadable parts.
 """
 import re
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindows, TimestampedValue
+from apache_beam.transforms.window import GlobalWindows
 
-from transforms import avro_blocks, dead_letters, metrics, progress
+from transforms import avro_blocks, elements, metrics, progress
 from transforms.catalog import KNOWN_TYPES
-from transforms.elements import DEAD_LETTER, INVALID_RECORD, CurrentsEvent, FileRead, at_earliest_timestamp
-from transforms.ledger import WHOLE_FILE, SkipFilesInLedger
-from transforms.map import event_time
-from transforms.s3_files import FileAccess
+from transforms.elements import INVALID_RECORD, at_earliest_timestamp
+from transforms.file_access import FileAccess
 
-FILES = "files"
+MAX_BLOCK_RECORDS = 4_096  # the most records in one RECORDS item (an Avro block may hold more)
 _PATH_EVENT_TYPE = re.compile(r"(?:^|/)event_type=([^/]+)/")
 # Braze's producers prefix the record's full name with dataexport.<connector>.inner.
 _NAME_PREFIX = re.compile(r"^dataexport\.[^.]+\.inner\.")
@@ -63,10 +61,8 @@ def event_type_from_schema(schema):
 
 def region_letter(path, event_type, region, events_read):
     """The dead letter of a skipped region of a file (a BadRegion)."""
-    letter = dead_letters.file_letter(path, event_type, region.error, events_read)
-    letter["byte_range"] = [region.start, region.end]
-    letter["records_lost"] = region.records_lost
-    return letter
+    return elements.file_letter(path, event_type, region.error, events_read, (region.start, region.end),
+                                region.records_lost)
 
 
 def open_file(path, stream):
@@ -95,9 +91,10 @@ class _ListFilesFn(beam.DoFn):
 
 
 class _DecodeFileFn(beam.DoFn):
-    """FileMetadata → CurrentsEvent for each record of every good block; an unreadable header → one
-    dead letter for the file; every skipped region → one dead letter with its byte range. A file of a type
-    not among `event_types` (when given) is left unread, and counted."""
+    """FileMetadata → a RECORDS item per good block (at most MAX_BLOCK_RECORDS records each); an unreadable
+    header → one LETTER for the file; every skipped region → one LETTER with its byte range; a record whose
+    strings are not UTF-8 → an invalid_record LETTER; then the FILE_READ. A file of a type not among
+    `event_types` (when given) is left unread, and counted."""
 
     def __init__(self, files, progress_settings, event_types=None):
         super().__init__()
@@ -108,19 +105,19 @@ class _DecodeFileFn(beam.DoFn):
     def setup(self):
         self._read = metrics.TypeCounter(metrics.READ)
         self._files_read = metrics.counter(metrics.FILES_READ)
-        self._other_types = metrics.counter(metrics.FILES_OF_OTHER_TYPES)
         self._letters = metrics.counter(metrics.DEAD_LETTERS_MADE)
+        self._other_types = metrics.counter(metrics.FILES_OF_OTHER_TYPES)
         progress.reporter(self._progress_settings)
-
-    def _dead_letter(self, letter):
-        self._letters.inc()
-        return beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
 
     def _selected(self, event_type):
         if self._event_types is None or event_type in self._event_types:
             return True
         self._other_types.inc()
         return False
+
+    def _dead_letter(self, letter):
+        self._letters.inc()
+        return elements.letter_item(letter)
 
     def process(self, metadata):
         path = metadata.path
@@ -139,8 +136,8 @@ class _DecodeFileFn(beam.DoFn):
                         letters += 1
                         yield self._dead_letter(region_letter(path, event_type, item, events_read))
                     else:
-                        for record in item.records:
-                            yield stamped(CurrentsEvent(event_type, path, record))
+                        for start in range(0, len(item.records), MAX_BLOCK_RECORDS):
+                            yield elements.records(event_type, path, item.records[start:start + MAX_BLOCK_RECORDS])
                         for undecodable in item.undecodable:
                             yield self._dead_letter(undecodable_letter(path, event_type, undecodable))
                         decoded = len(item.records) + len(item.undecodable)
@@ -149,86 +146,68 @@ class _DecodeFileFn(beam.DoFn):
                     position = item.end
         except avro_blocks.CorruptHeader as error:  # not an Avro file, or a broken header: nothing can be read
             letters += 1
-            yield self._dead_letter(lost_letter(path, event_type, error, events_read, 0, metadata.size_in_bytes))
+            yield self._dead_letter(elements.file_letter(path, event_type, error, events_read,
+                                                         (0, metadata.size_in_bytes)))
         except Exception as error:  # pylint: disable=broad-except  # storage: gone since the listing, or unreachable
-            # One letter, and no FileRead: the file is not recorded in the ledger, so a later run reads it again.
+            # One letter, and no FILE_READ: the file is not recorded in the ledger, so a later run reads it again.
             self._files_read.inc()
-            yield self._dead_letter(lost_letter(
+            yield self._dead_letter(elements.file_letter(
                 path, event_type, StorageError(f"cannot read the file from storage: {type(error).__name__}: {error}"),
-                events_read, position, metadata.size_in_bytes))
+                events_read, (position, metadata.size_in_bytes)))
             return
         self._files_read.inc()
-        yield beam.pvalue.TaggedOutput(FILES, FileRead(metadata, events_read + letters))
+        yield elements.file_read(event_type, path, metadata.size_in_bytes, metadata.last_updated_in_seconds,
+                                 events_read + letters)
 
 
 class StorageError(Exception):
     """A file listed by the run could not be opened or read to its end."""
 
 
-def lost_letter(path, event_type, error, events_read, start, size):
-    """The dead letter of the part [start, size) of a file that could not be read."""
-    letter = dead_letters.file_letter(path, event_type, error, events_read)
-    letter["byte_range"] = [start, size]
-    letter["records_lost"] = None
-    return letter
-
-
 def undecodable_letter(path, event_type, undecodable):
     """The invalid_record letter of a record some of whose strings are not UTF-8 (an UndecodableRecord)."""
     problems = "; ".join(f"{field} is not valid UTF-8: {data!r}"[:300]
                          for field, data in zip(undecodable.fields, undecodable.raw))
-    return dead_letters.record_letter(CurrentsEvent(event_type, path, undecodable.record), INVALID_RECORD,
-                                      f"{problems} (the record shows those bytes as \\x escapes)")
-
-
-def stamped(event):
-    """The event with its own `time` as its timestamp, assigned here once for every later stage; a record
-    whose time is not valid keeps the file's (the start of time) and is dead-lettered by the map stage."""
-    try:
-        return TimestampedValue(event, event_time(event.record.get("time")))
-    except (TypeError, ValueError):
-        return event
+    return elements.record_letter(event_type, path, undecodable.record, INVALID_RECORD,
+                                  f"{problems} (the record shows those bytes as \\x escapes)")
 
 
 def _first(items):
     return next(iter(items))
 
 
-class ReadCurrentsFiles(beam.PTransform):
-    """Read the files matching any of the patterns (a file matched twice is read once).
+class ListCurrentsFiles(beam.PTransform):
+    """The FileMetadata of every file matching any of the patterns, each once (a file matched twice is listed
+    once), through a file_access.FileAccess (one S3 client per worker)."""
 
-    With `ledger_dir`, files the ledger records for `ledger_scope` and `destination` are skipped; with
-    `event_types`, files of other types (by their path, else their header) are not read (nor recorded). `s3_options` (the job's
-    pipeline options) let s3:// patterns be listed and read with one client per worker (see
-    transforms.s3_files); the worker's progress lines start with `progress_settings`. Returns a dict of PCollections: "events" (CurrentsEvent), DEAD_LETTER
-    (unreadable files and parts of files) and FILES (a FileRead for each file read).
-    """
-
-    def __init__(self, patterns, ledger_dir=None, ledger_scope=WHOLE_FILE, destination=None, s3_options=None,
-                 progress_settings=progress.ProgressSettings(), event_types=None):
+    def __init__(self, patterns, files=None):
         super().__init__()
-        self._destination = destination
-        self._event_types = event_types
-        self._progress_settings = progress_settings
         self._patterns = list(patterns)
-        self._ledger_dir = ledger_dir
-        self._ledger_scope = ledger_scope
-        self._files = FileAccess(s3_options)
+        self._files = files or FileAccess()
 
     def expand(self, pbegin):
-        files = (pbegin
-                 | "Patterns" >> beam.Create(self._patterns)
-                 | "List files" >> beam.ParDo(_ListFilesFn(self._files))
-                 | "Key by path" >> beam.Map(lambda metadata: (metadata.path, metadata))
-                 | "At earliest timestamp" >> at_earliest_timestamp()
-                 | "Read each file once" >> beam.CombinePerKey(_first)
-                 | "Drop keys" >> beam.Values())
-        if self._ledger_dir:
-            files = files | "Skip files in ledger" >> SkipFilesInLedger(self._ledger_dir, self._ledger_scope,
-                                                                         self._destination)
-        # The default windowing again (timestamps unchanged), the same as every other stage's.
-        files = files | "Global window" >> beam.WindowInto(GlobalWindows())
-        decoded = files | "Decode Avro" >> beam.ParDo(_DecodeFileFn(self._files, self._progress_settings,
-                                                                    self._event_types)).with_outputs(
-            DEAD_LETTER, FILES, main="events")
-        return {"events": decoded.events, DEAD_LETTER: decoded[DEAD_LETTER], FILES: decoded[FILES]}
+        return (pbegin
+                | "Patterns" >> beam.Create(self._patterns)
+                | "List files" >> beam.ParDo(_ListFilesFn(self._files))
+                | "Key by path" >> beam.Map(lambda metadata: (metadata.path, metadata))
+                | "At earliest timestamp" >> at_earliest_timestamp()
+                | "Read each file once" >> beam.CombinePerKey(_first)
+                | "Drop keys" >> beam.Values()
+                # The default windowing again (timestamps unchanged), the same as every other stage's.
+                | "Global window" >> beam.WindowInto(GlobalWindows()))
+
+
+class ReadCurrentsFiles(beam.PTransform):
+    """FileMetadata → items (see the module doc): decode each file through a file_access.FileAccess; with
+    `event_types`, files of other types (by their path, else their header) are not read (nor recorded). The
+    worker's progress lines start with `progress_settings`."""
+
+    def __init__(self, files=None, event_types=None, progress_settings=progress.ProgressSettings()):
+        super().__init__()
+        self._files = files or FileAccess()
+        self._event_types = event_types
+        self._progress_settings = progress_settings
+
+    def expand(self, files):
+        return files | "Decode Avro" >> beam.ParDo(_DecodeFileFn(self._files, self._progress_settings,
+                                                                 self._event_types))

@@ -1,33 +1,33 @@
-"""Write: send each batch to Segment's /v1/batch, or write its exact request body in a dry run.
+"""Write: send each REQUEST item (see transforms.elements) to Segment's /v1/batch, or write its exact request
+body in a dry run.
 
-The HTTP work (session, retries, splitting on 400) belongs to SegmentClient; this module only maps
-its report onto counters, dead letters and what was delivered. A bundle ends only after every event
-in it was accepted or dead-lettered, because `send` is synchronous. A configuration error
-(401/403/404) raises SegmentConfigError and fails the run.
-
-WriteToSegment returns DELIVERED, (source file, events) for the events Segment accepted (in a dry run:
-whose request bodies are durably written), and DEAD_LETTER for the others.
+The HTTP work (session, retries, splitting on 400) belongs to SegmentClient; this module only maps its report
+onto counters, HANDLED items for the events Segment accepted (in a dry run: whose request bodies are durably
+written) and LETTER items for the others. A bundle ends only after every event in it was accepted or
+dead-lettered, because `send` is synchronous. A configuration error (401/403/404) raises SegmentConfigError and
+fails the run. Every other item passes on.
 """
 import collections
 import datetime
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 
-from transforms import dead_letters, jsonl, metrics, progress, segment_client, write_key
-from transforms.checkpoints import DEFAULT_CHECKPOINT_SECONDS
-from transforms.elements import DEAD_LETTER, REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED, handled
+from transforms import elements, jsonl, metrics, progress, segment_client, write_key
+from transforms.elements import REJECTED_BY_SEGMENT, REQUEST, RETRIES_EXHAUSTED, ItemFn
+from transforms.flush_timer import DEFAULT_FLUSH_SECONDS, FlushTimer
 from transforms.segment_client import format_sent_at, request_body
 
-DELIVERED = "delivered"
+
+def _accounts(calls):
+    """((event type, source file), events) pairs of a request's calls."""
+    return collections.Counter((event_type, source_file) for event_type, source_file, _, _ in calls).items()
 
 
-def _accounts(events):
-    """(source file, events) pairs of a list of SegmentEvents."""
-    return tuple(collections.Counter(event.source_file for event in events).items())
+class _DeliverFn(ItemFn):
+    """The counters shared by the two ways to deliver a REQUEST."""
 
-
-class _BatchFn(beam.DoFn):
-    """Shared counters of the two ways to deliver a batch."""
+    KINDS = (REQUEST,)
 
     def __init__(self, progress_settings):
         super().__init__()
@@ -42,13 +42,15 @@ class _BatchFn(beam.DoFn):
         self._letters = metrics.counter(metrics.DEAD_LETTERS_MADE)
         self._progress = progress.reporter(self._progress_settings)
 
-    def _count_sent(self, events):
-        for event_type, n in collections.Counter(e.event_type for e in events).items():
+    def _delivered(self, accounts):
+        """Count delivered events per type, and hand them in."""
+        for (event_type, source_file), n in accounts:
             self._sent.inc(event_type, n)
+            yield elements.handled(event_type, source_file, n)
 
 
-class _PostBatchFn(_BatchFn):
-    """POST one batch; accepted events are counted as sent and DELIVERED, rejected ones become dead letters.
+class _PostRequestFn(_DeliverFn):
+    """POST one request; accepted events are counted as sent and handed in, rejected ones become LETTERs.
 
     The write key is resolved here, on the worker, from its KeySource.
     """
@@ -75,20 +77,21 @@ class _PostBatchFn(_BatchFn):
             self._retries.inc()
         self._progress.observe(attempt)
 
-    def process(self, batch):
-        report = self._client.send([event.payload for event in batch])
-        accepted = [batch[i] for i in report.accepted]
-        self._count_sent(accepted)
-        for source_file, n in _accounts(accepted):
-            yield beam.pvalue.TaggedOutput(DELIVERED, handled(source_file, n))
+    def handle(self, item):
+        _, _, calls = item
+        report = self._client.send([payload for _, _, _, payload in calls])
+        yield from self._delivered(_accounts([calls[i] for i in report.accepted]))
+        if not report.rejected:
+            return
         self._letters.inc(len(report.rejected))
         for rejection in report.rejected:
             if rejection.reason == RETRIES_EXHAUSTED:
                 self._retries_exhausted.inc()
             elif rejection.reason == REJECTED_BY_SEGMENT:
                 self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letters.event_letter(
-                batch[rejection.index], rejection.reason, http_status=rejection.status,
+            event_type, source_file, message_id, payload = calls[rejection.index]
+            yield elements.letter_item(elements.call_letter(
+                event_type, source_file, message_id, payload, rejection.reason, http_status=rejection.status,
                 response_excerpt=rejection.response_excerpt))
 
     def teardown(self):
@@ -96,56 +99,60 @@ class _PostBatchFn(_BatchFn):
             self._client.close()
 
 
-class _DryRunBodyFn(_BatchFn):
-    """(what its events account for, the exact body that would be POSTed) for one batch, with an empty write key."""
+class _WriteRequestBodyFn(_DeliverFn):
+    """Dry run: the exact body that would be POSTed for one REQUEST (with an empty write key), as a line of this
+    bundle's request files; once a file is committed (every flush and at the end of the bundle), its events are
+    counted as sent and handed in."""
 
-    def process(self, batch):
+    def __init__(self, directory, run_id, progress_settings, flush_seconds):
+        super().__init__(progress_settings)
+        self._args = (directory, jsonl.REQUESTS, run_id, "dry-run requests")
+        self._flush_seconds = flush_seconds
+        self._lines = self._flushes = None
+
+    def start_bundle(self):
+        self._lines = jsonl.AccountedLines(*self._args)
+        self._flushes = FlushTimer(self._flush_seconds)
+
+    def handle(self, item):
+        _, _, calls = item
         self._requests.inc()
         sent_at = format_sent_at(datetime.datetime.now(datetime.timezone.utc))
-        kinds = collections.Counter((event.source_file, event.event_type) for event in batch)
-        yield tuple(kinds.items()), request_body([event.payload for event in batch], "", sent_at).decode("utf-8")
+        body = request_body([payload for _, _, _, payload in calls], "", sent_at).decode("utf-8")
+        self._lines.write(body, _accounts(calls))
+        yield from self.tick()
 
+    def tick(self):
+        if self._flushes.due():
+            yield from self._delivered(self._lines.commit())
 
-class _CountWrittenBodiesFn(beam.DoFn):
-    """((source file, event type), n) of request bodies durably written → counted as sent, and DELIVERED."""
-
-    def setup(self):
-        self._sent = metrics.TypeCounter(metrics.SENT)
-
-    def process(self, written):
-        (source_file, event_type), n = written
-        self._sent.inc(event_type, n)
-        yield handled(source_file, n)
+    def finish_bundle(self):
+        for item in self._delivered(self._lines.commit()):
+            yield GlobalWindows.windowed_value(item)
 
 
 class WriteToSegment(beam.PTransform):
-    """Deliver batches of SegmentEvents with a SegmentClient built from `client_settings` and the key of
-    `key_source`; returns a dict with DELIVERED and DEAD_LETTER.
+    """Items → items with each REQUEST delivered with a SegmentClient built from `client_settings` and the key of
+    `key_source` (HANDLED for what Segment accepted, LETTER for the rest).
 
     The clients of one process share a segment_client.Breaker per run (`run_id`) and endpoint. With
     `dry_run_output`, request bodies are written as this run's `requests-<run id>-*.jsonl` files under that
-    directory instead of being sent, and no client is built.
+    directory instead of being sent (made final every `flush_seconds`), and no client is built.
     """
 
     def __init__(self, client_settings=None, key_source=None, *, dry_run_output=None, run_id=None,
-                 progress_settings=progress.ProgressSettings(), checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS):
+                 progress_settings=progress.ProgressSettings(), flush_seconds=DEFAULT_FLUSH_SECONDS):
         super().__init__()
-        self._checkpoint_seconds = checkpoint_seconds
+        self._flush_seconds = flush_seconds
         self._client_settings = client_settings
         self._key_source = key_source
         self._dry_run_output = dry_run_output
         self._run_id = run_id
         self._progress_settings = progress_settings
 
-    def expand(self, batches):
+    def expand(self, items):
         if self._dry_run_output:
-            written = (batches
-                       | "Request bodies" >> beam.ParDo(_DryRunBodyFn(self._progress_settings))
-                       | "Write bodies" >> jsonl.WriteJsonLines(self._dry_run_output, jsonl.REQUESTS, self._run_id,
-                                                                "dry-run requests", self._checkpoint_seconds)
-                       | "Count written" >> beam.ParDo(_CountWrittenBodiesFn()))
-            return {DELIVERED: written, DEAD_LETTER: batches.pipeline | "No dead letters" >> beam.Create([])}
-        posted = batches | "POST /v1/batch" >> beam.ParDo(
-            _PostBatchFn(self._client_settings, self._key_source, self._progress_settings, self._run_id)).with_outputs(
-                DEAD_LETTER, DELIVERED, main="responses")
-        return {DELIVERED: posted[DELIVERED], DEAD_LETTER: posted[DEAD_LETTER]}
+            return items | "Write request bodies" >> beam.ParDo(_WriteRequestBodyFn(
+                self._dry_run_output, self._run_id, self._progress_settings, self._flush_seconds))
+        return items | "POST /v1/batch" >> beam.ParDo(
+            _PostRequestFn(self._client_settings, self._key_source, self._progress_settings, self._run_id))

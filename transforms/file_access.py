@@ -1,4 +1,4 @@
-"""Listing and opening the files to read, with one S3 client per worker.
+"""Listing and opening the files to read, on every Beam filesystem, with one S3 client per worker.
 
 Beam's S3 filesystem builds a new boto3 session and client for every operation: each pattern listed,
 each file opened. Building one reloads botocore's service descriptions, about 0.2 s of CPU on a
