@@ -458,6 +458,15 @@ def prism_location():
     return found[-1] if found else None
 
 
+def _shown(text):
+    """A path as the results show it: relative to the project when inside it, else its last part only (results
+    are committed: they name no folder of the machine they were measured on)."""
+    if not os.path.isabs(text):
+        return text
+    relative = os.path.relpath(text, os.path.abspath(ROOT))
+    return relative if not relative.startswith("..") else os.path.join("...", os.path.basename(text.rstrip("/")))
+
+
 def system_runs(name, args):
     """(label, argv maker(url, work), extra env, kind) of the runs a system name stands for."""
     script = os.path.abspath(__file__)
@@ -589,7 +598,7 @@ def machine_description():
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return [f"CPU: {model}", f"cores: {os.cpu_count()} ({usable} usable by this process)", f"RAM: {memory}",
-            f"Python: {platform.python_version()} ({sys.executable})", f"Apache Beam: {version('apache-beam')}",
+            f"Python: {platform.python_version()} ({_shown(sys.executable)})", f"Apache Beam: {version('apache-beam')}",
             f"analytics-python: {version('segment-analytics-python')}, orjson: {version('orjson')}, "
             f"fastavro: {version('fastavro')}, requests: {version('requests')}", f"OS: {system}"]
 
@@ -644,7 +653,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown systems {sorted(unknown)}; choose among {', '.join(DEFAULT_SYSTEMS)}")
 
-    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    command = " ".join(shlex.quote(_shown(a)) for a in [sys.executable, *sys.argv])
     machine = machine_description()
     print("\n".join(machine))
     print(f"command: {command}")
@@ -664,7 +673,7 @@ def main(argv=None):
     else:
         args.bucket = os.path.join(work_root, "bucket")
         written, expected = write_bucket(args.bucket, args.events)
-    print(f"\nbucket: {written:,} events in {written // EVENTS_PER_FILE} files ({args.bucket}), "
+    print(f"\nbucket: {written:,} events in {written // EVENTS_PER_FILE} files ({_shown(args.bucket)}), "
           f"{expected:,} with an external id, written in {time.monotonic() - started:.1f} s")
 
     one_write = server_round_trips(True)

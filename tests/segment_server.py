@@ -109,8 +109,8 @@ def _event_problem(event: Any) -> str | None:
     if not any(isinstance(event.get(name), str) and event[name] for name in USER_FIELDS):
         return "an event has neither a userId nor an anonymousId (Segment: no_user_anon_id)"
     for name in USER_FIELDS:
-        if name in event and not isinstance(event[name], str):
-            return f"an event's {name!r} is not a string"
+        if event.get(name) is not None and not isinstance(event[name], str):
+            return f"an event's {name!r} is neither a string nor null"
     if len(event["messageId"]) > MAX_MESSAGE_ID_CHARS:
         return f"a messageId has {len(event['messageId'])} chars, over {MAX_MESSAGE_ID_CHARS}"
     return None

@@ -16,17 +16,11 @@ from transforms.catalog import CLASSIC
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "dataflow-test-key-77c1"
+SAMPLE_BUCKET = {"events_per_file": 3}
 GROUPINGS = ("beam:transform:group_by_key:v1", "beam:transform:combine_per_key:v1", "beam:transform:reshuffle:v1")
 # The only groupings allowed: file paths (listed and read once each, spread over workers; the ledger's skip, and
 # its join of the files one bundle could not complete).
 GROUPED_PATHS = ("ListCurrentsFiles/", "SkipFilesInLedger/", "RecordInLedger[")
-
-
-@pytest.fixture(scope="module")
-def bucket(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bucket")
-    make_sample_bucket(str(root), events_per_file=3)
-    return str(root)
 
 
 def _built(argv, monkeypatch):
@@ -39,7 +33,7 @@ def _built(argv, monkeypatch):
 
 def test_the_dataflow_job_graph_builds_without_submitting_and_holds_no_key(tmp_path, bucket, monkeypatch):
     pipeline = _built(["--runner=DataflowRunner", "--project=demo-project", "--region=us-central1",
-                       "--temp_location=gs://demo-bucket/tmp", "--dry_run=True", "--input", f"{bucket}/**",
+                       "--temp_location=gs://demo-bucket/tmp", "--dry_run=True", "--input", f"{bucket[0]}/**",
                        "--dead_letter_output", str(tmp_path / "dead"), "--ledger", str(tmp_path / "ledger")],
                       monkeypatch)
     result = pipeline.run()
@@ -56,7 +50,7 @@ def test_the_dataflow_job_graph_builds_without_submitting_and_holds_no_key(tmp_p
 
 @pytest.mark.parametrize("outputs", ["ledger", "dry_run_output"])
 def test_no_stage_groups_events_only_file_paths(tmp_path, bucket, monkeypatch, outputs):
-    pipeline = _built(["--runner=FnApiRunner", "--input", f"{bucket}/**", "--dead_letter_output",
+    pipeline = _built(["--runner=FnApiRunner", "--input", f"{bucket[0]}/**", "--dead_letter_output",
                        str(tmp_path / "dead"), f"--{outputs}", str(tmp_path / outputs)], monkeypatch)
     transforms = pipeline.to_runner_api().components.transforms.values()
     groupings = [t.unique_name for t in transforms if t.spec.urn in GROUPINGS]

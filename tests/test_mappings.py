@@ -19,6 +19,8 @@ from transforms.catalog import BUILT_IN
 from transforms.map import to_track
 
 KEY = "mapping-test-key"
+# Every type of the current mapping (and two it does not send), anonymous users and users with no id.
+SAMPLE_BUCKET = {"events_per_file": 6, "types": "current"}
 HOUR = parse_hour("2024-03-01T12")
 
 
@@ -81,19 +83,6 @@ def test_passthrough_leaves_out_the_fields_sent_as_ids_properties_or_context():
 
 
 # --- whole pipelines into Segment ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def bucket(tmp_path_factory):
-    """Every type of the current mapping (and two it does not send), anonymous users and users with no id."""
-    root = tmp_path_factory.mktemp("current-bucket")
-    return str(root), make_sample_bucket(str(root), events_per_file=6, types="current")
-
-
-@pytest.fixture
-def server():
-    with SegmentServer(write_key=KEY) as running:
-        yield running
-
 
 def send(tmp_path, server, *args):
     return run_job(tmp_path, "--segment_endpoint", server.url, "--segment_write_key", KEY, "--quiet", *args)

@@ -1,6 +1,7 @@
 """Whole pipelines on generated Currents buckets, sending to a Segment-compatible server on loopback."""
 import gzip
 import json
+import uuid
 
 import pytest
 
@@ -9,18 +10,7 @@ from tests.pipeline_runs import assert_balanced, expected_calls, read_jsonl, rec
 from tests.segment_server import Answer, SegmentServer
 
 KEY = "test-write-key-0123456789"
-
-
-@pytest.fixture(scope="module")
-def bucket(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bucket")
-    return str(root), make_sample_bucket(str(root), events_per_file=12)
-
-
-@pytest.fixture
-def server():
-    with SegmentServer(write_key=KEY) as running:
-        yield running
+SAMPLE_BUCKET = {"events_per_file": 12}
 
 
 def send(tmp_path, bucket_root, server, *args):
@@ -130,10 +120,16 @@ def test_fail_on_dead_letters_exits_2(tmp_path, bucket):
 
 
 def test_message_id_namespace_and_passthrough(tmp_path, bucket):
-    root, _ = bucket
+    root, manifest = bucket
     out = tmp_path / "requests"
-    run_job(tmp_path, "--input", f"{root}/**/event_type=users.messages.email.Click/**", "--dry_run_output",
-            str(out), "--message_id_namespace", "source-b", "--passthrough_fields")
+    status, _, _ = run_job(tmp_path, "--input", f"{root}/**/event_type=users.messages.email.Click/**",
+                           "--dry_run_output", str(out), "--message_id_namespace", "source-b",
+                           "--passthrough_fields")
     messages = [m for body in read_jsonl(out, "requests") for m in body["batch"]]
-    assert messages
-    assert all(len(m["messageId"]) == 36 and m["properties"].get("user_id") for m in messages)
+    clicks = [e["record"] for e in manifest["records"] if e["event_type"] == "users.messages.email.Click"
+              and (e["record"]["external_user_id"] or "").strip()]
+    # The README: a namespace that is not a UUID is first hashed with uuid5(NAMESPACE_URL, namespace).
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "source-b")
+    assert status == 0 and len(messages) == len(clicks) > 0
+    assert sorted(m["messageId"] for m in messages) == sorted(str(uuid.uuid5(namespace, r["id"])) for r in clicks)
+    assert sorted(m["properties"]["user_id"] for m in messages) == sorted(r["user_id"] for r in clicks)

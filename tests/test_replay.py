@@ -41,12 +41,6 @@ def compact(message):
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-@pytest.fixture
-def server():
-    with SegmentServer(write_key=KEY) as running:
-        yield running
-
-
 def run_replay(directory, server, *args, key=KEY):
     return replay.main([str(directory), "--segment_endpoint", server.url, "--segment_write_key", key, *args])
 

@@ -34,7 +34,7 @@ def write_partition(root, event_type, queued_hour, times, seq, offset=0):
 
 
 @pytest.fixture
-def bucket(tmp_path):
+def days(tmp_path):
     """Three days; in each partition two events of its own hour, and in the 00 and 12 partitions
     one late event from 2 and 26 hours earlier (so partitions of a day hold events of the day before)."""
     root = str(tmp_path / "currents")
@@ -51,20 +51,14 @@ def bucket(tmp_path):
     return root, events
 
 
-@pytest.fixture
-def server():
-    with SegmentServer(write_key=KEY) as running:
-        yield running
-
-
 def send(tmp_path, server, *args, name="run"):
     out = tmp_path / name
     out.mkdir(exist_ok=True)
     return run_job(out, "--segment_endpoint", server.url, "--segment_write_key", KEY, *args)
 
 
-def test_one_day_sends_exactly_that_days_partitions(tmp_path, bucket, server):
-    root, events = bucket
+def test_one_day_sends_exactly_that_days_partitions(tmp_path, days, server):
+    root, events = days
     status, summary, _ = send(tmp_path, server, "--currents_root", root, "--start", "2024-03-02",
                               "--end", "2024-03-03")
     assert status == 0
@@ -73,8 +67,8 @@ def test_one_day_sends_exactly_that_days_partitions(tmp_path, bucket, server):
     assert not server.violations
 
 
-def test_by_event_time_sends_exactly_the_events_that_happened_that_day(tmp_path, bucket, server):
-    root, events = bucket
+def test_by_event_time_sends_exactly_the_events_that_happened_that_day(tmp_path, days, server):
+    root, events = days
     day_start, day_end = epoch("2024-03-02"), epoch("2024-03-03")
     status, summary, _ = send(tmp_path, server, "--currents_root", root, "--start", "2024-03-02",
                               "--end", "2024-03-03", "--by_event_time", "--late_hours", "24")
@@ -86,9 +80,9 @@ def test_by_event_time_sends_exactly_the_events_that_happened_that_day(tmp_path,
     assert summary["events_read"] == summary["sent"] + summary["outside_time_range"]
 
 
-def test_plan_lists_partitions_files_sizes_and_counts_and_sends_nothing(tmp_path, bucket, server, capsys,
+def test_plan_lists_partitions_files_sizes_and_counts_and_sends_nothing(tmp_path, days, server, capsys,
                                                                         monkeypatch):
-    root, _ = bucket
+    root, _ = days
     monkeypatch.delenv("SEGMENT_WRITE_KEY", raising=False)
     status, summary, _ = run_job(tmp_path, "--currents_root", root, "--start", "2024-03-01T12",
                                  "--end", "2024-03-02", "--event_types", "canvas_campaign,users.behaviors.Uninstall",
@@ -113,8 +107,8 @@ def ledger_entries(ledger_dir):
     return entries
 
 
-def test_ledger_second_run_sends_nothing_and_a_new_file_in_an_old_hour_is_picked_up(tmp_path, bucket, server):
-    root, events = bucket
+def test_ledger_second_run_sends_nothing_and_a_new_file_in_an_old_hour_is_picked_up(tmp_path, days, server):
+    root, events = days
     ledger = str(tmp_path / "ledger")
     common = ("--currents_root", root, "--ledger", ledger)
     status, first, _ = send(tmp_path, server, *common, name="first")
@@ -136,10 +130,10 @@ def test_ledger_second_run_sends_nothing_and_a_new_file_in_an_old_hour_is_picked
 
 
 @pytest.mark.parametrize("second", ["namespace", "write key", "endpoint", "redacted field"])
-def test_a_second_destination_with_the_same_ledger_receives_everything(tmp_path, bucket, second, capsys):
+def test_a_second_destination_with_the_same_ledger_receives_everything(tmp_path, days, second, capsys):
     """One ledger, two destinations: files the first received are sent to the second, which the ledger then
     records too; a run to either one again sends nothing, and --plan shows each as skipped."""
-    root, events = bucket
+    root, events = days
     ledger = str(tmp_path / "ledger")
     other_key = "second-source-key"
     with SegmentServer(write_key=KEY) as first_server, SegmentServer(write_key=other_key) as other_server:
@@ -180,8 +174,8 @@ def test_a_second_destination_with_the_same_ledger_receives_everything(tmp_path,
     assert {entry["destination"]["write_key"][:7] for entry in entries} == {"sha256:"}
 
 
-def test_a_plan_without_a_write_key_counts_the_entries_of_any_key(tmp_path, bucket, server, capsys, monkeypatch):
-    root, _ = bucket
+def test_a_plan_without_a_write_key_counts_the_entries_of_any_key(tmp_path, days, server, capsys, monkeypatch):
+    root, _ = days
     ledger = str(tmp_path / "ledger")
     assert send(tmp_path, server, "--currents_root", root, "--ledger", ledger)[0] == 0
     monkeypatch.delenv("SEGMENT_WRITE_KEY", raising=False)
@@ -196,8 +190,8 @@ def test_a_plan_without_a_write_key_counts_the_entries_of_any_key(tmp_path, buck
     assert not any(line.endswith("(in the ledger: skipped)") for line in capsys.readouterr().out.splitlines())
 
 
-def test_event_time_runs_with_a_ledger_do_not_skip_files_they_sent_only_in_part(tmp_path, bucket, server):
-    root, events = bucket
+def test_event_time_runs_with_a_ledger_do_not_skip_files_they_sent_only_in_part(tmp_path, days, server):
+    root, events = days
     ledger = str(tmp_path / "ledger")
     for day, following in (("2024-03-02", "2024-03-03"), ("2024-03-03", "2024-03-04")):
         status, _, _ = send(tmp_path, server, "--currents_root", root, "--ledger", ledger, "--by_event_time",
@@ -211,8 +205,8 @@ def test_event_time_runs_with_a_ledger_do_not_skip_files_they_sent_only_in_part(
     assert status == 0 and again["events_read"] == 0 and again["ledger"]["files_recorded"] == 0
 
 
-def test_a_run_killed_midway_records_nothing_and_the_next_run_delivers_everything(tmp_path, bucket, server):
-    root, events = bucket
+def test_a_run_killed_midway_records_nothing_and_the_next_run_delivers_everything(tmp_path, days, server):
+    root, events = days
     ledger = str(tmp_path / "ledger")
     args = [sys.executable, "-m", "pipeline", RUNNER, "--currents_root", root, "--ledger", ledger,
             "--segment_endpoint", server.url, "--dead_letter_output", str(tmp_path / "dl-killed"),
@@ -234,8 +228,8 @@ def test_a_run_killed_midway_records_nothing_and_the_next_run_delivers_everythin
     assert len(ledger_entries(ledger)) == 27
 
 
-def test_old_ranges_warn_about_deduplication_and_integrations_are_sent(tmp_path, bucket, server, capsys):
-    root, _ = bucket
+def test_old_ranges_warn_about_deduplication_and_integrations_are_sent(tmp_path, days, server, capsys):
+    root, _ = days
     status, _, _ = send(tmp_path, server, "--currents_root", root, "--start", "2024-03-03T23",
                         "--integrations", '{"All": false, "Amazon S3": true}')
     assert status == 0
@@ -254,8 +248,8 @@ def test_old_ranges_warn_about_deduplication_and_integrations_are_sent(tmp_path,
     (["--currents_root", "{root}", "--start", "2030-01-01"], "no hour partition selected"),
     (["--currents_root", "{root}/missing"], "cannot list --currents_root"),
 ])
-def test_range_configuration_errors(tmp_path, bucket, capsys, args, message):
-    root, _ = bucket
+def test_range_configuration_errors(tmp_path, days, capsys, args, message):
+    root, _ = days
     status = run_job(tmp_path, "--segment_write_key", KEY, *[a.replace("{root}", root) for a in args])[0]
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1 and message in err[0]

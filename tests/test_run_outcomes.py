@@ -31,18 +31,6 @@ PROGRESS = re.compile(r"^progress \d+:\d\d:\d\d  files \d+/\d+ read  events read
                       r"requests [\d,]+  retries [\d,]+  dead-lettered [\d,]+$")
 
 
-@pytest.fixture(scope="module")
-def bucket(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bucket")
-    return str(root), make_sample_bucket(str(root), events_per_file=6)
-
-
-@pytest.fixture
-def server():
-    with SegmentServer(write_key=KEY) as running:
-        yield running
-
-
 def send(out, server, *args):
     out.mkdir(parents=True, exist_ok=True)
     return run_job(out, "--segment_endpoint", server.url, "--segment_write_key", KEY, "--quiet", *args)
@@ -534,3 +522,16 @@ def test_a_file_deleted_between_listing_and_reading_is_one_letter_and_is_read_by
     assert received_calls(server.accepted[before:]) == expected_calls(dict(manifest, records=[
         r for r in manifest["records"] if r["source_file"] == gone]))
 
+
+
+def test_an_error_is_one_line_without_the_gcp_extra(tmp_path, bucket):
+    """Without the gcp extra (a plain `pip install .`), Beam's import logs "apitools not found": not shown."""
+    root, _ = bucket
+    without_gcp = ("import sys; sys.modules['apitools'] = None; sys.argv = ['pipeline'] + sys.argv[1:]; "
+                   "from pipeline.main import cli; cli()")
+    job = subprocess.run([sys.executable, "-c", without_gcp, RUNNER, "--input", root, "--dead_letter_output",
+                          str(tmp_path / "dead")], env={**os.environ, "SEGMENT_WRITE_KEY": KEY},
+                         capture_output=True, text=True, timeout=120)
+    assert job.returncode == 1
+    assert job.stderr.strip().splitlines() == [f"error: --input {root} names a folder: give a file pattern, e.g. "
+                                               f"'{root}/**' for every file under it"]

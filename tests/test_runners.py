@@ -28,6 +28,8 @@ from tests.test_run_outcomes import KEY, assert_one_line_after_the_summary, job_
 
 PRISM_LOCATION = os.environ.get("PRISM_LOCATION")
 
+SAMPLE_BUCKET = {"events_per_file": 10}
+
 
 def prism(*extra):
     if not PRISM_LOCATION:
@@ -41,18 +43,6 @@ RUNNERS = {
     "prism-batch": lambda: prism(),
     "prism-streaming": lambda: prism("--streaming"),
 }
-
-
-@pytest.fixture(scope="module")
-def bucket(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bucket")
-    return str(root), make_sample_bucket(str(root), events_per_file=10)
-
-
-@pytest.fixture
-def server():
-    with SegmentServer(write_key=KEY) as running:
-        yield running
 
 
 def comparable(run_summary):

@@ -21,6 +21,8 @@ ALL_SCHEMAS = [
     for version in currents_schemas.versions(event_type)
 ]
 
+SAMPLE_BUCKET = {"seed": 7, "events_per_file": 6}
+
 
 def _read(path):
     with open(path, "rb") as stream:
@@ -34,12 +36,6 @@ def _writer_schema(path):
 
 def _readable(manifest):
     return [path for path in manifest["files"] if path not in manifest["broken_files"]]
-
-
-@pytest.fixture(scope="module")
-def bucket(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bucket")
-    return root, sample_bucket.make_sample_bucket(str(root), seed=7, events_per_file=6)
 
 
 @pytest.mark.parametrize("event_type, version", ALL_SCHEMAS)

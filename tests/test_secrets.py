@@ -19,12 +19,7 @@ from transforms.map import protect
 from transforms.write_key import ENV, KeySource
 
 KEY = "wk_Sup3rSecretKeyValue_0123456789"
-
-
-@pytest.fixture(scope="module")
-def bucket(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bucket")
-    return str(root), make_sample_bucket(str(root), events_per_file=5)
+SAMPLE_BUCKET = {"events_per_file": 5}
 
 
 def all_text_under(path):

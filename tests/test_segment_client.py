@@ -50,12 +50,6 @@ class FakeTime:
 
 
 @pytest.fixture
-def server():
-    with SegmentServer(write_key=WRITE_KEY) as segment:
-        yield segment
-
-
-@pytest.fixture
 def fake_time():
     return FakeTime()
 
@@ -348,6 +342,9 @@ def test_server_takes_an_anonymous_id_instead_of_a_user_id(server):
     anonymous = {key: value for key, value in track(0).items() if key != "userId"} | {"anonymousId": "5e1a"}
     assert post_raw(server, raw_body([anonymous])).status_code == 200
     assert server.accepted == [anonymous] and not server.violations
+    identified = track(1) | {"anonymousId": None}  # analytics-python sends the other one as null
+    assert post_raw(server, raw_body([identified])).status_code == 200
+    assert server.accepted == [anonymous, identified] and not server.violations
 
 
 @pytest.mark.parametrize("events, problem", [

@@ -10,10 +10,12 @@ or `MAX_OPEN_WINDOWS`, the fullest open request is sent early (as Beam's own win
 does). Every `flush_seconds` all open requests are sent too, so that the files read so far can be recorded in
 the ledger while a long bundle goes on (see transforms.ledger).
 
-Events with the same messageId (Currents delivers at least once, in the same file or in others) have
-the same `time`, so they meet in one window: within a bundle each one after the first is counted as a
-duplicate id (a window remembers up to `MAX_REMEMBERED_IDS` ids). Both are sent; Segment deduplicates them.
+Events with the same messageId (Currents delivers at least once, in the same file or in others) are counted
+as duplicate ids when the second comes within the last `MAX_REMEMBERED_IDS` ids the worker's chain saw in
+its bundle (`RecentIds`: a bounded memory, so that a day's run stays in flat memory). Both are sent; Segment
+deduplicates them.
 """
+import collections
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -25,9 +27,9 @@ from transforms.flush_timer import FlushTimer
 
 # Bounds on what one worker holds back: 16 MiB is about 35 full requests, and few bundles have more
 # than 64 one-minute windows open at once (a Currents file spans minutes).
-MAX_BUFFERED_BYTES = 16 * 2 ** 20
+MAX_BUFFERED_BYTES = 4 * 2 ** 20
 MAX_OPEN_WINDOWS = 64
-MAX_REMEMBERED_IDS = 50_000
+MAX_REMEMBERED_IDS = 10_000
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,26 @@ class BatchSettings:
     max_bytes: int
     max_events: int
     envelope: int  # bytes of an empty body with this write key
+
+
+class RecentIds:
+    """The last `size` ids seen (by their hash); `seen_before(id)` says whether an id is among them, and
+    remembers it. Beam-free."""
+
+    def __init__(self, size=MAX_REMEMBERED_IDS):
+        self._size = size
+        self._order = collections.deque()
+        self._ids = set()
+
+    def seen_before(self, message_id):
+        key = hash(message_id)
+        if key in self._ids:
+            return True
+        self._ids.add(key)
+        self._order.append(key)
+        if len(self._order) > self._size:
+            self._ids.discard(self._order.popleft())
+        return False
 
 
 class _OpenRequest:
@@ -111,32 +133,25 @@ class _CutRequestsFn(ItemFn):
     def start_bundle(self):
         self._batcher = Batcher(self._settings)
         self._flushes = FlushTimer(self._flush_seconds)
-        self._seen = {}
+        self._seen = RecentIds()
 
     def handle(self, item):
         _, event_type, source_file, block = item
-        window_seconds, batcher, seen_by_window = self._settings.window_seconds, self._batcher, self._seen
+        window_seconds, batcher, seen_before = self._settings.window_seconds, self._batcher, self._seen.seen_before
         ready, duplicates = [], 0
         for time, message_id, payload in block:
-            window = time // window_seconds
-            seen = seen_by_window.get(window)
-            if seen is None:
-                seen = seen_by_window[window] = set()
-            if message_id in seen:
+            if seen_before(message_id):
                 duplicates += 1
-            elif len(seen) < MAX_REMEMBERED_IDS:
-                seen.add(message_id)
-            ready += batcher.add(window, (event_type, source_file, message_id, payload), len(payload))
+            ready += batcher.add(time // window_seconds, (event_type, source_file, message_id, payload), len(payload))
         if duplicates:
             self._duplicates.inc(duplicates)
         if self._flushes.due():
             ready += batcher.drain()
         yield from self._requests(ready)
 
-    def _requests(self, ready):
+    @staticmethod
+    def _requests(ready):
         for window, calls in ready:
-            if window not in self._batcher:
-                self._seen.pop(window, None)  # a window sent early forgets its ids with it
             yield elements.request(window, calls)
 
     def tick(self):
@@ -147,7 +162,7 @@ class _CutRequestsFn(ItemFn):
         for window, calls in self._batcher.drain():
             # Every item is in the global window at the start of time (see elements.at_earliest_timestamp).
             yield GlobalWindows.windowed_value(elements.request(window, calls))
-        self._seen = {}
+        self._seen = None
 
 
 class BatchForSegment(beam.PTransform):
