@@ -2,7 +2,8 @@
 # Without --input or --currents_root: write a demo Currents bucket with the project's own generator and run the
 # job on it in dry-run mode (nothing is sent), with any arguments given added (e.g. --runner=PrismRunner).
 # With --input or --currents_root: run the job with the arguments as they are. Either way on FnApiRunner unless
-# a --runner is given; --runner=PrismRunner builds Beam's Prism runner once (see scripts/setup_prism.sh).
+# a --runner is given; --runner=PrismRunner builds Beam's Prism runner once (see scripts/setup_prism.sh), and
+# --runner=FlinkRunner runs on an embedded Flink cluster (see scripts/setup_flink.sh for its job server).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup_venv.sh
@@ -22,6 +23,18 @@ case " $* " in
       *" --prism_location"*) ;;
       *) source scripts/setup_prism.sh
          if [ -n "${PRISM_LOCATION:-}" ]; then args+=(--prism_location="$PRISM_LOCATION"); fi ;;
+    esac ;;
+  *" --runner=FlinkRunner"*|*" --runner FlinkRunner"*)
+    # An embedded Flink cluster unless --flink_master names one; Beam's Flink job server from
+    # scripts/setup_flink.sh unless --flink_job_server_jar names one (none there: Beam downloads its own).
+    case " $* " in
+      *" --flink_job_server_jar"*) ;;
+      *) source scripts/setup_flink.sh
+         if [ -n "${FLINK_JOB_SERVER_JAR:-}" ]; then args+=(--flink_job_server_jar="$FLINK_JOB_SERVER_JAR"); fi ;;
+    esac
+    case " $* " in
+      *" --flink_master"*) ;;
+      *) args+=("--flink_master=[local]") ;;
     esac ;;
 esac
 case " $* " in
@@ -48,4 +61,5 @@ echo "To send for real:    SEGMENT_WRITE_KEY=... ./run_local.sh --input 'sample-
 echo "Today's connector:   ./run_local.sh --mapping current --include_anonymous_users (52 types, anonymousId;"
 echo "                     the default, --mapping classic, sends the original 34 events)"
 echo "On another runner:   ./run_local.sh --runner=PrismRunner (Beam's portable runner; built once, needs Go)"
+echo "                     ./run_local.sh --runner=FlinkRunner (an embedded Flink cluster; needs Java)"
 exit $status

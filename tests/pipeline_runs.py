@@ -2,6 +2,8 @@
 import glob
 import json
 import os
+import socket
+import time
 from collections import Counter
 
 from pipeline import summary
@@ -71,3 +73,15 @@ def lose_one_sent_event(monkeypatch):
         return counters
 
     monkeypatch.setattr(summary, "run_counters", losing_one)
+
+
+def wait_for_port(port, seconds, stopped=lambda: False):
+    """True once a server listens on 127.0.0.1:port; False after `seconds`, or as soon as `stopped()`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not stopped():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False

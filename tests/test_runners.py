@@ -1,12 +1,15 @@
 """The whole job on more than one Beam runner, and a run that is killed and started again.
 
 FnApiRunner forgives what portable runners do not (late data, reliance on one process), so the same
-job runs here on Prism, Beam's portable runner (the job and Fn APIs that Flink and Dataflow use), in batch
-and in streaming mode, and once with its SDK workers in a worker pool of their own, as Flink and Dataflow
-run Python workers; each must make exactly the calls and the summary FnApiRunner makes.
+job runs here on Prism, Beam's portable runner (the job and Fn APIs that Flink and Dataflow use), and on
+Flink (an embedded Flink cluster, through Beam's Flink job server), in batch and in streaming mode, and once
+with its SDK workers in a worker pool of their own, as Flink and Dataflow run Python workers (on Flink with
+--parallelism=2); each must make exactly the calls and the summary FnApiRunner makes.
 
-Prism is built by scripts/setup_prism.sh (run_tests.sh sources it); without it these tests are skipped,
-unless PRISM_REQUIRED=1 (CI), where they fail.
+Prism is built by scripts/setup_prism.sh, and Flink's job server found or built by scripts/setup_flink.sh
+(run_tests.sh sources both); without them these tests are skipped, unless PRISM_REQUIRED=1 or FLINK_REQUIRED=1
+(CI), where they fail. Most Flink runs share one job server (the flink_job_server fixture, tests/conftest.py);
+one starts its own, as --runner=FlinkRunner does for a user.
 """
 import json
 import os
@@ -19,8 +22,11 @@ import time
 import pytest
 
 from pipeline.sample_bucket import make_sample_bucket
-from tests.pipeline_runs import RUNNER, lose_one_sent_event, assert_balanced, expected_calls, received_calls
+from tests.pipeline_runs import RUNNER, lose_one_sent_event, assert_balanced, expected_calls, received_calls, \
+    wait_for_port
+from tests.conftest import flink_job_server_jar
 from tests.segment_server import SegmentServer
+from transforms import metrics
 from transforms.catalog import CLASSIC
 from tests.test_reprocessing import ledger_entries
 from tests.test_run_outcomes import KEY, assert_one_line_after_the_summary, job_process, send, slow_job, \
@@ -39,9 +45,24 @@ def prism(*extra):
     return ["--runner=PrismRunner", f"--prism_location={PRISM_LOCATION}", *extra]
 
 
+def flink(*extra, job_endpoint=None):
+    """The options of a run on Flink: through the job server at job_endpoint (the flink_job_server fixture), with
+    the SDK workers in this process unless extra names an --environment_type; else as a user runs it, with
+    --runner=FlinkRunner starting Beam's Flink job server (and in it an embedded Flink cluster) for the run."""
+    jar = flink_job_server_jar()
+    if job_endpoint:
+        environment = [] if any(arg.startswith("--environment_type") for arg in extra) \
+            else ["--environment_type=LOOPBACK"]
+        return ["--runner=PortableRunner", f"--job_endpoint={job_endpoint}", *environment, *extra]
+    return ["--runner=FlinkRunner", "--flink_master=[local]", f"--flink_job_server_jar={jar}", *extra]
+
+
+# Each takes the test's request, for the fixtures it needs.
 RUNNERS = {
-    "prism-batch": lambda: prism(),
-    "prism-streaming": lambda: prism("--streaming"),
+    "prism-batch": lambda request: prism(),
+    "prism-streaming": lambda request: prism("--streaming"),
+    "flink-batch": lambda request: flink(),
+    "flink-streaming": lambda request: flink("--streaming", job_endpoint=request.getfixturevalue("flink_job_server")),
 }
 
 
@@ -65,10 +86,11 @@ def on_fnapi(bucket, tmp_path_factory):
 
 
 @pytest.mark.parametrize("runner", sorted(RUNNERS))
-def test_a_portable_runner_makes_the_same_calls_and_summary_as_fnapi(tmp_path, bucket, server, on_fnapi, runner):
+def test_a_portable_runner_makes_the_same_calls_and_summary_as_fnapi(tmp_path, bucket, server, on_fnapi, runner,
+                                                                     request):
     root, manifest = bucket
     calls, reference_summary, reference_letters = on_fnapi
-    status, run_summary, letters = send(tmp_path, server, "--input", f"{root}/**", *RUNNERS[runner]())
+    status, run_summary, letters = send(tmp_path, server, "--input", f"{root}/**", *RUNNERS[runner](request))
     assert status == 0
     assert received_calls(server.accepted) == calls == expected_calls(manifest)
     assert not server.violations
@@ -78,13 +100,24 @@ def test_a_portable_runner_makes_the_same_calls_and_summary_as_fnapi(tmp_path, b
                   for letter in letters) == reference_letters
 
 
-def test_prism_with_a_ledger_records_every_file_and_the_next_run_sends_nothing(tmp_path, bucket, server):
+# Each takes the test's request, for the fixtures it needs; a batch run, then a streaming one.
+LEDGER_RUNNERS = {
+    "prism": lambda request, *extra: prism(*extra),
+    "flink": lambda request, *extra: flink(*extra, job_endpoint=request.getfixturevalue("flink_job_server")),
+}
+
+
+@pytest.mark.parametrize("runner", sorted(LEDGER_RUNNERS))
+def test_with_a_ledger_every_file_is_recorded_and_the_next_run_sends_nothing(tmp_path, bucket, server, runner,
+                                                                             request):
     root, manifest = bucket
     ledger = str(tmp_path / "ledger")
-    status, first, _ = send(tmp_path / "a", server, "--input", f"{root}/**", "--ledger", ledger, *prism())
+    status, first, _ = send(tmp_path / "a", server, "--input", f"{root}/**", "--ledger", ledger,
+                            *LEDGER_RUNNERS[runner](request))
     assert status == 0 and first["ledger"]["files_recorded"] == len(manifest["files"])
     assert received_calls(server.accepted) == expected_calls(manifest)
-    status, second, _ = send(tmp_path / "b", server, "--input", f"{root}/**", "--ledger", ledger, *prism("--streaming"))
+    status, second, _ = send(tmp_path / "b", server, "--input", f"{root}/**", "--ledger", ledger,
+                             *LEDGER_RUNNERS[runner](request, "--streaming"))
     assert status == 0 and second["events_read"] == 0
     assert second["ledger"] == {"files_skipped": len(manifest["files"]), "files_recorded": 0}
     assert received_calls(server.accepted) == expected_calls(manifest)  # nothing more
@@ -116,26 +149,34 @@ def worker_pool():
     pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
                              f"--service_port={port}"], env={**os.environ, "PATH": path},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_for_port(port, 60)
     yield f"localhost:{port}"
     pool.kill()
     pool.wait()
 
 
-def test_workers_in_another_process_make_the_same_calls_and_summary(tmp_path, bucket, server, on_fnapi, worker_pool):
+# Each takes the test's request and the worker pool's address; on Flink with two parallel instances of each stage.
+EXTERNAL_RUNNERS = {
+    "prism": lambda request, pool: prism("--environment_type=EXTERNAL", f"--environment_config={pool}"),
+    "flink": lambda request, pool: flink("--environment_type=EXTERNAL", f"--environment_config={pool}",
+                                         "--parallelism=2", job_endpoint=request.getfixturevalue("flink_job_server")),
+}
+
+
+@pytest.mark.parametrize("runner", sorted(EXTERNAL_RUNNERS))
+def test_workers_in_another_process_make_the_same_calls_and_summary(tmp_path, bucket, server, on_fnapi, runner,
+                                                                     request):
     root, manifest = bucket
-    calls, reference_summary, _ = on_fnapi
-    status, run_summary, _ = send(tmp_path, server, "--input", f"{root}/**",
-                                  *prism("--environment_type=EXTERNAL", f"--environment_config={worker_pool}"))
+    calls, reference_summary, reference_letters = on_fnapi
+    options = EXTERNAL_RUNNERS[runner](request, request.getfixturevalue("worker_pool"))
+    status, run_summary, letters = send(tmp_path, server, "--input", f"{root}/**", *options)
     assert status == 0
+    assert not metrics.process_totals()  # nothing counted here: the summary is the runner's metrics
     assert received_calls(server.accepted) == calls == expected_calls(manifest)
+    assert not server.violations
     assert comparable(run_summary) == comparable(reference_summary)
+    assert sorted((letter["reason"], letter["source_file"], letter["message_id"])
+                  for letter in letters) == reference_letters
 
 
 # --- a run killed midway, and the next ---------------------------------------------------------------

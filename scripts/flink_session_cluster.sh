@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# A Flink session cluster on this machine, to try the job on Flink as it runs on a real cluster: a JobManager
+# (Flink's StandaloneSessionClusterEntrypoint) and one TaskManager with 2 slots (TaskManagerRunner), each a JVM
+# of its own, from the jars of Beam's Flink job server (scripts/setup_flink.sh finds or builds it: Flink 1.19).
+# Config, logs and process ids in .tools/flink-session-cluster/. Needs Java 17.
+#
+#   scripts/flink_session_cluster.sh start [REST_PORT]   # default 8081; prints the --flink_master to use
+#   ./run_local.sh --runner=FlinkRunner --flink_master=localhost:8081 --environment_type=LOOPBACK --parallelism=2
+#   scripts/flink_session_cluster.sh stop
+#
+# The job server (which --runner=FlinkRunner starts) submits each job with its own jars (about 190 MB, some
+# 20 s here). The cluster has the same jars, the job server's and its lib/, on its class path and loads classes
+# from there first (classloader.resolve-order: parent-first): with lib/ alone there, a job failed with
+# "FlinkPipelineOptions referenced from a method is not visible from class loader".
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dir="$root/.tools/flink-session-cluster"
+
+stop() {
+  for role in taskmanager jobmanager; do
+    if [ -f "$dir/$role.pid" ]; then
+      kill "$(cat "$dir/$role.pid")" 2>/dev/null || true
+      rm -f "$dir/$role.pid"
+    fi
+  done
+}
+
+case "${1:-}" in
+  stop) stop; exit 0 ;;
+  start) rest_port="${2:-8081}" ;;
+  *) echo "usage: $0 start [REST_PORT] | stop" >&2; exit 2 ;;
+esac
+
+source "$root/scripts/setup_flink.sh"
+if [ -z "${FLINK_JOB_SERVER_JAR:-}" ]; then
+  echo "error: no Flink job server jar (see scripts/setup_flink.sh)" >&2
+  exit 1
+fi
+if [ -f "$dir/jobmanager.pid" ] && kill -0 "$(cat "$dir/jobmanager.pid")" 2>/dev/null; then
+  echo "error: a cluster started here is running already (stop it first: $0 stop)" >&2
+  exit 1
+fi
+mkdir -p "$dir/conf"
+# The TaskManager's memory, each part named (what Flink's own start scripts compute from a process size).
+cat >"$dir/conf/flink-conf.yaml" <<EOF
+jobmanager.rpc.address: localhost
+jobmanager.bind-host: localhost
+jobmanager.rpc.port: 6123
+rest.address: localhost
+rest.bind-address: localhost
+rest.port: $rest_port
+taskmanager.host: localhost
+taskmanager.bind-host: localhost
+taskmanager.numberOfTaskSlots: 2
+taskmanager.cpu.cores: 2
+taskmanager.memory.framework.heap.size: 128m
+taskmanager.memory.task.heap.size: 512m
+taskmanager.memory.framework.off-heap.size: 128m
+taskmanager.memory.task.off-heap.size: 0m
+taskmanager.memory.network.min: 64m
+taskmanager.memory.network.max: 64m
+taskmanager.memory.managed.size: 128m
+taskmanager.memory.jvm-metaspace.size: 256m
+taskmanager.memory.jvm-overhead.min: 192m
+taskmanager.memory.jvm-overhead.max: 192m
+jobmanager.memory.process.size: 1024m
+classloader.resolve-order: parent-first
+EOF
+# The JDK 17 module openings that Flink 1.19 sets for itself (env.java.opts.all).
+opens=()
+for p in java.lang java.net java.io java.nio sun.nio.ch java.lang.reflect java.text java.time java.util \
+         java.util.concurrent java.util.concurrent.atomic java.util.concurrent.locks; do
+  opens+=("--add-opens=java.base/$p=ALL-UNNAMED")
+done
+opens+=(--add-exports=java.base/sun.net.util=ALL-UNNAMED --add-exports=java.rmi/sun.rmi.registry=ALL-UNNAMED
+        --add-exports=java.security.jgss/sun.security.krb5=ALL-UNNAMED)
+java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+classpath="$FLINK_JOB_SERVER_JAR:$(dirname "$FLINK_JOB_SERVER_JAR")/lib/*"
+"$java" -Xmx768m "${opens[@]}" -cp "$classpath" org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint \
+  --configDir "$dir/conf" >"$dir/jobmanager.log" 2>&1 </dev/null &
+echo $! >"$dir/jobmanager.pid"
+"$java" -Xmx640m "${opens[@]}" -cp "$classpath" org.apache.flink.runtime.taskexecutor.TaskManagerRunner \
+  --configDir "$dir/conf" >"$dir/taskmanager.log" 2>&1 </dev/null &
+echo $! >"$dir/taskmanager.pid"
+
+# Ready when the TaskManager has registered with the JobManager.
+for _ in $(seq 120); do
+  if python3 - "$rest_port" <<'EOF' 2>/dev/null; then
+import json, sys, urllib.request
+overview = json.load(urllib.request.urlopen(f"http://localhost:{sys.argv[1]}/overview", timeout=1))
+sys.exit(0 if overview["taskmanagers"] >= 1 else 1)
+EOF
+    echo "Flink session cluster up: --flink_master=localhost:$rest_port (logs: $dir; stop: $0 stop)"
+    exit 0
+  fi
+  for role in jobmanager taskmanager; do
+    if ! kill -0 "$(cat "$dir/$role.pid")" 2>/dev/null; then
+      tail -n 30 "$dir/$role.log"
+      echo "error: the $role stopped (its log: $dir/$role.log)" >&2
+      stop
+      exit 1
+    fi
+  done
+  sleep 0.5
+done
+echo "error: the cluster did not come up within 60 s (logs: $dir)" >&2
+stop
+exit 1
