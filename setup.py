@@ -29,7 +29,7 @@ setuptools.setup(
         "azure": ["apache-beam[azure]>=2.60,<3"],
         # The storage tests run the job against real servers on loopback: moto's S3 server and
         # gcp-storage-emulator here, Azurite from npm (run_tests.sh installs it).
-        "test": ["pytest>=7,<10", "hypothesis>=6.80,<7", "moto[server]>=5,<6", "gcp-storage-emulator>=2024.8,<2027",
+        "test": ["pytest>=7,<10", "pytest-xdist>=3.5,<4", "hypothesis>=6.80,<7", "moto[server]>=5,<6", "gcp-storage-emulator>=2024.8,<2027",
                  "apache-beam[aws,gcp,azure]>=2.60,<3"],
         # benchmarks/side_by_side.py: Segment's own library, for a system it compares with the job.
         "bench": ["segment-analytics-python==2.4.0"],

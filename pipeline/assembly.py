@@ -1,6 +1,7 @@
 """Assembly: the job as one chain of stages, each labelled with its class's name, built from one validated JobConfig.
 
     list files (each once) → [skip files in the ledger] → read → [keep events in the time range]
+    (or, with --watch: list every interval, each new file version once, skipping the ledger's)
       → drop users without id → split by family →
         per family: map → batch → write → dead letters → [ledger]
         types the mapping does not send:                 dead letters → [ledger]
@@ -10,7 +11,8 @@ letters, and the accounting of each file (what it holds, what was handled). A fi
 chain, its family's, from its bytes to Segment's answer, its dead letters and the ledger, through fused stages
 with no shuffle and no Flatten; so the ledger records a file as soon as each of its events is delivered,
 dropped and counted, or durably dead-lettered, while the run goes on. Only file paths are grouped (each file
-read once, the files spread over the workers), and the ledger's files that one bundle could not complete.
+read once, the files spread over the workers), and the ledger's files that one bundle could not complete (joined
+by path in Beam state, so a watch records them as they complete too).
 """
 from transforms.batch import BatchForSegment
 from transforms.dead_letters import WriteDeadLetters
@@ -20,6 +22,7 @@ from transforms.ledger import RecordInLedger, SkipFilesInLedger
 from transforms.map import ToSegmentTrack
 from transforms.read import ListCurrentsFiles, ReadCurrentsFiles
 from transforms.route import UNSUPPORTED, SplitByFamily
+from transforms.watch import WatchCurrentsFiles
 from transforms.write import WriteToSegment
 
 
@@ -36,9 +39,13 @@ def build(pipeline, config):
     """Add the whole job described by `config` (a pipeline.config.JobConfig) to `pipeline`."""
     selection, mapping = config.selection, config.mapping.mapping
     access = FileAccess(config.s3_options)
-    files = _apply(pipeline, ListCurrentsFiles(selection.patterns, access))
-    if config.skip_recorded:
-        files = _apply(files, SkipFilesInLedger(config.ledger, selection.ledger_scope, config.destination))
+    if config.watch:
+        files = _apply(pipeline, WatchCurrentsFiles(config.watch, access, config.ledger if config.skip_recorded else None,
+                                                    selection.ledger_scope, config.destination))
+    else:
+        files = _apply(pipeline, ListCurrentsFiles(selection.patterns, access))
+        if config.skip_recorded:
+            files = _apply(files, SkipFilesInLedger(config.ledger, selection.ledger_scope, config.destination))
     items = _apply(files, ReadCurrentsFiles(access, selection.event_types, config.progress))
     if config.by_event_time:
         items = _apply(items, KeepEventsInTimeRange(int(selection.start.timestamp()), int(selection.end.timestamp())))

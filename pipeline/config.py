@@ -10,11 +10,13 @@ import json
 import math
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions, FlinkRunnerOptions, PipelineOptions, PortableOptions, S3Options, StandardOptions, WorkerOptions)
 
 from pipeline import mapping_file, partitions
 from pipeline.options import (
@@ -25,13 +27,14 @@ from transforms.batch import BatchSettings
 from transforms.map import MappingSettings
 from transforms.progress import ProgressSettings
 from transforms.segment_client import ClientSettings
+from transforms.watch import WatchSettings
 from transforms.write_key import KeySource
 
-_FLOAT_OPTIONS = ("max_requests_per_second", "max_retry_seconds", "retry_backoff_seconds", "request_timeout_seconds",
-                  "progress_seconds", "flush_seconds")
-_POSITIVE_OPTIONS = ("max_requests_per_second", "max_retry_seconds", "retry_backoff_seconds",
-                     "request_timeout_seconds", "flush_seconds")
-_AT_LEAST_ONE = ("window_seconds", "max_retry_attempts")
+_FLOAT_OPTIONS = ("max_requests_per_second", "max_events_per_second", "max_retry_seconds", "retry_backoff_seconds", "request_timeout_seconds",
+                  "progress_seconds", "flush_seconds", "watch_interval")
+_POSITIVE_OPTIONS = ("max_requests_per_second", "max_events_per_second", "max_retry_seconds", "retry_backoff_seconds",
+                     "request_timeout_seconds", "flush_seconds", "watch_interval")
+_AT_LEAST_ONE = ("window_seconds", "max_retry_attempts", "max_requests_in_flight")
 _GLOB = frozenset("*?[")
 _CONNECT_TIMEOUT_SECONDS = 5.0  # to open a connection to Segment; --request_timeout_seconds is for the answer
 
@@ -60,6 +63,7 @@ class JobConfig:  # pylint: disable=too-many-instance-attributes  # the whole jo
     progress: ProgressSettings
     s3_options: Any  # the job's S3Options, for listing and opening s3:// files with one client
     run_dir: Optional[str]  # on this machine: the run's log and its processes' tallies (None: workers elsewhere)
+    watch: Optional[WatchSettings] = None  # --watch; None: a batch run over what is there now
 
     @property
     def skip_recorded(self):
@@ -78,6 +82,8 @@ class JobConfig:  # pylint: disable=too-many-instance-attributes  # the whole jo
             "hash_fields": sorted(self.mapping.hashed),
             "max_retry_attempts": self.client.max_attempts if self.client else None,
             "max_retry_seconds": self.client.max_retry_seconds if self.client else None,
+            "events_per_second_per_worker": self.client.events_per_second if self.client else None,
+            "max_requests_in_flight": self.client.requests_in_flight if self.client else None,
         }
 
 
@@ -171,6 +177,9 @@ def check_options(options):
     overlap = field_names(options.redact_fields) & field_names(options.hash_fields)
     if overlap:
         raise ConfigError(f"{', '.join(sorted(overlap))}: in both --redact_fields and --hash_fields")
+    if options.watch and options.by_event_time:
+        raise ConfigError("--by_event_time selects a closed range of hours to send; --watch forwards files as they "
+                          "land: give one or the other")
     if options.rerun and not options.ledger:
         raise ConfigError("--rerun only makes sense with --ledger")
     if options.ledger and options.dry_run_output:
@@ -199,7 +208,9 @@ def _require_matches(patterns):
 
 
 def _require_input(options, selection):
-    """ConfigError when nothing is there to read; the patterns that matched nothing."""
+    """ConfigError when nothing is there to read; the patterns that matched nothing. A watch waits for files."""
+    if options.watch:
+        return []
     if options.input:
         return _require_matches(options.input)
     if not selection.partitions:
@@ -293,12 +304,52 @@ def _inputs(options, selection, unmatched):
             "partitions": len(selection.partitions)}
 
 
+def budget_workers(options):
+    """(how many worker processes share --max_events_per_second, the option that says so): each process's clients
+    share one pacer, so the budget is split over the processes that send. Where the SDK workers run in this
+    process (FnApiRunner in memory or multi-threaded, Prism and Flink in their LOOPBACK default) that is 1."""
+    runner = (options.view_as(StandardOptions).runner or "").lower().rsplit(".", 1)[-1].replace("runner", "")
+    environment = (options.view_as(PortableOptions).environment_type or "").upper()
+    if runner == "dataflow":
+        google = options.view_as(WorkerOptions)
+        if google.max_num_workers:
+            return google.max_num_workers, "--max_num_workers"
+        return (google.num_workers, "--num_workers") if google.num_workers else (1, "no --max_num_workers")
+    if runner == "flink":
+        flink = options.view_as(FlinkRunnerOptions)
+        if environment == "LOOPBACK" or (not environment and flink.flink_master in ("[local]", "[auto]")):
+            return 1, "Flink's workers in this process"
+        if flink.parallelism and flink.parallelism > 0:
+            return flink.parallelism, "--parallelism"
+        return 1, "no --parallelism"
+    if runner == "prism":
+        return 1, "Prism's workers in one process"
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode == "multi_processing":
+        workers = direct.direct_num_workers or os.cpu_count() or 1
+        return workers, "--direct_num_workers"
+    return 1, "the workers in this process"
+
+
+def budget_advice(options):
+    """The line said at start when the job may go past Segment's workspace limit without a budget (a run over
+    --currents_root, or a watch), else None."""
+    if options.max_events_per_second or options.dry_run_output or not (options.currents_root or options.watch):
+        return None
+    return ("note: Segment queues events, or answers 429, past about 1,000 events/s per workspace; give this job a "
+            "budget with --max_events_per_second N (each worker process takes its share, see --help)")
+
+
 def _client_settings(options):
+    share = None
+    if options.max_events_per_second:
+        share = options.max_events_per_second / budget_workers(options)[0]
     return ClientSettings(
         endpoint=resolve_endpoint(options), timeout=(_CONNECT_TIMEOUT_SECONDS, options.request_timeout_seconds),
         max_attempts=options.max_retry_attempts, max_retry_seconds=options.max_retry_seconds,
         backoff_base=options.retry_backoff_seconds, max_requests_per_second=options.max_requests_per_second,
-        max_request_bytes=options.max_batch_bytes, max_events=options.max_batch_events)
+        max_request_bytes=options.max_batch_bytes, max_events=options.max_batch_events,
+        events_per_second=share, requests_in_flight=options.max_requests_in_flight)
 
 
 def load_mapping(options):
@@ -336,6 +387,15 @@ def _plan_destination(options, source, mapping):
     except ConfigError:
         write_key = None
     return ledger.destination_of(resolve_endpoint(options), write_key, _mapping(options, mapping).shape())
+
+
+def _watch(options, pipeline_options, mapping, run_id):
+    """The WatchSettings of a --watch run (which runs in streaming mode), else None."""
+    if not options.watch:
+        return None
+    pipeline_options.view_as(StandardOptions).streaming = True
+    return WatchSettings(partitions.watched_input(options, pipeline_options, mapping), options.watch_interval,
+                         time.time(), FileSystems.join(options.dead_letter_output, f".stop-{run_id}"))
 
 
 def reject_unknown_flags(argv):
@@ -376,6 +436,7 @@ def load(argv, run_id):
         destination=ledger.destination_of(client.endpoint, write_key, mapping.shape()) if client else None,
         progress=ProgressSettings(0 if options.quiet else options.progress_seconds,
                                   client.budget() if client else "", local_dir or ""),
-        s3_options=pipeline_options.view_as(S3Options), run_dir=local_dir)
+        s3_options=pipeline_options.view_as(S3Options), run_dir=local_dir,
+        watch=_watch(options, pipeline_options, mapping.mapping, run_id))
     return Job(pipeline_options, options, selection, config, mapping.mapping)
 

@@ -14,7 +14,9 @@ output went) after the summary of what happened:
        delivered or dead-lettered are not recorded in the ledger; run again
   5    the summary does not balance (events lost on the way): nothing is recorded in the ledger
   6    Segment rejected every event it was sent (400/413) and accepted none (they are in the dead letters)
-  130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing is recorded in the ledger
+  130  interrupted (Ctrl-C); 143 terminated (SIGTERM): nothing is recorded in the ledger (a --watch drains on the
+       first Ctrl-C or SIGTERM and exits as a finished run; a second one interrupts it, and it keeps in the
+       ledger the files it delivered)
 """
 import argparse
 import datetime
@@ -34,6 +36,7 @@ from apache_beam.options.pipeline_options import S3Options
 from pipeline import assembly, config, plan, replay, run_log, sample_bucket, summary
 from pipeline.options import ConfigError, CurrentsToSegmentOptions, storage_reason
 from transforms import ledger, metrics, progress
+from transforms import watch as transforms_watch
 from transforms.jsonl import OutputWriteError
 from transforms.file_access import FileAccess
 from transforms.segment_client import SegmentConfigError
@@ -64,13 +67,21 @@ class _Signals:
 
     NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", run_log.WORKER_FAILED: "a worker failure"}
 
-    def __init__(self):
+    def __init__(self, drain=None):
+        """drain: called on the first Ctrl-C or SIGTERM instead of interrupting (a watch drains); the next one
+        interrupts."""
         self.received = None
+        self.draining = None  # the signal that began a drain
+        self._drain = drain
         self._previous = {}
 
     def _handle(self, signum, frame):  # pylint: disable=unused-argument
         if signum == run_log.WORKER_FAILED and self.received is not None:
             return  # the workers died of the Ctrl-C or SIGTERM already received
+        if self._drain is not None and self.draining is None and signum != run_log.WORKER_FAILED:
+            self.draining = signum
+            self._drain(self.NAMES[signum])
+            return
         self.received = signum
         raise KeyboardInterrupt(self.NAMES[signum])
 
@@ -159,9 +170,10 @@ def _print_summary(run_summary, job_config):
     return True
 
 
-def _forget_run(job_config):
-    """Remove this run's ledger entries (a run that failed, was stopped or does not balance records nothing)."""
-    if not job_config.ledger:
+def _forget_run(job_config, interrupted=False):
+    """Remove this run's ledger entries (a run that failed, was stopped or does not balance records nothing; but a
+    watch that is interrupted keeps the entries of the files it delivered, which may be days of them)."""
+    if not job_config.ledger or (interrupted and job_config.watch):
         return
     try:
         entries = ledger.run_entries(job_config.ledger, job_config.run_id)
@@ -208,16 +220,18 @@ def _report(counters, job_config):
     return EXIT_OK
 
 
-def _report_failure(job_config, what, status, counters, log_path):
+def _report_failure(job_config, what, status, counters, log_path, interrupted=False):
     """The summary of a run that stopped after it started, as far as it is known, one line saying what failed,
-    and nothing in the ledger."""
-    _forget_run(job_config)
+    and nothing in the ledger (but what an interrupted watch recorded)."""
+    _forget_run(job_config, interrupted)
     known = counters.get(metrics.FILES_LISTED) or metrics.totals(counters, metrics.READ)
     run_summary = _summary(counters, job_config, "failed")
     _print_summary(run_summary, job_config)
     lost = (f"{summary.unaccounted(run_summary):,} events read were neither delivered nor dead-lettered"
             if known else "events may have been read that were neither delivered nor dead-lettered")
     consequence = "nothing was recorded in the ledger; " if job_config.ledger else ""
+    if job_config.ledger and interrupted and job_config.watch:
+        consequence = "the ledger holds the files delivered before it (the next watch skips them); "
     print(f"error: {what}: {lost}; {consequence}run again (the same messageIds make resent events harmless "
           f"within Segment's 24 h){_log_note(log_path)}", file=sys.stderr)
     return status
@@ -274,16 +288,44 @@ def _execute(job, until_exit):
     log_path = os.path.join(job_config.run_dir, "run.log") if job_config.run_dir else None
     log = run_log.RunLog(log_path).open() if log_path else None
     try:
-        ended = _run(pipeline, _Signals())
+        ended = _run(pipeline, _Signals(_drainer(job_config.watch)))
         if ended.signum == run_log.WORKER_FAILED:
             ended = _Ended(ended.result, RuntimeError(log.worker_failure), None)
         status = _finish(ended, job_config, log_path)
     finally:
         if log is not None and not until_exit:
             log.close()
+        if job_config.watch:
+            _remove_stop_marker(job_config.watch.stop_marker)
     if status == EXIT_OK and job_config.run_dir:
         shutil.rmtree(job_config.run_dir, ignore_errors=True)
     return status
+
+
+def _drainer(watch):
+    """What the first Ctrl-C or SIGTERM does to a watch: write its stop marker (no more listings; the files in
+    flight are finished and recorded, then the run ends as a batch run does). None for a batch run."""
+    if watch is None:
+        return None
+
+    def drain(name):
+        try:
+            transforms_watch.request_stop(watch.stop_marker)
+        except Exception as error:  # pylint: disable=broad-except  # each filesystem fails its own way
+            print(f"error: cannot stop the watch: cannot write {watch.stop_marker}: {storage_reason(error)}; a second "
+                  "Ctrl-C or SIGTERM aborts it", file=sys.stderr)
+            return
+        print(f"{name}: draining: no more listings; finishing the files in flight, then the summary "
+              "(a second Ctrl-C or SIGTERM aborts)", file=sys.stderr, flush=True)
+    return drain
+
+
+def _remove_stop_marker(stop_marker):
+    try:
+        if FileSystems.exists(stop_marker):
+            FileSystems.delete([stop_marker])
+    except Exception:  # pylint: disable=broad-except  # a marker left behind names a run that is over: harmless
+        pass
 
 
 def _finish(ended, job_config, log_path):
@@ -298,7 +340,7 @@ def _finish(ended, job_config, log_path):
     if ended.signum:
         status = EXIT_TERMINATED if ended.signum == signal.SIGTERM else EXIT_INTERRUPTED
         return _report_failure(job_config, f"interrupted by {_Signals.NAMES[ended.signum]}", status, counters,
-                               log_path)
+                               log_path, interrupted=True)
     known = _known_failure(ended.error)
     if known and known[0] == SegmentConfigError.__name__:
         return _report_config_failure(job_config, known[1], counters, log_path)
@@ -321,6 +363,9 @@ def run(argv, until_exit=False):
     for pattern in job.config.inputs.get("unmatched", ()):
         logging.warning("no file matched --input %s", pattern)
     _warn_if_beyond_dedup(job.config.selection.end)
+    advice = config.budget_advice(options)
+    if advice:
+        print(advice, file=sys.stderr)
     return _execute(job, until_exit)
 
 

@@ -18,6 +18,7 @@ from transforms.flush_timer import DEFAULT_FLUSH_SECONDS
 WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
 REGION_ENDPOINTS = {"us": segment_client.US_ENDPOINT, "eu": segment_client.EU_ENDPOINT}
 DEFAULT_MAX_BATCH_BYTES = segment_client.DEFAULT_MAX_REQUEST_BYTES
+DEFAULT_REQUESTS_IN_FLIGHT = 8
 
 
 class ConfigError(Exception):
@@ -108,6 +109,19 @@ class CurrentsToSegmentOptions(PipelineOptions):
                  "change the calls); later runs to the same destination skip the files it holds, a run to another "
                  "one sends them. For hourly incremental runs.")
         parser.add_argument(
+            "--watch", action="store_true", default=False,
+            help="Always on: list the inputs every --watch_interval seconds and forward each new file (a new path, "
+                 "or a file rewritten under the same name or grown) once, as it lands, until Ctrl-C or SIGTERM, "
+                 "which drains: no more listings, the files in flight are finished and recorded, the summary is "
+                 "printed, exit 0 (a second signal aborts). Implies --streaming; needs a streaming runner "
+                 "(PrismRunner, FlinkRunner, DataflowRunner). With --ledger, the files it holds are skipped at "
+                 "start, so a restarted watch picks up where the last one stopped. With --currents_root, each "
+                 "listing looks in the hour partitions of the last few hours (all selected ones at start: bound "
+                 "them with --start).")
+        parser.add_argument(
+            "--watch_interval", type=float, default=60.0, metavar="SECONDS",
+            help="With --watch: seconds between two listings of the inputs. Default 60.")
+        parser.add_argument(
             "--rerun", action="store_true", default=False,
             help="With --ledger: read every selected file again, even those already in the ledger.")
         parser.add_argument(
@@ -179,6 +193,23 @@ class CurrentsToSegmentOptions(PipelineOptions):
             "--max_requests_per_second", type=float, default=None, metavar="N",
             help="Client-side limit of requests per second per worker. Segment asks for at most 1,000/s "
                  "per workspace. Default: no limit.")
+        parser.add_argument(
+            "--max_events_per_second", type=float, default=None, metavar="N",
+            help="Event budget of the whole job: Segment queues, or answers 429, past about 1,000 events/s per "
+                 "workspace. Each worker process takes its share, N divided by the workers the options name: "
+                 "--direct_num_workers with --direct_running_mode=multi_processing, --max_num_workers (else "
+                 "--num_workers) on Dataflow (which runs one SDK process per vCPU: see the README), --parallelism "
+                 "on Flink with workers outside this process; 1 where "
+                 "the workers run in this process (FnApiRunner in memory, Prism and Flink in their LOOPBACK "
+                 "default). Events are paced with a token bucket (requests of at most a quarter of a second of "
+                 "the share), the rate is halved on a 429 and restored gradually as Segment answers again, and a "
+                 "Retry-After pauses all of the process's requests. Default: no budget.")
+        parser.add_argument(
+            "--max_requests_in_flight", type=int, default=DEFAULT_REQUESTS_IN_FLIGHT, metavar="N",
+            help="Requests each sending stage of a worker keeps in flight at once (one per event family), each "
+                 "with a thread and a connection of its own; a bundle still ends only when each of its events "
+                 "is accepted or dead-lettered. The slower Segment answers, the more this speeds a run up (see "
+                 f"the README); 1 sends one request at a time. Default {DEFAULT_REQUESTS_IN_FLIGHT}.")
         parser.add_argument(
             "--max_retry_attempts", type=int, default=None, metavar="N",
             help="At most this many attempts per request on transient errors (429, 5xx, network, no answer), "

@@ -8,6 +8,7 @@ queued the event, not the event's own `time`.
 import datetime
 import os
 import re
+import time
 from typing import NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
@@ -214,3 +215,54 @@ def select_input(options, mapping=CLASSIC):
     if end is None and partitions:
         end = max(p.hour for p in partitions) + HOUR
     return Selection([p.path + "/**" for p in partitions], partitions, start, end, scope, event_types)
+
+
+# --- what a watch lists (--watch) ---------------------------------------------------------------------------
+
+# Currents writes an hour partition's files during that hour and shortly after (the `date=` hour is when Braze
+# queued the events): after the first listing, a watch under --currents_root looks in the partitions of the
+# last WATCH_RECENT_HOURS hours.
+WATCH_RECENT_HOURS = 3
+
+
+class WatchedPatterns:
+    """What a watch of --input patterns lists at every listing: the patterns themselves."""
+
+    def __init__(self, patterns):
+        self._patterns = list(patterns)
+
+    def patterns(self, first):  # pylint: disable=unused-argument  # the same every time
+        """The file patterns to list now."""
+        return list(self._patterns)
+
+
+class WatchedRoot:
+    """What a watch of --currents_root lists: the hour partitions selected again at every listing (hours and event
+    types appear): at the first listing every one in [start, end), later those of the last WATCH_RECENT_HOURS hours
+    in it. `pipeline_options` give the object stores' clients (see folder_lister); `clock` gives UNIX seconds."""
+
+    def __init__(self, root, pipeline_options, start=None, end=None, event_types=None, clock=None):
+        self._root = root
+        self._pipeline_options = pipeline_options
+        self._start, self._end, self._event_types = start, end, event_types
+        self._clock = clock
+
+    def patterns(self, first):
+        """The file patterns to list now: `<partition>/**` of each selected partition."""
+        start = self._start
+        if not first:
+            now = datetime.datetime.fromtimestamp(self._clock() if self._clock else time.time(), UTC)
+            recent = now.replace(minute=0, second=0, microsecond=0) - WATCH_RECENT_HOURS * HOUR
+            start = max(start, recent) if start else recent
+        lister = folder_lister(self._pipeline_options, self._root)
+        return [p.path + "/**" for p in select_partitions(self._root, start, self._end, self._event_types, lister)]
+
+
+def watched_input(options, pipeline_options, mapping=CLASSIC):
+    """What a watch of these options lists at each listing (WatchedPatterns or WatchedRoot)."""
+    if options.input:
+        return WatchedPatterns(options.input)
+    return WatchedRoot(options.currents_root, pipeline_options,
+                       parse_hour(options.start) if options.start else None,
+                       parse_hour(options.end) if options.end else None,
+                       expand_event_types(_names(options.event_types), mapping))

@@ -75,6 +75,7 @@ def summarize(counters, *, by_event_time=False, include_anonymous=False, with_le
         "unreadable_files": counters.get(metrics.UNREADABLE_FILES, 0),
         "requests": counters.get(metrics.REQUESTS, 0),
         "retries": counters.get(metrics.RETRIES, 0),
+        "throttled_seconds": counters.get(metrics.THROTTLING_SECONDS, 0),
         "rejected_by_segment": counters.get(metrics.REJECTED_BY_SEGMENT, 0),
         "duplicate_ids": counters.get(metrics.DUPLICATE_IDS, 0),
         "files_read": counters.get(metrics.FILES_READ, 0),
@@ -128,7 +129,9 @@ def format_table(summary):
     lines.insert(len(lines) - 1, "-" * len(lines[0]))
     lines.append(f"unreadable files: {summary['unreadable_files']}   requests: {summary['requests']:,}"
                  f"{' (dry run: written, not sent)' if summary.get('dry_run') else ''}   "
-                 f"retries: {summary['retries']:,}   duplicate ids: {summary['duplicate_ids']:,}   "
+                 f"retries: {summary['retries']:,}   "
+                 + (f"throttled: {summary['throttled_seconds']:,} s   " if summary.get("throttled_seconds") else "")
+                 + f"duplicate ids: {summary['duplicate_ids']:,}   "
                  f"balanced: {'yes' if summary['balanced'] else 'NO'}")
     if "ledger" in summary:
         ledger = summary["ledger"]

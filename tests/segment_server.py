@@ -3,7 +3,10 @@
 It enforces Segment's documented HTTP API contract the way real Segment would (auth, gzip, 500,000-byte bodies,
 32,000-byte events, 2,500 events per request answered 200 but dropped, required fields), records every request,
 every accepted event and every contract violation, and can be scripted to answer with errors, drop connections
-or stall, so tests assert on what actually arrived.
+or stall, so tests assert on what actually arrived. It can also answer each request only after a latency, play
+a workspace's rate limit (`workspace_limit`: past N events in the last second, 429 with Retry-After), and write
+each answer (status line, headers and body) in one send (`one_write`, for benchmarks: two small writes meet
+Nagle's algorithm and delayed ACKs).
 
     with SegmentServer(write_key="k") as server:
         server.script(429, "drop")
@@ -56,6 +59,7 @@ class RequestRecord:
     sent_at: str | None
     status: int | None = None
     received_at: float = 0.0  # UNIX seconds
+    accepted_at: float | None = None  # UNIX seconds: when its events were taken (counted by a workspace limit)
 
     @property
     def body_bytes(self) -> int | None:
@@ -119,9 +123,16 @@ def _event_problem(event: Any) -> str | None:
 class SegmentServer:
     """Segment's /v1/batch on 127.0.0.1 in a background thread; use as a context manager."""
 
-    def __init__(self, write_key: str = "test-write-key"):
-        """Create the server (not yet listening); requests must authenticate with write_key."""
+    def __init__(self, write_key: str = "test-write-key", *, latency: float = 0.0, one_write: bool = False):
+        """Create the server (not yet listening); requests must authenticate with write_key. Each answer is
+        written `latency` seconds after its request arrived (requests are served concurrently), in one send with
+        one_write."""
         self.write_key = write_key
+        self.latency = latency
+        self.one_write = one_write
+        self._limit: tuple[int, str] | None = None  # (events per second, Retry-After)
+        self._window: deque = deque()  # (UNIX time, events) of the requests accepted in the last second
+        self._window_events = 0
         self.poison: Callable[[dict], bool] | None = None
         self.always: int | None = None
         self._faults: tuple[float, random.Random, tuple] | None = None
@@ -143,7 +154,7 @@ class SegmentServer:
         return f"http://{host}:{port}"
 
     def __enter__(self) -> "SegmentServer":
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _Listener(("127.0.0.1", 0), _handler_for(self))
         # A short poll interval makes shutdown() return quickly instead of after up to half a second.
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
         return self
@@ -192,6 +203,27 @@ class SegmentServer:
             self._closing.wait(start + seconds - time.time())
             return "drop"
         return "drop" if kind == "drop" else Answer(kind)
+
+    def workspace_limit(self, events_per_second: int, retry_after: str = "1") -> None:
+        """Play a workspace's rate limit: a request that would take the events accepted in the last second (a
+        sliding window) past `events_per_second` is answered 429 with this Retry-After, and none of its events is
+        accepted (a request of more events than the limit is never accepted)."""
+        with self._lock:
+            self._limit = (events_per_second, retry_after)
+
+    def _within_limit(self, events: int) -> bool:
+        """Whether the workspace limit, if any, takes `events` more now; if so they are counted in its window.
+        Called with the lock held."""
+        if self._limit is None:
+            return True
+        now = time.time()
+        while self._window and self._window[0][0] <= now - 1.0:
+            self._window_events -= self._window.popleft()[1]
+        if self._window_events + events > self._limit[0]:
+            return False
+        self._window.append((now, events))
+        self._window_events += events
+        return True
 
     def inject_faults(self, rate: float, *, seed: int = 0, stall_seconds: float = 2.0) -> None:
         """Answer a share `rate` of requests (drawn with a seeded RNG) with a fault instead of processing
@@ -259,6 +291,10 @@ class SegmentServer:
         if self.poison and any(self.poison(event) for event in batch):
             return _json_answer(400, {"error": "invalid event"})
         with self._lock:
+            if not self._within_limit(len(batch)):
+                return Answer(429, {"Content-Type": "application/json", "Retry-After": self._limit[1]},
+                              json.dumps({"error": "rate limit exceeded"}))
+            record.accepted_at = time.time()
             self.accepted.extend(batch)
         return _json_answer(200, {"success": True})
 
@@ -288,6 +324,13 @@ class SegmentServer:
         return _json_answer(200, {"success": True})
 
 
+class _Listener(ThreadingHTTPServer):
+    """A threading HTTP server with room for many connections waiting to be accepted (socketserver's default of
+    5 resets connections when a job opens dozens at once, with requests in flight on every sending stage)."""
+
+    request_queue_size = 256
+
+
 def _handler_for(server: SegmentServer) -> type[BaseHTTPRequestHandler]:
     """A request handler class bound to one SegmentServer."""
 
@@ -310,6 +353,8 @@ def _handler_for(server: SegmentServer) -> type[BaseHTTPRequestHandler]:
                 return
             if isinstance(action, str) and action.startswith("stall:"):
                 action = server._stall(float(action.removeprefix("stall:")))
+            if server.latency:
+                server._closing.wait(record.received_at + server.latency - time.time())
             record.status = action.status
             self._write(action)
 
@@ -322,8 +367,13 @@ def _handler_for(server: SegmentServer) -> type[BaseHTTPRequestHandler]:
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                if server.one_write:  # BaseHTTPRequestHandler buffers the status line and headers until here
+                    self._headers_buffer.append(b"\r\n")
+                    response, self._headers_buffer = b"".join(self._headers_buffer) + body, []
+                    self.wfile.write(response)
+                else:
+                    self.end_headers()
+                    self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # the client gave up (e.g. timed out during a stall)
 

@@ -23,6 +23,7 @@ from pipeline.partitions import parse_hour
 from tests.pipeline_runs import RUNNER, lose_one_sent_event, assert_balanced, expected_calls, read_jsonl, received_calls, run_job
 from tests.segment_server import SegmentServer
 from tests.test_reprocessing import ledger_entries
+from transforms import progress
 
 KEY = "outcome-test-key-31f9"
 EMAIL = "users.messages.email"
@@ -263,7 +264,9 @@ def test_segment_trouble_is_a_warning_at_once_with_since_when_and_the_budget(tmp
     server.always = 503
     job = job_process(["--input", f"{root}/**/event_type={PUSH}.Send/**", "--segment_endpoint", endpoint,
                        "--quiet", "--dead_letter_output", str(tmp_path / "dead"), "--max_retry_attempts", "4",
-                       "--retry_backoff_seconds", "0.01"], env={"SEGMENT_WRITE_KEY": KEY})
+                       "--retry_backoff_seconds", "0.01",
+                       "--max_requests_in_flight", "1"],  # one request at a time: its attempts are the ones in a row
+                      env={"SEGMENT_WRITE_KEY": KEY})
     _, err = job.communicate(timeout=240)
     warnings = [line for line in err.splitlines() if line.startswith("warning: Segment has failed")]
     assert job.returncode == 3 and warnings, err
@@ -535,3 +538,10 @@ def test_an_error_is_one_line_without_the_gcp_extra(tmp_path, bucket):
     assert job.returncode == 1
     assert job.stderr.strip().splitlines() == [f"error: --input {root} names a folder: give a file pattern, e.g. "
                                                f"'{root}/**' for every file under it"]
+
+
+def test_the_progress_line_counts_as_files_to_read_neither_the_ledgers_nor_those_of_other_types():
+    counters = {"files_listed": 10, "ledger_files_skipped": 2, "files_of_other_types": 3, "files_read": 4,
+                "read:users.messages.email.Send": 40, "sent:users.messages.email.Send": 35, "requests": 2}
+    assert progress.progress_line(counters, 70) == (
+        "progress 0:01:10  files 4/5 read  events read 40  sent 35 (0/s)  requests 2  retries 0  dead-lettered 0")

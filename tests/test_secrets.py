@@ -34,7 +34,8 @@ def test_the_key_appears_in_no_output_of_a_run(tmp_path, bucket, capsys, caplog,
     with SegmentServer(write_key=KEY) as server:
         server.script(401)  # the first request fails: the configuration error text is checked too
         status = main(["--runner=FnApiRunner", "--input", f"{root}/**", "--segment_endpoint", server.url,
-                       "--dead_letter_output", str(out / "dead"), "--summary_output", str(out / "s.json")])
+                       "--dead_letter_output", str(out / "dead"), "--summary_output", str(out / "s.json"),
+                       "--max_requests_in_flight", "1"])  # nothing else in flight is accepted meanwhile
         assert status == 1
         status, _, _ = run_job(out, "--input", f"{root}/**", "--segment_endpoint", server.url,
                                "--ledger", str(out / "ledger"), "--max_retry_attempts", "1",

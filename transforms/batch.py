@@ -145,9 +145,8 @@ class _CutRequestsFn(ItemFn):
             ready += batcher.add(time // window_seconds, (event_type, source_file, message_id, payload), len(payload))
         if duplicates:
             self._duplicates.inc(duplicates)
-        if self._flushes.due():
-            ready += batcher.drain()
         yield from self._requests(ready)
+        yield from self.tick()
 
     @staticmethod
     def _requests(ready):

@@ -18,7 +18,7 @@ into another Mapping. A property or context value is sent when the record has th
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Mapping as MappingType, NamedTuple, Optional, Tuple
+from typing import Mapping as MappingType, NamedTuple, Tuple
 
 Pairs = Tuple[Tuple[str, str], ...]  # (Segment key or context path, Avro field), in the order sent
 
@@ -59,11 +59,6 @@ class Mapping:
     def spec_for(self, event_type):
         """The EventSpec of a Currents type, or None when this mapping does not send it."""
         return self.events.get(event_type)
-
-    def convert(self, key, value):
-        """The value of property `key` as this mapping sends it."""
-        converter = self.converters.get(key)
-        return CONVERTERS[converter](value) if converter else value
 
     def types_of(self, family):
         """The Currents types this mapping sends in a family."""
@@ -307,8 +302,3 @@ BUILT_IN = {CLASSIC.name: CLASSIC, CURRENT.name: CURRENT}
 DEFAULT = CLASSIC.name
 # Every type a built-in mapping knows: the reader recognises them in record names that other producers prefix.
 KNOWN_TYPES = frozenset(t for mapping in BUILT_IN.values() for t in mapping.events)
-
-
-def built_in(name) -> Optional[Mapping]:
-    """The built-in mapping of that name, or None."""
-    return BUILT_IN.get(name)

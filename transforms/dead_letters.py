@@ -8,11 +8,10 @@ that had letters, in every chain that had some (a chain per family branch).
 import json
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindows
 
 from transforms import elements, jsonl, metrics
-from transforms.elements import LETTER, UNREADABLE_FILE, ItemFn
-from transforms.flush_timer import DEFAULT_FLUSH_SECONDS, FlushTimer
+from transforms.elements import LETTER, UNREADABLE_FILE
+from transforms.flush_timer import DEFAULT_FLUSH_SECONDS
 
 
 def to_line(letter):
@@ -20,47 +19,30 @@ def to_line(letter):
     return json.dumps(letter, ensure_ascii=False, default=repr)
 
 
-class _WriteLettersFn(ItemFn):
-    """LETTER → a line of this bundle's dead-letter files, one committed every flush and at the end of the
-    bundle; once committed, each letter is counted (an unreadable part of a file, or a dead-lettered event of
-    its type) and its unit handed in."""
+class _WriteLettersFn(jsonl.LinesFn):
+    """LETTER → a line of this bundle's dead-letter files; once committed, each letter is counted (an unreadable
+    part of a file, or a dead-lettered event of its type) and its unit handed in."""
 
     KINDS = (LETTER,)
 
     def __init__(self, directory, run_id, flush_seconds):
-        super().__init__()
-        self._args = (directory, jsonl.DEAD_LETTERS, run_id, "dead letters")
-        self._flush_seconds = flush_seconds
-        self._lines = self._flushes = None
+        super().__init__(directory, jsonl.DEAD_LETTERS, run_id, "dead letters", flush_seconds)
 
     def setup(self):
         self._dead_lettered = metrics.TypeCounter(metrics.DEAD_LETTERED)
         self._unreadable_files = metrics.counter(metrics.UNREADABLE_FILES)
 
-    def start_bundle(self):
-        self._lines = jsonl.AccountedLines(*self._args)
-        self._flushes = FlushTimer(self._flush_seconds)
-
-    def handle(self, item):
+    def line(self, item):
         _, event_type, source_file, letter = item
-        self._lines.write(to_line(letter), (((event_type, source_file, letter["reason"] == UNREADABLE_FILE), 1),))
-        yield from self.tick()
+        return to_line(letter), (((event_type, source_file, letter["reason"] == UNREADABLE_FILE), 1),)
 
-    def tick(self):
-        if self._flushes.due():
-            yield from self._committed()
-
-    def _committed(self):
-        for (event_type, source_file, unreadable), n in self._lines.commit():
-            if unreadable:
-                self._unreadable_files.inc(n)
-            else:
-                self._dead_lettered.inc(event_type, n)
-            yield elements.handled(event_type, source_file, n)
-
-    def finish_bundle(self):
-        for item in self._committed():
-            yield GlobalWindows.windowed_value(item)
+    def committed(self, key, units):
+        event_type, source_file, unreadable = key
+        if unreadable:
+            self._unreadable_files.inc(units)
+        else:
+            self._dead_lettered.inc(event_type, units)
+        yield elements.handled(event_type, source_file, units)
 
 
 class WriteDeadLetters(beam.PTransform):

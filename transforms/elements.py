@@ -8,7 +8,7 @@ its dead letters and the ledger. Items are plain tuples whose first field is the
 block of records at a time, never on one event per element.
 
     RECORDS    (RECORDS, event type, source file, records)      decoded records of one block, not yet mapped
-    CALLS      (CALLS, event type, source file, calls)          their track calls: [(window, message id, payload)]
+    CALLS      (CALLS, event type, source file, calls)          their track calls: [(time, message id, payload)]
     REQUEST    (REQUEST, window, calls)                         one request's calls:
                                                                 [(event type, source file, message id, payload)]
     LETTER     (LETTER, event type, source file, letter)        a dead letter (a dict, see `letter`)
@@ -50,7 +50,7 @@ def records(event_type, source_file, block):
 
 
 def calls(event_type, source_file, block):
-    """The CALLS item of a block's track calls: (window, message id, serialized payload) each."""
+    """The CALLS item of a block's track calls: (time, message id, serialized payload) each."""
     return CALLS, event_type, source_file, block
 
 

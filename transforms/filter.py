@@ -55,8 +55,9 @@ class _FilterFn(ItemFn):
         if kept:
             yield elements.records(event_type, source_file, kept) if dropped else item
         for reason, count in dropped.items():
-            counter = self._dropped.get(reason) or self._dropped.setdefault(reason, metrics.TypeCounter(reason))
-            counter.inc(event_type, count)
+            if reason not in self._dropped:
+                self._dropped[reason] = metrics.TypeCounter(reason)
+            self._dropped[reason].inc(event_type, count)
             yield elements.handled(event_type, source_file, count)
 
 

@@ -7,17 +7,17 @@ run that stops midway leaves no half-written file under a name that readers pick
 
 `AccountedLines` (Beam-free) is told, with each line, what the line accounts for ((key, units) pairs), and
 when it commits the file holding them it returns those counts: the stages that write dead letters and dry-run
-requests hand them on as HANDLED items, which the ledger takes as proof that the lines are durably written.
-`WriteJsonLines` does the same as a stage of its own, for the ledger's entries.
+requests (`LinesFn`) hand them on as HANDLED items, which the ledger takes as proof that the lines are durably
+written.
 """
 import collections
 import uuid
 
-import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.flush_timer import DEFAULT_FLUSH_SECONDS, FlushTimer
+from transforms.elements import ItemFn
+from transforms.flush_timer import FlushTimer
 
 DEAD_LETTERS = "dead_letters"
 REQUESTS = "requests"
@@ -121,10 +121,10 @@ class AccountedLines:
         return committed
 
 
-class _WriteLinesFn(beam.DoFn):
-    """(accounts, text line) → lines of files of this bundle, one committed every flush and at the end of the
-    bundle; once a file is complete, (key, units) for every key of the accounts (an iterable of (key, units)
-    pairs) of its lines."""
+class LinesFn(ItemFn):
+    """A stage's DoFn that writes a line for each item of its KINDS to this run's part files, one committed every
+    flush and at the end of the bundle; once a file is committed, the items `committed(key, units)` makes of
+    each account of its lines go on. A subclass gives `line(item)`: (text, accounts) and `committed`."""
 
     def __init__(self, directory, name, run_id, what, flush_seconds):
         super().__init__()
@@ -132,29 +132,30 @@ class _WriteLinesFn(beam.DoFn):
         self._flush_seconds = flush_seconds
         self._lines = self._flushes = None
 
+    def line(self, item):
+        raise NotImplementedError
+
+    def committed(self, key, units):
+        raise NotImplementedError
+
     def start_bundle(self):
         self._lines = AccountedLines(*self._args)
         self._flushes = FlushTimer(self._flush_seconds)
 
-    def process(self, element):
-        accounts, line = element
-        self._lines.write(line, accounts)
+    def handle(self, item):
+        text, accounts = self.line(item)
+        self._lines.write(text, accounts)
+        yield from self.tick()
+
+    def tick(self):
         if self._flushes.due():
-            yield from self._lines.commit()
+            yield from self._commit()
+
+    def _commit(self):
+        for key, units in self._lines.commit():
+            yield from self.committed(key, units)
 
     def finish_bundle(self):
-        for committed in self._lines.commit():
-            yield GlobalWindows.windowed_value(committed)
-
-
-class WriteJsonLines(beam.PTransform):
-    """Write (accounts, line) elements as this run's `<name>-<run id>-<part>.jsonl` files under a directory
-    (none when there is nothing to write); returns the (key, units) accounted for by the lines written.
-    `what` names the output in errors ("dead letters", ...)."""
-
-    def __init__(self, directory, name, run_id, what, flush_seconds=DEFAULT_FLUSH_SECONDS):
-        super().__init__()
-        self._args = (directory, name, run_id, what, flush_seconds)
-
-    def expand(self, lines):
-        return lines | "Write lines" >> beam.ParDo(_WriteLinesFn(*self._args))
+        for item in self._commit():
+            # Every item is in the global window at the start of time (see elements.at_earliest_timestamp).
+            yield GlobalWindows.windowed_value(item)

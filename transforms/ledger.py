@@ -26,14 +26,18 @@ import collections
 import datetime
 import hashlib
 import json
+import typing
 import uuid
 
 import apache_beam as beam
+from apache_beam.coders import coders
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindows
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 
 from transforms import jsonl, metrics
 from transforms.elements import FILE_READ, HANDLED, at_earliest_timestamp
@@ -225,30 +229,51 @@ class _RecordCompleteFilesFn(beam.DoFn):
 _FILE, _HANDLED = "file", "handled"
 
 
-class _EntryFn(beam.DoFn):
-    """(path, [(FILE, (file, units)) or (HANDLED, units)]) of files not complete within one bundle → the ledger
-    line of each whose units all came back in the run."""
+class _RecordJoinedFilesFn(beam.DoFn):
+    """(path, (FILE, (file, units)) or (HANDLED, units)) of files not complete within one bundle, joined by path in
+    Beam state → the ledger entry of each file as soon as its units have all come back (in a batch run and in a
+    watch alike), in this bundle's own entry file. A file still short of units when the run ends is counted as
+    unbalanced (not recorded)."""
 
-    def __init__(self, run_id, scope, destination):
+    PARTS = BagStateSpec("parts", coders.StrUtf8Coder())  # each part as JSON: [kind, value]
+    END = TimerSpec("end", TimeDomain.WATERMARK)
+
+    def __init__(self, ledger_dir, run_id, scope, destination):
         super().__init__()
-        self._run_id = run_id
-        self._scope = scope
+        self._ledger_dir, self._run_id, self._scope = ledger_dir, run_id, scope
         self._destination = destination
+        self._part, self._written = None, 0
 
     def setup(self):
         self._recorded = metrics.counter(metrics.LEDGER_FILES_RECORDED)
         self._unbalanced = metrics.counter(metrics.LEDGER_FILES_UNBALANCED)
 
-    def process(self, joined):
-        _, parts = joined
-        reads = [value for kind, value in parts if kind == _FILE]
-        handled_units = sum(value for kind, value in parts if kind == _HANDLED)
-        for file, units in reads:
-            if handled_units != units:
-                self._unbalanced.inc()
-                continue
-            self._recorded.inc()
-            yield (), json.dumps(entry(file, self._run_id, self._scope, self._destination))
+    def start_bundle(self):
+        self._part = jsonl.PartFile(self._ledger_dir, jsonl.LEDGER_ENTRIES, self._run_id, "ledger entries")
+        self._written = 0
+
+    def process(self, keyed, parts=beam.DoFn.StateParam(PARTS), end=beam.DoFn.TimerParam(END)):
+        _, part = keyed
+        parts.add(json.dumps(part))
+        joined = [json.loads(one) for one in parts.read()]
+        reads = [value for kind, value in joined if kind == _FILE]
+        if reads and sum(value for kind, value in joined if kind == _HANDLED) == sum(units for _, units in reads):
+            for file, _ in reads:
+                self._part.write(json.dumps(entry(file, self._run_id, self._scope, self._destination)))
+                self._written += 1
+            parts.clear()
+            end.clear()
+        else:
+            end.set(GlobalWindow().max_timestamp())
+
+    @on_timer(END)
+    def at_end(self, parts=beam.DoFn.StateParam(PARTS)):
+        self._unbalanced.inc(sum(1 for one in parts.read() if json.loads(one)[0] == _FILE))
+        parts.clear()
+
+    def finish_bundle(self):
+        self._part.commit()
+        self._recorded.inc(self._written)
 
 
 class RecordInLedger(beam.PTransform):
@@ -257,7 +282,7 @@ class RecordInLedger(beam.PTransform):
 
     A file whose FILE_READ and units one bundle of this stage sees (every file, when the chain before it is fused
     with the read, as on FnApiRunner and Prism) is recorded by that bundle, at the next flush (`flush_seconds`)
-    or at its end; any other file is recorded after a join by path, at the end of the run.
+    or at its end; any other file is recorded once a join by path in Beam state has all of its units.
     """
 
     def __init__(self, ledger_dir, run_id, scope=WHOLE_FILE, destination=None, flush_seconds=DEFAULT_FLUSH_SECONDS):
@@ -271,11 +296,10 @@ class RecordInLedger(beam.PTransform):
     def expand(self, items):
         return (items
                 | "Record complete files" >> beam.ParDo(_RecordCompleteFilesFn(
-                    self._ledger_dir, self._run_id, self._scope, self._destination, self._flush_seconds))
-                | "Join the rest by file" >> beam.GroupByKey()
-                | "Ledger entry" >> beam.ParDo(_EntryFn(self._run_id, self._scope, self._destination))
-                | "Write ledger" >> jsonl.WriteJsonLines(self._ledger_dir, jsonl.LEDGER_ENTRIES, self._run_id,
-                                                         "ledger entries", self._flush_seconds))
+                    self._ledger_dir, self._run_id, self._scope, self._destination, self._flush_seconds)
+                ).with_output_types(typing.Tuple[str, typing.Any])  # keyed by path: a deterministic key coder
+                | "Record the rest, joined by file" >> beam.ParDo(_RecordJoinedFilesFn(
+                    self._ledger_dir, self._run_id, self._scope, self._destination)))
 
 
 def recorded(ledger_dir, any_key=False):

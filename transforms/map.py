@@ -136,8 +136,9 @@ class TrackBuilder:
         self._anonymous_id = mapping.anonymous_id
         self._namespace = namespace
         self._integrations = integrations
-        self._passthrough_used = (_ENVELOPE_FIELDS | {field for _, field in spec.properties + spec.context}
-                                  if passthrough else None)
+        used = _ENVELOPE_FIELDS | {field for _, field in spec.properties + spec.context}
+        # The fields a passthrough leaves out: those sent already, and user_id when it is the anonymousId.
+        self._passthrough_used = {False: used, True: used | {BRAZE_ID_FIELD}} if passthrough else None
 
     def build(self, record):
         """The call of one record; ValueError or TypeError with the reason when none can be made."""
@@ -170,7 +171,7 @@ class TrackBuilder:
                     place = place.setdefault(parent, {})
                 place[path[-1]] = _json_value(value)
         if self._passthrough_used is not None:
-            used = self._passthrough_used | ({BRAZE_ID_FIELD} if "anonymousId" in message else set())
+            used = self._passthrough_used["anonymousId" in message]
             for field, value in record.items():
                 if value is not None and field not in used:
                     properties.setdefault(field, _json_value(value))
@@ -206,7 +207,9 @@ def protect(message, redact=frozenset(), hashed=frozenset()):
 def serialize(message):
     """Compact UTF-8 JSON of a message (orjson); NaN, infinities and other non-JSON values raise ValueError (orjson
     itself writes NaN as null: the values are checked first)."""
-    _json_value(list(_values(message)))
+    for value in _values(message):
+        if value.__class__ is float and not math.isfinite(value):
+            raise ValueError(f"{value} is not a JSON number")
     try:
         return orjson.dumps(message)
     except TypeError as error:  # orjson.JSONEncodeError: a type JSON has no form for (bytes, sets, ...)

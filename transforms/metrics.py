@@ -40,6 +40,9 @@ REJECTED_BY_SEGMENT = "rejected_by_segment"  # events Segment answered 400/413 f
 # Dead letters as the stages make them, before they are written (for progress lines; the summary counts them
 # once their file is complete, under DEAD_LETTERED and UNREADABLE_FILES).
 DEAD_LETTERS_MADE = "dead_letters_made"
+# Seconds the requests to Segment were held back (pacing, Retry-After, retry backoffs), under the name Beam's own IOs
+# give the time they are throttled, which Dataflow's autoscaler reads.
+THROTTLING_SECONDS = "cumulativeThrottlingSeconds"
 DUPLICATE_IDS = "duplicate_ids"  # events whose messageId another event of the same bundle and window has
 LEDGER_FILES_SKIPPED = "ledger_files_skipped"
 LEDGER_FILES_RECORDED = "ledger_files_recorded"
@@ -66,6 +69,18 @@ class _Counter:
 def counter(name):
     """Return the pipeline's counter of that name."""
     return _Counter(name)
+
+
+def beam_counter(name):
+    """The Beam counter of that name, without this process's tally: for a DoFn that works in threads of its own,
+    where Beam counters cannot be incremented, and tallies there (`add_to_tally`) as things happen."""
+    return Metrics.counter(NAMESPACE, name)
+
+
+def add_to_tally(name, n=1):
+    """Add to this process's tally only, from any thread (see beam_counter)."""
+    with _tally_lock:
+        _tally[name] += n
 
 
 class TypeCounter:

@@ -5,6 +5,10 @@ multi-processing each worker, on Dataflow the worker logs. A line says what this
 
     progress 0:01:10  files 12/73 read  events read 61,204  sent 55,003 (786/s)  requests 31  retries 2  dead-lettered 1
 
+In a watch (--watch) it goes on with what the watch waits for:
+
+    ...  last listing 12:00:01 UTC  waiting 2 files (oldest landed 0:00:41 ago)
+
 It comes every `interval_seconds`, as plain lines, or one line rewritten in place when stderr is a terminal.
 "dead-lettered" counts letters as the stages make them. Warnings do not wait for the next line: after
 TROUBLE_AFTER failed attempts in a row (Segment unreachable, or answering 429 or 5xx), failures lasting
@@ -48,10 +52,54 @@ def _elapsed_text(seconds):
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+class WatchState:
+    """What a watch (--watch) waits for, as this process sees it: when it last listed the inputs, and the files it
+    found that are not read yet (path → modification time, when the file landed). Thread-safe."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._last_listing = None
+        self._waiting = {}
+
+    def listed(self, when):
+        """The inputs were listed at `when` (UNIX seconds)."""
+        with self._lock:
+            self._last_listing = when
+
+    def found(self, path, modified):
+        """A new file version, to be read."""
+        with self._lock:
+            self._waiting[path] = modified
+
+    def read(self, path):
+        """A file was read (or could not be)."""
+        with self._lock:
+            self._waiting.pop(path, None)
+
+    def describe(self, now):
+        """"  last listing 12:00:01 UTC  waiting 2 files (oldest landed 0:00:41 ago)", or "" outside a watch."""
+        with self._lock:
+            if self._last_listing is None:
+                return ""
+            text = f"  last listing {_clock_text(self._last_listing)}  waiting {len(self._waiting):,} files"
+            if self._waiting:
+                text += f" (oldest landed {_elapsed_text(max(now - min(self._waiting.values()), 0))} ago)"
+            return text
+
+
+_watch_state = WatchState()
+
+
+def watch_state():
+    """This process's WatchState."""
+    return _watch_state
+
+
 def progress_line(counters, elapsed):
     """The progress line of these counter values after `elapsed` seconds."""
     sent = metrics.totals(counters, metrics.SENT)
-    listed = counters.get(metrics.FILES_LISTED, 0) - counters.get(metrics.LEDGER_FILES_SKIPPED, 0)
+    listed = (counters.get(metrics.FILES_LISTED, 0) - counters.get(metrics.LEDGER_FILES_SKIPPED, 0)
+              - counters.get(metrics.FILES_OF_OTHER_TYPES, 0))  # the files to read
     rate = sent / elapsed if elapsed > 0 else 0.0
     return (f"progress {_elapsed_text(elapsed)}  files {counters.get(metrics.FILES_READ, 0)}/{max(listed, 0)} read  "
             f"events read {metrics.totals(counters, metrics.READ):,}  sent {sent:,} ({rate:,.0f}/s)  "
@@ -95,8 +143,8 @@ class Reporter:
     def _loop(self):
         interval, tally_dir = self._settings.interval_seconds, self._settings.tally_dir
         next_line = self._clock() + interval
-        while not self._stop.wait(min(interval, TALLY_SECONDS) if interval > 0 and tally_dir
-                                  else TALLY_SECONDS if tally_dir else interval):
+        wake = min(seconds for seconds in (interval, TALLY_SECONDS if tally_dir else 0) if seconds > 0)
+        while not self._stop.wait(wake):
             if tally_dir:
                 try:
                     metrics.write_tally(tally_dir)
@@ -108,7 +156,7 @@ class Reporter:
 
     def print_progress(self):
         """Print the progress line now, and repeat the trouble warning while it lasts."""
-        line = progress_line(metrics.process_totals(), self._clock() - self._started)
+        line = progress_line(metrics.process_totals(), self._clock() - self._started) + _watch_state.describe(time.time())
         with self._lock:
             if self._interactive:
                 self._stream.write("\r" + line + "\x1b[K")

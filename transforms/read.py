@@ -32,7 +32,8 @@ from transforms.catalog import KNOWN_TYPES
 from transforms.elements import INVALID_RECORD, at_earliest_timestamp
 from transforms.file_access import FileAccess
 
-MAX_BLOCK_RECORDS = 4_096  # the most records in one RECORDS item (an Avro block may hold more)
+MAX_BLOCK_RECORDS = 4_096
+_KNOWN_IN_ORDER = sorted(KNOWN_TYPES)  # the most records in one RECORDS item (an Avro block may hold more)
 _PATH_EVENT_TYPE = re.compile(r"(?:^|/)event_type=([^/]+)/")
 # Braze's producers prefix the record's full name with dataexport.<connector>.inner.
 _NAME_PREFIX = re.compile(r"^dataexport\.[^.]+\.inner\.")
@@ -56,7 +57,7 @@ def event_type_from_schema(schema):
     event_type = _NAME_PREFIX.sub("", full_name)
     if event_type in KNOWN_TYPES:
         return event_type
-    return next((known for known in sorted(KNOWN_TYPES) if event_type.endswith("." + known)), event_type)
+    return next((known for known in _KNOWN_IN_ORDER if event_type.endswith("." + known)), event_type)
 
 
 def region_letter(path, event_type, region, events_read):
@@ -120,6 +121,12 @@ class _DecodeFileFn(beam.DoFn):
         return elements.letter_item(letter)
 
     def process(self, metadata):
+        try:
+            yield from self._decode(metadata)
+        finally:
+            progress.watch_state().read(metadata.path)
+
+    def _decode(self, metadata):
         path = metadata.path
         event_type = event_type_from_path(path)
         if event_type and not self._selected(event_type):

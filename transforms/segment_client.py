@@ -15,7 +15,14 @@ timeout each, when Segment does not answer at all). Clients that share a Breaker
 to one endpoint in one run: `shared_breaker`) share that: the first to spend its budget spares the others theirs.
 An optional observer is told of every attempt, with when it started (for progress lines and warnings).
 
-The client knows nothing of Beam. It is not thread-safe: use one per worker thread (a Breaker is).
+How fast requests go is a `Pacer`'s, shared like the Breaker by the clients of one process (`shared_pacer`): an
+event budget (a `TokenBucket`: a request of k events takes k tokens, and carries at most a quarter of a second of
+the budget, so that a workspace limit counted per second never sees a burst), lowered on 429 and restored
+gradually as Segment answers 2xx again; a Retry-After pauses every request of the process; and the requests per
+second of --max_requests_per_second. Every wait (pacing, pauses, retry backoffs) is told, before it begins, to an
+optional `on_wait(seconds)`, which the sink reports as Beam's throttling counter.
+
+The client knows nothing of Beam. It is not thread-safe: use one per thread (a Breaker and a Pacer are).
 """
 from __future__ import annotations
 
@@ -51,6 +58,13 @@ BACKOFF_CAP_SECONDS = 30.0  # the longest wait between two attempts (but for Ret
 OUTAGE_PROBE_SECONDS = 30.0  # during an outage, one attempt this often; the other requests are not sent
 _EXCERPT_CHARS = 500
 _SPLIT_STATUSES = frozenset({400, 413})
+# Under an event budget: a request carries at most this many seconds of it (and the bucket holds as much), the
+# rate is halved on a 429 at most once per _CUT_INTERVAL_SECONDS, down to _MIN_RATE_SHARE of the budget, and
+# each 2xx answer gives back _RECOVERY_STEP of it.
+REQUEST_SECONDS = 0.25
+_CUT_INTERVAL_SECONDS = 1.0
+_MIN_RATE_SHARE = 1 / 16
+_RECOVERY_STEP = 0.05
 _NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
@@ -161,18 +175,24 @@ class ClientSettings:
     max_attempts: int | None = None  # None: as many as the time budget allows
     max_retry_seconds: float = 300.0
     backoff_base: float = 0.5
-    max_requests_per_second: float | None = None
+    max_requests_per_second: float | None = None  # of one process's clients together
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_events: int = MAX_BATCH_EVENTS
+    events_per_second: float | None = None  # the event budget of one process's clients together (its share)
+    requests_in_flight: int = 1  # requests a sender keeps in flight, each with a client (and a thread) of its own
+
+    def pacer(self) -> "Pacer":
+        """A new Pacer with these settings' budget and request rate."""
+        return Pacer(self.events_per_second, self.max_requests_per_second)
 
     def client(self, write_key: str, observer: Callable[[Attempt], None] | None = None,
-               breaker: "Breaker | None" = None) -> "SegmentClient":
-        """A SegmentClient with these settings (its own Breaker unless one is given)."""
+               breaker: "Breaker | None" = None, pacer: "Pacer | None" = None,
+               on_wait: Callable[[float], None] | None = None) -> "SegmentClient":
+        """A SegmentClient with these settings (its own Breaker and Pacer unless they are given)."""
         return SegmentClient(self.endpoint, write_key, timeout=self.timeout, max_attempts=self.max_attempts,
                              max_retry_seconds=self.max_retry_seconds, backoff_base=self.backoff_base,
-                             max_requests_per_second=self.max_requests_per_second,
                              max_request_bytes=self.max_request_bytes, max_events=self.max_events,
-                             observer=observer, breaker=breaker)
+                             observer=observer, breaker=breaker, pacer=pacer or self.pacer(), on_wait=on_wait)
 
     def budget(self) -> str:
         """The retry budget of one request, in words."""
@@ -277,11 +297,6 @@ class Breaker:
         with self._lock:
             self._open = False
 
-    @property
-    def is_open(self) -> bool:
-        """True while requests are held back."""
-        return self._open
-
 
 _SHARED_BREAKERS: dict[str, Breaker] = {}
 _SHARED_BREAKERS_LOCK = threading.Lock()
@@ -294,6 +309,154 @@ def shared_breaker(name: str) -> Breaker:
         return _SHARED_BREAKERS.setdefault(name, Breaker())
 
 
+def request_events(events_per_second: float) -> int:
+    """The most events one request carries under this budget: REQUEST_SECONDS of it, at least one."""
+    return max(1, int(events_per_second * REQUEST_SECONDS))
+
+
+class TokenBucket:
+    """A token bucket; pure (the caller gives the time) and not thread-safe.
+
+    Tokens come at `rate` a second, up to `capacity`; it starts with `tokens` (default: full). `reserve(n, now)`
+    takes n tokens at once and returns how long to wait before using them: the balance may go below zero (a
+    request larger than the capacity still goes, later), and the callers after wait for that debt to be repaid.
+    """
+
+    def __init__(self, rate: float, capacity: float, now: float, tokens: float | None = None):
+        if not rate > 0 or capacity < 0:
+            raise ValueError(f"a token bucket needs a positive rate and a capacity of 0 or more, got {rate}, {capacity}")
+        self.rate = rate
+        self.capacity = capacity
+        self._tokens = capacity if tokens is None else tokens
+        self._updated = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._updated:
+            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+
+    def tokens(self, now: float) -> float:
+        """The balance at `now` (below zero: owed)."""
+        self._refill(now)
+        return self._tokens
+
+    def reserve(self, n: float, now: float) -> float:
+        """Take n tokens; the seconds from `now` until they are paid for."""
+        self._refill(now)
+        self._tokens -= n
+        return max(0.0, -self._tokens / self.rate)
+
+    def set_rate(self, rate: float, now: float) -> None:
+        """Tokens come at `rate` from `now` on."""
+        if not rate > 0:
+            raise ValueError(f"a token bucket needs a positive rate, got {rate}")
+        self._refill(now)
+        self.rate = rate
+
+
+class Pacer:
+    """How fast the clients that share it send; thread-safe.
+
+    With `events_per_second` (a budget), a request of k events waits for k tokens of a TokenBucket holding one
+    request's worth (`max_request_events`, REQUEST_SECONDS of the budget), which starts empty (workers that start
+    together do not burst together: from its start, a process never sends more than its budget); a 429 halves the rate (at most once per
+    _CUT_INTERVAL_SECONDS, down to _MIN_RATE_SHARE of the budget), and each 2xx answer gives back _RECOVERY_STEP of
+    the budget until the rate is the budget again. With `requests_per_second`, request starts are kept that far
+    apart. With or without them, an answer with Retry-After pauses every request until it has passed.
+    `acquire` blocks (with `sleep`) and tells `on_wait(seconds)` of each wait before it begins.
+    """
+
+    def __init__(self, events_per_second: float | None = None, requests_per_second: float | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        now = clock()
+        self.budget = events_per_second
+        self.max_request_events = request_events(events_per_second) if events_per_second else None
+        self._events = (TokenBucket(events_per_second, self.max_request_events, now, tokens=0)
+                        if events_per_second else None)
+        self._requests = TokenBucket(requests_per_second, 1, now) if requests_per_second else None
+        self._paused_until = -math.inf
+        self._last_cut = -math.inf
+
+    @property
+    def rate(self) -> float | None:
+        """Events per second allowed now (None: no budget)."""
+        with self._lock:
+            return self._events.rate if self._events else None
+
+    def acquire(self, events: int, on_wait: Callable[[float], None] | None = None) -> float:
+        """Wait until a request of `events` events may start; the seconds waited."""
+        waited = self._sit_out_pause(on_wait)
+        with self._lock:
+            now = self._clock()
+            wait = max(self._events.reserve(events, now) if self._events else 0.0,
+                       self._requests.reserve(1, now) if self._requests else 0.0)
+        waited += self._wait(wait, on_wait)
+        # A pause that began while this request waited for its turn holds it too.
+        return waited + self._sit_out_pause(on_wait)
+
+    def wait_for_turn(self, on_wait: Callable[[float], None] | None = None) -> float:
+        """Wait, without taking anything, until a request could start: no pause, nothing owed to the buckets by
+        the requests already let go; the seconds waited. A caller that hands requests to other threads waits here
+        first, so that the requests it hands on do not queue in the pacer, taking room in flight."""
+        with self._lock:
+            now = self._clock()
+            owed = [self._paused_until - now]
+            for bucket in (self._events, self._requests):
+                if bucket is not None:
+                    owed.append(-bucket.tokens(now) / bucket.rate)
+        return self._wait(max(owed), on_wait)
+
+    def _sit_out_pause(self, on_wait) -> float:
+        waited = 0.0
+        while True:
+            with self._lock:
+                pause = self._paused_until - self._clock()
+            if pause <= 0:
+                return waited
+            waited += self._wait(pause, on_wait)
+
+    def _wait(self, seconds: float, on_wait) -> float:
+        if seconds <= 0:
+            return 0.0
+        if on_wait is not None:
+            on_wait(seconds)
+        self._sleep(seconds)
+        return seconds
+
+    def answered(self, status: int | None, retry_after: float | None = None) -> None:
+        """What an attempt got: a 429 lowers the rate, a 2xx restores some of it, a Retry-After pauses all."""
+        with self._lock:
+            now = self._clock()
+            if retry_after:
+                self._paused_until = max(self._paused_until, now + retry_after)
+            if self._events is None or status is None:
+                return
+            rate = self._events.rate
+            if status == 429:
+                if now - self._last_cut >= _CUT_INTERVAL_SECONDS:
+                    self._last_cut = now
+                    self._events.set_rate(max(rate / 2, self.budget * _MIN_RATE_SHARE), now)
+            elif 200 <= status < 300 and rate < self.budget:
+                self._events.set_rate(min(self.budget, rate + self.budget * _RECOVERY_STEP), now)
+
+
+_SHARED_PACERS: dict[str, Pacer] = {}
+_SHARED_PACERS_LOCK = threading.Lock()
+
+
+def shared_pacer(name: str, settings: ClientSettings) -> Pacer:
+    """The one Pacer of this process of that name (say, of a run and an endpoint), made from the settings of the
+    first client that asks for it, shared by the clients that ask for it."""
+    with _SHARED_PACERS_LOCK:
+        pacer = _SHARED_PACERS.get(name)
+        if pacer is None:
+            pacer = _SHARED_PACERS[name] = settings.pacer()
+        return pacer
+
+
 class SegmentClient:
     """Sends serialized events to Segment's /v1/batch over one pooled, TLS-verifying requests.Session."""
 
@@ -302,14 +465,17 @@ class SegmentClient:
                  backoff_cap: float = BACKOFF_CAP_SECONDS, max_requests_per_second: float | None = None,
                  gzip_level: int = 6, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                  max_events: int = MAX_BATCH_EVENTS, observer: Callable[[Attempt], None] | None = None,
-                 breaker: Breaker | None = None,
+                 breaker: Breaker | None = None, pacer: Pacer | None = None,
+                 on_wait: Callable[[float], None] | None = None,
                  user_agent: str = "braze-currents-to-segment", sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, rng: Callable[[], float] = random.random):
         """Configure the client; endpoint is the base URL (US_ENDPOINT, EU_ENDPOINT or a test server).
 
-        Requests are cut to at most max_request_bytes and max_events; observer(Attempt) is called after each
-        HTTP attempt. A request is retried for up to max_retry_seconds (and max_attempts, when given); `breaker`
-        (shared with other clients, or the client's own) holds requests back once one has used that up.
+        Requests are cut to at most max_request_bytes and max_events (and the pacer's max_request_events);
+        observer(Attempt) is called after each HTTP attempt. A request is retried for up to max_retry_seconds (and
+        max_attempts, when given); `breaker` (shared with other clients, or the client's own) holds requests back
+        once one has used that up. `pacer` (shared, or the client's own, pacing max_requests_per_second) says
+        when a request may start; on_wait(seconds) is told of every wait before it begins.
         """
         if not write_key:
             raise ValueError("the Segment write key is empty")
@@ -323,11 +489,11 @@ class SegmentClient:
         self._max_retry_seconds = max_retry_seconds
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._min_request_interval = 1.0 / max_requests_per_second if max_requests_per_second else 0.0
-        self._last_request_start: float | None = None
+        self._pacer = pacer or Pacer(requests_per_second=max_requests_per_second, clock=clock, sleep=sleep)
+        self._on_wait = on_wait
         self._gzip_level = gzip_level
         self._max_request_bytes = max_request_bytes
-        self._max_events = max_events
+        self._max_events = min(max_events, self._pacer.max_request_events or max_events)
         self._observer = observer
         self._breaker = breaker or Breaker(clock)
         self._sleep = sleep
@@ -384,6 +550,7 @@ class SegmentClient:
         deadline = self._clock() + self._max_retry_seconds
         attempt = 0
         while True:
+            self._pacer.acquire(len(batch), self._on_wait)
             started = time.time()
             answer = self._post(batch, attempt)
             report.requests += 1
@@ -402,8 +569,13 @@ class SegmentClient:
                 return answer, True
             self._tell(answer, True, attempt - 1, started)
             # The last wait ends at the deadline, where one more attempt is made.
-            self._sleep(min(self._backoff_seconds(attempt - 1, answer.retry_after), remaining))
+            self._wait(min(self._backoff_seconds(attempt - 1, answer.retry_after), remaining))
             report.retries += 1
+
+    def _wait(self, seconds: float) -> None:
+        if self._on_wait is not None and seconds > 0:
+            self._on_wait(seconds)
+        self._sleep(seconds)
 
     def _tell(self, answer: _Answer, retrying: bool, attempt: int, started: float) -> None:
         if self._observer is not None:
@@ -415,8 +587,13 @@ class SegmentClient:
         return jitter if retry_after is None else min(max(retry_after, jitter), _RETRY_AFTER_CAP_SECONDS)
 
     def _post(self, batch: list[bytes], attempt: int) -> _Answer:
-        """One HTTP attempt with a fresh sentAt; network errors become an answer without status."""
-        self._pace()
+        """One HTTP attempt with a fresh sentAt; network errors become an answer without status. The pacer is
+        told the answer."""
+        answer = self._attempt(batch, attempt)
+        self._pacer.answered(answer.status, answer.retry_after)
+        return answer
+
+    def _attempt(self, batch: list[bytes], attempt: int) -> _Answer:
         body = request_body(batch, self._write_key, format_sent_at(datetime.now(timezone.utc)))
         try:
             response = self._session.post(
@@ -429,11 +606,3 @@ class SegmentClient:
         except _NETWORK_ERRORS as error:
             return _Answer(None, f"{type(error).__name__}: {error}")
         return _Answer(response.status_code, response.text, _retry_after_seconds(response.headers.get("Retry-After")))
-
-    def _pace(self) -> None:
-        """Keep request starts at least 1 / max_requests_per_second apart."""
-        if self._min_request_interval and self._last_request_start is not None:
-            wait = self._last_request_start + self._min_request_interval - self._clock()
-            if wait > 0:
-                self._sleep(wait)
-        self._last_request_start = self._clock()
