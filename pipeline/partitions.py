@@ -241,7 +241,7 @@ class WatchedRoot:
     types appear): at the first listing every one in [start, end), later those of the last WATCH_RECENT_HOURS hours
     in it. `pipeline_options` give the object stores' clients (see folder_lister); `clock` gives UNIX seconds."""
 
-    def __init__(self, root, pipeline_options, start=None, end=None, event_types=None, clock=None):
+    def __init__(self, root, pipeline_options, start=None, end=None, event_types=None, clock=time.time):
         self._root = root
         self._pipeline_options = pipeline_options
         self._start, self._end, self._event_types = start, end, event_types
@@ -251,7 +251,7 @@ class WatchedRoot:
         """The file patterns to list now: `<partition>/**` of each selected partition."""
         start = self._start
         if not first:
-            now = datetime.datetime.fromtimestamp(self._clock() if self._clock else time.time(), UTC)
+            now = datetime.datetime.fromtimestamp(self._clock(), UTC)
             recent = now.replace(minute=0, second=0, microsecond=0) - WATCH_RECENT_HOURS * HOUR
             start = max(start, recent) if start else recent
         lister = folder_lister(self._pipeline_options, self._root)

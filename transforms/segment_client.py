@@ -298,15 +298,23 @@ class Breaker:
             self._open = False
 
 
-_SHARED_BREAKERS: dict[str, Breaker] = {}
-_SHARED_BREAKERS_LOCK = threading.Lock()
+_PROCESS_SHARED: dict = {}
+_PROCESS_SHARED_LOCK = threading.Lock()
+
+
+def process_shared(kind: type, name: str, make: Callable[[], object]):
+    """The one object of this `kind` and `name` (say, of a run and an endpoint) in this process, made by `make()`
+    for the first caller and shared by every caller after."""
+    with _PROCESS_SHARED_LOCK:
+        found = _PROCESS_SHARED.get((kind, name))
+        if found is None:
+            found = _PROCESS_SHARED[(kind, name)] = make()
+        return found
 
 
 def shared_breaker(name: str) -> Breaker:
-    """The one Breaker of this process of that name (say, of a run and an endpoint), shared by the clients that
-    ask for it."""
-    with _SHARED_BREAKERS_LOCK:
-        return _SHARED_BREAKERS.setdefault(name, Breaker())
+    """The one Breaker of this process of that name, shared by the clients that ask for it."""
+    return process_shared(Breaker, name, Breaker)
 
 
 def request_events(events_per_second: float) -> int:
@@ -443,18 +451,10 @@ class Pacer:
                 self._events.set_rate(min(self.budget, rate + self.budget * _RECOVERY_STEP), now)
 
 
-_SHARED_PACERS: dict[str, Pacer] = {}
-_SHARED_PACERS_LOCK = threading.Lock()
-
-
 def shared_pacer(name: str, settings: ClientSettings) -> Pacer:
-    """The one Pacer of this process of that name (say, of a run and an endpoint), made from the settings of the
-    first client that asks for it, shared by the clients that ask for it."""
-    with _SHARED_PACERS_LOCK:
-        pacer = _SHARED_PACERS.get(name)
-        if pacer is None:
-            pacer = _SHARED_PACERS[name] = settings.pacer()
-        return pacer
+    """The one Pacer of this process of that name, made from the settings of the first client that asks for it,
+    shared by the clients that ask for it."""
+    return process_shared(Pacer, name, settings.pacer)
 
 
 class SegmentClient:

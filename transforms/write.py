@@ -107,17 +107,6 @@ class CountsFromThreads:
             beam_counter.inc(n)
 
 
-_SHARED_THROTTLED = {}
-_SHARED_THROTTLED_LOCK = threading.Lock()
-
-
-def shared_throttled_time(name):
-    """The one ThrottledTime of this process of that name (say, of a run and an endpoint): the waits of every
-    request the process holds back at once count once, as the time the worker was throttled."""
-    with _SHARED_THROTTLED_LOCK:
-        return _SHARED_THROTTLED.setdefault(name, ThrottledTime())
-
-
 class InFlight:
     """Calls of `work(key)` run by `limit` daemon threads, at most `limit` at once; Beam-free.
 
@@ -237,7 +226,8 @@ class _PostRequestFn(ItemFn):
         name = f"{self._run_id} {self._client_settings.endpoint}"
         self._breaker = segment_client.shared_breaker(name)
         self._pacer = segment_client.shared_pacer(name, self._client_settings)
-        self._throttled = shared_throttled_time(name)
+        # (The waits of every request the process holds back at once count once, as the time it was throttled.)
+        self._throttled = segment_client.process_shared(ThrottledTime, name, ThrottledTime)
         self._local = threading.local()
         self._clients = []
         self._clients_lock = threading.Lock()
