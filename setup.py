@@ -2,6 +2,7 @@
 import setuptools
 
 VERSION = "0.1.0"
+PACKAGES = ("pipeline", "transforms", "transforms.currents", "transforms.segment")
 
 setuptools.setup(
     name="braze-currents-to-segment",
@@ -11,8 +12,12 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["pipeline", "transforms"],
-    package_data={"pipeline": ["currents_schemas.json"]},
+    # Installed under one name of our own, so that nothing called `pipeline` or `transforms` lands at the top of
+    # site-packages (where it would clash with any other project's): the folders of the repository are the
+    # subpackages of `currents_to_segment`, an implicit namespace package (PEP 420) with no folder of its own.
+    packages=[f"currents_to_segment.{package}" for package in PACKAGES],
+    package_dir={f"currents_to_segment.{package}": package.replace(".", "/") for package in PACKAGES},
+    package_data={"currents_to_segment.pipeline": ["currents_schemas.json"]},
     install_requires=[
         "apache-beam>=2.60,<3",
         "fastavro>=1.9,<2",
@@ -34,5 +39,5 @@ setuptools.setup(
         # benchmarks/side_by_side.py: Segment's own library, for a system it compares with the job.
         "bench": ["segment-analytics-python==2.4.0"],
     },
-    entry_points={"console_scripts": ["currents-to-segment=pipeline.main:cli"]},
+    entry_points={"console_scripts": ["currents-to-segment=currents_to_segment.pipeline.main:cli"]},
 )

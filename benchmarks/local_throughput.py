@@ -50,11 +50,11 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # pylint: disable=wrong-import-position
-from pipeline import currents_schemas  # noqa: E402
-from pipeline.main import main  # noqa: E402
-from pipeline.sample_bucket import currents_path, make_record, write_currents_file  # noqa: E402
+from currents_to_segment.pipeline import currents_schemas  # noqa: E402
+from currents_to_segment.pipeline.main import main  # noqa: E402
+from currents_to_segment.pipeline.sample_bucket import currents_path, make_record, write_currents_file  # noqa: E402
 from tests.segment_server import SegmentServer  # noqa: E402
-from transforms.catalog import CLASSIC  # noqa: E402
+from currents_to_segment.transforms.currents.catalog import CLASSIC  # noqa: E402
 
 KEY = "benchmark-write-key"
 EVENTS_PER_FILE = 5_000  # Currents writes up to 15,000 events per file, 100,000 under load

@@ -6,8 +6,8 @@ variation names of realistic length), then runs each system as a process of its 
 other, each against a fresh loopback Segment server (tests/segment_server.py's SegmentServer, in a
 process of its own, answering every request in one write):
 
-    bare       a plain Python loop: fastavro reads each file, transforms.map.to_track maps each record
-               (records without an external id dropped with transforms.filter.has_external_id), orjson
+    bare       a plain Python loop: fastavro reads each file, transforms.currents.track_calls.to_track maps each record
+               (records without an external id dropped with transforms.currents.records.has_external_id), orjson
                serializes, requests of at most 475,000 bytes and 2,500 events, gzipped, POSTed over one
                requests.Session (the baseline)
     analytics  the same loop handing each call to Segment's analytics-python 2.4 (segment.analytics,
@@ -91,10 +91,10 @@ def write_bucket(root, events):
     34 types over one day of hours, newest schemas, deflate), but every NO_EXTERNAL_ID_EVERY-th record
     without an external_user_id (make_record always gives one) and names of realistic length.
     Return (records written, records the job should deliver)."""
-    from pipeline import currents_schemas
-    from pipeline.sample_bucket import currents_path, make_record, write_currents_file
-    from transforms.catalog import CLASSIC
-    from transforms.filter import has_external_id
+    from currents_to_segment.pipeline import currents_schemas
+    from currents_to_segment.pipeline.sample_bucket import currents_path, make_record, write_currents_file
+    from currents_to_segment.transforms.currents.catalog import CLASSIC
+    from currents_to_segment.transforms.currents.records import has_external_id
 
     start = int(datetime.datetime(2024, 3, 1, tzinfo=datetime.timezone.utc).timestamp())
     seq = expected = 0
@@ -240,8 +240,8 @@ def server_round_trips(one_write, requests_count=40):
 def _records(bucket, stats):
     """(event type, record) of every catalogued file under bucket, in path order."""
     import fastavro
-    from transforms.catalog import CLASSIC
-    from transforms.read import event_type_from_path
+    from currents_to_segment.transforms.currents.catalog import CLASSIC
+    from currents_to_segment.transforms.currents.records import event_type_from_path
 
     paths = sorted(glob.glob(os.path.join(bucket, "**", "*.avro"), recursive=True))
     for path in paths:
@@ -260,9 +260,9 @@ def run_bare(bucket, url, stats):
     import gzip
     import orjson
     import requests
-    from transforms.filter import has_external_id
-    from transforms.map import to_track
-    from transforms.segment_client import (MAX_EVENT_BYTES, envelope_bytes, format_sent_at, request_body)
+    from currents_to_segment.transforms.currents.records import has_external_id
+    from currents_to_segment.transforms.currents.track_calls import to_track
+    from currents_to_segment.transforms.segment.api import (MAX_EVENT_BYTES, envelope_bytes, format_sent_at, request_body)
 
     session = requests.Session()
     session.auth = (KEY, "")
@@ -307,8 +307,8 @@ def run_analytics(bucket, url, stats, max_queue_size):
     """The same loop through Segment's analytics-python, defaults but write_key, host, sync_mode (and
     max_queue_size when given)."""
     import segment.analytics as analytics
-    from transforms.filter import has_external_id
-    from transforms.map import to_track
+    from currents_to_segment.transforms.currents.records import has_external_id
+    from currents_to_segment.transforms.currents.track_calls import to_track
 
     analytics.write_key = KEY
     analytics.host = url
@@ -647,7 +647,7 @@ def main(argv=None):
     if args.child:
         return child_main(args)
     args.pipeline_args = [a for a in args.pipeline_args if a != "--"]
-    from transforms.catalog import CLASSIC
+    from currents_to_segment.transforms.currents.catalog import CLASSIC
     systems = [name.strip() for name in args.systems.split(",") if name.strip()]
     unknown = set(systems) - set(DEFAULT_SYSTEMS)
     if unknown:

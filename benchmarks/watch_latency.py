@@ -27,9 +27,9 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # pylint: disable=wrong-import-position
-from pipeline.sample_bucket import make_sample_bucket  # noqa: E402
+from currents_to_segment.pipeline.sample_bucket import make_sample_bucket  # noqa: E402
 from tests.segment_server import SegmentServer  # noqa: E402
-from transforms.catalog import CLASSIC  # noqa: E402
+from currents_to_segment.transforms.currents.catalog import CLASSIC  # noqa: E402
 
 KEY = "benchmark-write-key"
 

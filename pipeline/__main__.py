@@ -1,4 +1,4 @@
 """`python -m pipeline`: run the Currents → Segment job (see pipeline.main)."""
-from pipeline.main import cli
+from currents_to_segment.pipeline.main import cli
 
 cli()

@@ -18,17 +18,21 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
     DirectOptions, FlinkRunnerOptions, PipelineOptions, PortableOptions, S3Options, StandardOptions, WorkerOptions)
 
-from pipeline import mapping_file, partitions
-from pipeline.options import (
+from currents_to_segment.pipeline import mapping_file, partitions
+from currents_to_segment.pipeline.options import (
     WRITE_KEY_ENV, ConfigError, CurrentsToSegmentOptions, field_names, key_source, resolve_endpoint,
     resolve_write_key, split_write_key, storage_reason, unknown_flags)
-from transforms import catalog, ledger, segment_client
-from transforms.batch import BatchSettings
-from transforms.map import MappingSettings
-from transforms.progress import ProgressSettings
-from transforms.segment_client import ClientSettings
-from transforms.watch import WatchSettings
-from transforms.write_key import KeySource
+from currents_to_segment.transforms import ledger
+from currents_to_segment.transforms.currents import catalog
+from currents_to_segment.transforms.currents.records import RecordFilter
+from currents_to_segment.transforms.currents.track_calls import TrackSettings
+from currents_to_segment.transforms.deliver import DeliverySettings
+from currents_to_segment.transforms.progress import ProgressSettings
+from currents_to_segment.transforms.segment import api as segment_api
+from currents_to_segment.transforms.segment.batching import BatchSettings
+from currents_to_segment.transforms.segment.client import ClientSettings
+from currents_to_segment.transforms.segment.pacing import request_events
+from currents_to_segment.transforms.watch import WatchSettings
 
 _FLOAT_OPTIONS = ("max_requests_per_second", "max_events_per_second", "max_retry_seconds", "retry_backoff_seconds", "request_timeout_seconds",
                   "progress_seconds", "flush_seconds", "watch_interval")
@@ -54,13 +58,9 @@ class JobConfig:  # pylint: disable=too-many-instance-attributes  # the whole jo
     rerun: bool
     by_event_time: bool
     fail_on_dead_letters: bool
-    mapping: MappingSettings
-    batching: BatchSettings
+    delivery: DeliverySettings  # what each family's delivery is built from
     flush_seconds: float  # how often held requests, dead letters and ledger entries are made final
-    client: Optional[ClientSettings]  # None in a dry run
-    key_source: Optional[KeySource]
     destination: Optional[dict]  # where events go and what shapes them, as the ledger records it (see ledger)
-    progress: ProgressSettings
     s3_options: Any  # the job's S3Options, for listing and opening s3:// files with one client
     run_dir: Optional[str]  # on this machine: the run's log and its processes' tallies (None: workers elsewhere)
     watch: Optional[WatchSettings] = None  # --watch; None: a batch run over what is there now
@@ -72,18 +72,19 @@ class JobConfig:  # pylint: disable=too-many-instance-attributes  # the whole jo
 
     def delivery_options(self):
         """The options that shape what Segment receives, for the summary."""
+        track, batch, client = self.delivery.track, self.delivery.batch, self.delivery.client
         return {
-            "endpoint": self.client.endpoint if self.client else None,
-            "window_seconds": self.batching.window_seconds, "max_batch_bytes": self.batching.max_bytes,
-            "max_batch_events": self.batching.max_events,
-            "mapping": self.mapping.mapping.name, "include_anonymous_users": self.mapping.include_anonymous,
-            "integrations": self.mapping.integrations, "message_id_namespace": self.mapping.message_id_namespace,
-            "passthrough_fields": self.mapping.passthrough, "redact_fields": sorted(self.mapping.redact),
-            "hash_fields": sorted(self.mapping.hashed),
-            "max_retry_attempts": self.client.max_attempts if self.client else None,
-            "max_retry_seconds": self.client.max_retry_seconds if self.client else None,
-            "events_per_second_per_worker": self.client.events_per_second if self.client else None,
-            "max_requests_in_flight": self.client.requests_in_flight if self.client else None,
+            "endpoint": client.endpoint if client else None,
+            "window_seconds": batch.window_seconds, "max_batch_bytes": batch.max_bytes,
+            "max_batch_events": batch.max_events,
+            "mapping": track.mapping.name, "include_anonymous_users": track.include_anonymous,
+            "integrations": track.integrations, "message_id_namespace": track.message_id_namespace,
+            "passthrough_fields": track.passthrough, "redact_fields": sorted(track.redact),
+            "hash_fields": sorted(track.hashed),
+            "max_retry_attempts": client.max_attempts if client else None,
+            "max_retry_seconds": client.max_retry_seconds if client else None,
+            "events_per_second_per_worker": client.events_per_second if client else None,
+            "max_requests_in_flight": client.requests_in_flight if client else None,
         }
 
 
@@ -160,11 +161,11 @@ def _check_numbers(options):
     for name in _AT_LEAST_ONE:
         if getattr(options, name) is not None and getattr(options, name) < 1:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(options, name)}")
-    if not 1 <= options.max_batch_events <= segment_client.MAX_BATCH_EVENTS:
-        raise ConfigError(f"--max_batch_events must be between 1 and {segment_client.MAX_BATCH_EVENTS}, "
+    if not 1 <= options.max_batch_events <= segment_api.MAX_BATCH_EVENTS:
+        raise ConfigError(f"--max_batch_events must be between 1 and {segment_api.MAX_BATCH_EVENTS}, "
                           f"got {options.max_batch_events}")
-    if options.max_batch_bytes > segment_client.MAX_REQUEST_BYTES:
-        raise ConfigError(f"--max_batch_bytes must be at most {segment_client.MAX_REQUEST_BYTES}, "
+    if options.max_batch_bytes > segment_api.MAX_REQUEST_BYTES:
+        raise ConfigError(f"--max_batch_bytes must be at most {segment_api.MAX_REQUEST_BYTES}, "
                           f"got {options.max_batch_bytes}")
 
 
@@ -282,12 +283,25 @@ def _require_key(options, source):
     return write_key
 
 
+def _events_per_second_share(options):
+    """The share of --max_events_per_second of each worker process (None: no budget)."""
+    return options.max_events_per_second / budget_workers(options)[0] if options.max_events_per_second else None
+
+
+def _request_events(options):
+    """The most events in one request: --max_batch_events, and under a budget at most a quarter of a second of
+    a process's share of it (so that a workspace limit counted per second never sees a burst). Decided here, once:
+    requests are cut to it where they are made."""
+    share = None if options.dry_run_output else _events_per_second_share(options)
+    return min(options.max_batch_events, request_events(share)) if share else options.max_batch_events
+
+
 def _batching(options, write_key):
-    problem = segment_client.request_bytes_problem(options.max_batch_bytes, write_key)
+    problem = segment_api.request_bytes_problem(options.max_batch_bytes, write_key)
     if problem:
         raise ConfigError(f"--max_batch_bytes {problem}")
-    return BatchSettings(options.window_seconds, options.max_batch_bytes, options.max_batch_events,
-                         segment_client.envelope_bytes(write_key))
+    return BatchSettings(options.window_seconds, options.max_batch_bytes, _request_events(options),
+                         segment_api.envelope_bytes(write_key))
 
 
 # --- the whole ----------------------------------------------------------------------------------------
@@ -341,15 +355,12 @@ def budget_advice(options):
 
 
 def _client_settings(options):
-    share = None
-    if options.max_events_per_second:
-        share = options.max_events_per_second / budget_workers(options)[0]
     return ClientSettings(
         endpoint=resolve_endpoint(options), timeout=(_CONNECT_TIMEOUT_SECONDS, options.request_timeout_seconds),
         max_attempts=options.max_retry_attempts, max_retry_seconds=options.max_retry_seconds,
         backoff_base=options.retry_backoff_seconds, max_requests_per_second=options.max_requests_per_second,
-        max_request_bytes=options.max_batch_bytes, max_events=options.max_batch_events,
-        events_per_second=share, requests_in_flight=options.max_requests_in_flight)
+        max_request_bytes=options.max_batch_bytes, max_events=_request_events(options),
+        events_per_second=_events_per_second_share(options), requests_in_flight=options.max_requests_in_flight)
 
 
 def load_mapping(options):
@@ -362,10 +373,15 @@ def load_mapping(options):
         raise ConfigError(str(error)) from None
 
 
-def _mapping(options, mapping):
-    return MappingSettings(options.message_id_namespace, options.passthrough_fields,
-                           parse_integrations(options.integrations), field_names(options.redact_fields),
-                           field_names(options.hash_fields), mapping, options.include_anonymous_users)
+def _track(options, mapping):
+    return TrackSettings(options.message_id_namespace, options.passthrough_fields,
+                         parse_integrations(options.integrations), field_names(options.redact_fields),
+                         field_names(options.hash_fields), mapping, options.include_anonymous_users)
+
+
+def _record_filter(options, selection):
+    time_range = (int(selection.start.timestamp()), int(selection.end.timestamp())) if options.by_event_time else None
+    return RecordFilter(options.include_anonymous_users, time_range)
 
 
 def run_dir(pipeline_options, run_id):
@@ -386,7 +402,7 @@ def _plan_destination(options, source, mapping):
         write_key = resolve_write_key(source) or None
     except ConfigError:
         write_key = None
-    return ledger.destination_of(resolve_endpoint(options), write_key, _mapping(options, mapping).shape())
+    return ledger.destination_of(resolve_endpoint(options), write_key, _track(options, mapping).shape())
 
 
 def _watch(options, pipeline_options, mapping, run_id):
@@ -424,19 +440,22 @@ def load(argv, run_id):
     require_writable(options, run_id)
     write_key = _require_key(options, source)
     client = None if options.dry_run_output else _client_settings(options)
-    mapping = _mapping(options, mapping)
+    track = _track(options, mapping)
     local_dir = run_dir(pipeline_options, run_id)
     config = JobConfig(
         run_id=run_id, started=datetime.datetime.now(datetime.timezone.utc), selection=selection,
         inputs=_inputs(options, selection, unmatched), dead_letter_output=options.dead_letter_output,
         dry_run_output=options.dry_run_output, summary_output=options.summary_output, ledger=options.ledger,
         rerun=options.rerun, by_event_time=options.by_event_time, fail_on_dead_letters=options.fail_on_dead_letters,
-        mapping=mapping, batching=_batching(options, write_key), flush_seconds=options.flush_seconds,
-        client=client, key_source=None if options.dry_run_output else source,
-        destination=ledger.destination_of(client.endpoint, write_key, mapping.shape()) if client else None,
-        progress=ProgressSettings(0 if options.quiet else options.progress_seconds,
-                                  client.budget() if client else "", local_dir or ""),
+        delivery=DeliverySettings(
+            track=track, record_filter=_record_filter(options, selection), batch=_batching(options, write_key),
+            client=client, key_source=None if options.dry_run_output else source,
+            dead_letter_output=options.dead_letter_output, dry_run_output=options.dry_run_output, run_id=run_id,
+            progress=ProgressSettings(0 if options.quiet else options.progress_seconds,
+                                      client.retry_budget() if client else "", local_dir or "")),
+        flush_seconds=options.flush_seconds,
+        destination=ledger.destination_of(client.endpoint, write_key, track.shape()) if client else None,
         s3_options=pipeline_options.view_as(S3Options), run_dir=local_dir,
-        watch=_watch(options, pipeline_options, mapping.mapping, run_id))
-    return Job(pipeline_options, options, selection, config, mapping.mapping)
+        watch=_watch(options, pipeline_options, mapping, run_id))
+    return Job(pipeline_options, options, selection, config, mapping)
 

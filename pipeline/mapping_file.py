@@ -24,7 +24,7 @@ import json
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.catalog import BUILT_IN, EventSpec, Mapping
+from currents_to_segment.transforms.currents.catalog import BUILT_IN, EventSpec, Mapping
 
 KEYS = ("base", "rename", "drop", "add", "properties")
 _ADD_KEYS = ("family", "event", "properties", "context")

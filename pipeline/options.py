@@ -9,15 +9,17 @@ import os
 import urllib.parse
 
 from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import partitions
-from transforms import catalog, segment_client, write_key
-from transforms.flush_timer import DEFAULT_FLUSH_SECONDS
+from currents_to_segment.pipeline import partitions
+from currents_to_segment.transforms.currents import catalog
+from currents_to_segment.transforms.segment import api as segment_api, client as segment_client, pacing, write_key
+from currents_to_segment.transforms.flush_timer import DEFAULT_FLUSH_SECONDS
 
 WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
-REGION_ENDPOINTS = {"us": segment_client.US_ENDPOINT, "eu": segment_client.EU_ENDPOINT}
-DEFAULT_MAX_BATCH_BYTES = segment_client.DEFAULT_MAX_REQUEST_BYTES
+REGION_ENDPOINTS = {"us": segment_api.US_ENDPOINT, "eu": segment_api.EU_ENDPOINT}
+DEFAULT_MAX_BATCH_BYTES = segment_api.DEFAULT_MAX_REQUEST_BYTES
 DEFAULT_REQUESTS_IN_FLIGHT = 8
 
 
@@ -154,10 +156,10 @@ class CurrentsToSegmentOptions(PipelineOptions):
                  "comma-separated, repeatable.")
         parser.add_argument(
             "--segment_endpoint", default=None, metavar="URL",
-            help=f"Segment API base URL; requests go to <endpoint>/v1/batch. Default {segment_client.US_ENDPOINT}.")
+            help=f"Segment API base URL; requests go to <endpoint>/v1/batch. Default {segment_api.US_ENDPOINT}.")
         parser.add_argument(
             "--segment_region", choices=sorted(REGION_ENDPOINTS), default=None,
-            help=f"Shortcut for the endpoint of a Segment region: eu = {segment_client.EU_ENDPOINT}. "
+            help=f"Shortcut for the endpoint of a Segment region: eu = {segment_api.EU_ENDPOINT}. "
                  "An EU workspace needs its EU write key.")
         parser.add_argument(
             "--dead_letter_output", default="dead_letters", metavar="DIR",
@@ -177,12 +179,12 @@ class CurrentsToSegmentOptions(PipelineOptions):
                  "Currents partition.")
         parser.add_argument(
             "--max_batch_bytes", type=int, default=DEFAULT_MAX_BATCH_BYTES, metavar="N",
-            help=f"Largest request body in bytes, envelope included (at most {segment_client.MAX_REQUEST_BYTES}). "
+            help=f"Largest request body in bytes, envelope included (at most {segment_api.MAX_REQUEST_BYTES}). "
                  f"Default {DEFAULT_MAX_BATCH_BYTES}.")
         parser.add_argument(
-            "--max_batch_events", type=int, default=segment_client.MAX_BATCH_EVENTS, metavar="N",
-            help=f"Most events in one request (at most {segment_client.MAX_BATCH_EVENTS}, Segment's limit). "
-                 f"Default {segment_client.MAX_BATCH_EVENTS}.")
+            "--max_batch_events", type=int, default=segment_api.MAX_BATCH_EVENTS, metavar="N",
+            help=f"Most events in one request (at most {segment_api.MAX_BATCH_EVENTS}, Segment's limit). "
+                 f"Default {segment_api.MAX_BATCH_EVENTS}.")
         parser.add_argument(
             "--flush_seconds", type=float, default=DEFAULT_FLUSH_SECONDS, metavar="SECONDS",
             help="How often each worker sends the requests it is filling and makes its dead-letter, dry-run and "
@@ -226,7 +228,7 @@ class CurrentsToSegmentOptions(PipelineOptions):
             help="How long one request is retried while Segment fails (unreachable, 429, 5xx, no answer), from its "
                  "first attempt; the worker waits meanwhile, so an outage shorter than this loses nothing. Past "
                  "it the request's events are dead-lettered (retries_exhausted), and so are the next requests, "
-                 f"but for one probe every {segment_client.OUTAGE_PROBE_SECONDS:g} s, until Segment answers. "
+                 f"but for one probe every {pacing.OUTAGE_PROBE_SECONDS:g} s, until Segment answers. "
                  "Default 300.")
         parser.add_argument(
             "--message_id_namespace", default=None, metavar="NAMESPACE",
@@ -277,12 +279,17 @@ def key_source(options, key_flag):
     return None
 
 
+def _read_with_beam(path):
+    with FileSystems.open(path) as stream:
+        return stream.read()
+
+
 def resolve_write_key(source):
     """The write key of a KeySource ("" for None), or ConfigError with why it could not be read."""
     if source is None:
         return ""
     try:
-        return write_key.resolve(source)
+        return write_key.resolve(source, read_file=_read_with_beam)
     except write_key.WriteKeyError as error:
         raise ConfigError(str(error)) from None
 

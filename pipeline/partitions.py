@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import ledger
-from transforms.catalog import CLASSIC
+from currents_to_segment.transforms import ledger
+from currents_to_segment.transforms.currents.catalog import CLASSIC
 
 UTC = datetime.timezone.utc
 HOUR = datetime.timedelta(hours=1)

@@ -7,9 +7,9 @@ import re
 
 import fastavro
 
-from transforms import ledger
-from transforms.read import event_type_from_path
-from transforms.file_access import FileAccess
+from currents_to_segment.transforms import ledger
+from currents_to_segment.transforms.currents.records import event_type_from_path
+from currents_to_segment.transforms.file_access import FileAccess
 
 _DATE = re.compile(r"(?:^|/)date=([^/]+)/")
 

@@ -40,14 +40,15 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.options.pipeline_options import AzureOptions, GoogleCloudOptions, PipelineOptions, S3Options
 
-from pipeline.options import (
+from currents_to_segment.pipeline.options import (
     REGION_ENDPOINTS, WRITE_KEY_ENV, ConfigError, StrictParser, key_source, resolve_endpoint, resolve_write_key,
     split_write_key, storage_reason, unknown_flags)
-from transforms.elements import REASONS, REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED
-from transforms.segment_client import (
-    DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_EVENTS, MAX_REQUEST_BYTES, ClientSettings, SegmentConfigError,
-    request_bytes_problem)
-from transforms.map import serialize
+from currents_to_segment.transforms.letters import REASONS
+from currents_to_segment.transforms.segment.api import (
+    DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_EVENTS, MAX_REQUEST_BYTES, REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED,
+    SegmentConfigError, request_bytes_problem)
+from currents_to_segment.transforms.segment.client import ClientSettings, SegmentClient
+from currents_to_segment.transforms.currents.track_calls import serialize
 
 DEFAULT_REASONS = f"{REJECTED_BY_SEGMENT},{RETRIES_EXHAUSTED}"
 CHUNK = 4 * MAX_BATCH_EVENTS  # messages per send(): bounds memory on large folders
@@ -311,9 +312,9 @@ def run(args, key):
     output = _LazyOutput(FileSystems.join(args.output or FileSystems.join(args.dir, f"replayed-{stamp}"),
                                           f"dead_letters-replay-{stamp}.jsonl"))
     delivered_output = _LazyOutput(FileSystems.join(args.dir, f"delivered-{stamp}-{secrets.token_hex(4)}.jsonl"))
-    client = ClientSettings(endpoint=endpoint, max_attempts=args.max_retry_attempts,
-                            max_retry_seconds=args.max_retry_seconds,
-                            max_request_bytes=args.max_batch_bytes).client(key)
+    client = SegmentClient(key, ClientSettings(endpoint=endpoint, max_attempts=args.max_retry_attempts,
+                                               max_retry_seconds=args.max_retry_seconds,
+                                               max_request_bytes=args.max_batch_bytes))
     tally, skipped = Counter(), Counter()
     try:
         newest = newest_bodies(read_letters(paths), reasons)

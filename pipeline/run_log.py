@@ -20,7 +20,7 @@ import sys
 import threading
 import traceback
 
-from transforms import progress
+from currents_to_segment.transforms import progress
 
 _FORWARD_SECONDS = 0.2
 WORKER_FAILED = signal.SIGUSR1

@@ -20,8 +20,8 @@ import uuid
 
 import fastavro
 
-from pipeline import currents_schemas
-from transforms.catalog import BUILT_IN
+from currents_to_segment.pipeline import currents_schemas
+from currents_to_segment.transforms.currents.catalog import BUILT_IN
 
 CODECS = ("null", "deflate", "snappy", "zstandard")
 CLUSTER = "prod-01"

@@ -4,6 +4,8 @@ Every event read ends exactly once, so the totals balance, and so does each even
 read = dropped_no_external_id + unsupported_event_type + sent + dead_lettered (+ outside_time_range
 with --by_event_time, + dropped_no_id with --include_anonymous_users). In a dry run, "sent" means written to the dry-run requests: the table says
 "would send" and the JSON has "dry_run": true.
+
+What a run prints around the summary, and the exit status it gets, is pipeline.run_report's.
 """
 import collections
 import json
@@ -11,7 +13,7 @@ import json
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms import metrics
+from currents_to_segment.transforms import metrics
 
 # Per-type metric → the summary's key for its total.
 _TOTAL_KEYS = {metrics.READ: "events_read", metrics.DROPPED_NO_EXTERNAL_ID: "dropped_no_external_id",

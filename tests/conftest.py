@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from pipeline.sample_bucket import make_sample_bucket
+from currents_to_segment.pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import wait_for_port
 from tests.segment_server import SegmentServer
 

@@ -1,5 +1,5 @@
 """The calls Segment must receive, written from the references and nothing else: an oracle for the tests,
-independent of transforms.catalog and transforms.map (a bug there cannot hide by making the expected calls too).
+independent of transforms.currents.catalog and transforms.currents.track_calls (a bug there cannot hide by making the expected calls too).
 
 - classic: ../reference/event-catalog.md (the seed's 34 events), written out below;
 - current: ../reference/event-catalog-current.md, its table copied below as it stands.

@@ -6,10 +6,10 @@ import socket
 import time
 from collections import Counter
 
-from pipeline import summary
-from pipeline.main import main
+from currents_to_segment.pipeline import summary
+from currents_to_segment.pipeline.main import main
 from tests.mapping_oracle import expected_call
-from transforms.map import serialize
+from currents_to_segment.transforms.currents.track_calls import serialize
 
 RUNNER = "--runner=FnApiRunner"
 

@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import currents_schemas
-from pipeline.sample_bucket import currents_path, make_record
+from currents_to_segment.pipeline import currents_schemas
+from currents_to_segment.pipeline.sample_bucket import currents_path, make_record
 from tests.pipeline_runs import assert_balanced, read_jsonl, run_job
 from tests.segment_server import SegmentServer
-from transforms import avro_blocks
-from transforms.avro_blocks import BadRegion, CorruptHeader, GoodBlock
+from currents_to_segment.transforms.currents import avro_blocks
+from currents_to_segment.transforms.currents.avro_blocks import BadRegion, CorruptHeader, GoodBlock
 
 SEND = "users.messages.email.Send"
 CLICK = "users.messages.email.Click"

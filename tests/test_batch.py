@@ -1,13 +1,9 @@
-"""Batch sizing: no request over the byte or event limit, no event lost, doubled or reordered; per window,
-within a bounded buffer, without a shuffle."""
-import apache_beam as beam
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that
+"""Cutting calls into requests (transforms.segment.batching): no request over the byte or event limit, no event
+lost, doubled or reordered; per event-time window, within a bounded buffer."""
 from hypothesis import given, settings, strategies as st
 
-from transforms import elements
-from transforms.batch import Batcher, BatchForSegment, BatchSettings
-from transforms.segment_client import plan_batches, request_body
+from currents_to_segment.transforms.segment.batching import Batcher, BatchSettings
+from currents_to_segment.transforms.segment.api import plan_batches, request_body
 
 ENVELOPE = 70
 
@@ -88,25 +84,3 @@ def test_windows_never_mix_and_the_buffer_stays_bounded(items):
     for key, request in requests:
         assert {item[0] for item in request} == {key}
         assert len(request) <= 50 and body_size([item[2] for item in request]) <= 40_000
-
-
-def test_batch_for_segment_fills_requests_that_keep_to_one_window_and_passes_other_items():
-    start = 1_709_294_400  # 2024-03-01T12:00:00Z
-    calls = [(start + (n % 3) * 60 + n % 7, f"id-{n}", f'{{"n":{n}}}'.encode()) for n in range(100)]
-    other = elements.handled("users.canvas.Entry", "f.avro", 2)
-
-    def check(items):
-        requests = [item for item in items if item[0] == elements.REQUEST]
-        assert [item for item in items if item[0] != elements.REQUEST] == [other]
-        sent = [call for _, _, request in requests for call in request]
-        assert sorted(message_id for _, _, message_id, _ in sent) == sorted(f"id-{n}" for n in range(100))
-        assert all((event_type, source) == ("users.canvas.Entry", "f.avro") for event_type, source, _, _ in sent)
-        for window, request in (item[1:] for item in requests):
-            assert {int(payload[5:-1]) % 3 for _, _, _, payload in request} == {window - start // 60}
-        # Three windows of 34, 33 and 33 calls: full requests of 8, then what is left of each window.
-        assert sorted(len(request) for _, _, request in requests) == sorted([8] * 12 + [2, 1, 1])
-
-    with TestPipeline(runner="FnApiRunner") as pipeline:
-        items = (pipeline | beam.Create([elements.calls("users.canvas.Entry", "f.avro", calls), other])
-                 | BatchForSegment(BatchSettings(60, 10_000, 8, ENVELOPE), flush_seconds=30))
-        assert_that(items, check)

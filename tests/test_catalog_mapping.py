@@ -6,11 +6,11 @@ tests.mapping_oracle, written from the references, independently of transforms/c
 import fastavro
 import pytest
 
-from pipeline import currents_schemas
-from pipeline.sample_bucket import make_record, write_currents_file
+from currents_to_segment.pipeline import currents_schemas
+from currents_to_segment.pipeline.sample_bucket import make_record, write_currents_file
 from tests.mapping_oracle import CLASSIC, CLASSIC_COMMON, CURRENT, expected_call
-from transforms.catalog import BUILT_IN
-from transforms.map import to_track
+from currents_to_segment.transforms.currents.catalog import BUILT_IN
+from currents_to_segment.transforms.currents.track_calls import to_track
 
 REFERENCES = {"classic": CLASSIC, "current": CURRENT}
 VARIANTS = [(mapping, event_type, version, shape)

@@ -6,8 +6,8 @@ import sys
 import pytest
 from apache_beam.io.filesystem import BeamIOError
 
-from pipeline.main import main
-from pipeline.options import storage_reason
+from currents_to_segment.pipeline.main import main
+from currents_to_segment.pipeline.options import storage_reason
 
 REQUIRED_FLAGS = ("--input", "--segment_write_key", "--segment_endpoint", "--segment_region",
                   "--dead_letter_output", "--dry_run_output", "--summary_output", "--window_seconds",

@@ -9,18 +9,17 @@ import tarfile
 import apache_beam as beam
 import pytest
 
-from pipeline import assembly, config
-from pipeline.sample_bucket import make_sample_bucket
-from transforms import ledger
-from transforms.catalog import CLASSIC
+from currents_to_segment.pipeline import assembly, config
+from currents_to_segment.pipeline.sample_bucket import make_sample_bucket
+from currents_to_segment.transforms import ledger
+from currents_to_segment.transforms.currents.catalog import CLASSIC
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "dataflow-test-key-77c1"
 SAMPLE_BUCKET = {"events_per_file": 3}
 GROUPINGS = ("beam:transform:group_by_key:v1", "beam:transform:combine_per_key:v1", "beam:transform:reshuffle:v1")
-# The only groupings allowed: file paths (listed and read once each, spread over workers; the ledger's skip, and
-# its join of the files one bundle could not complete).
-GROUPED_PATHS = ("ListCurrentsFiles/", "SkipFilesInLedger/", "RecordInLedger[")
+# The only groupings allowed: file paths (listed once each, spread over workers; the ledger's skip).
+GROUPED_PATHS = ("ListCurrentsFiles/", "SkipFilesInLedger/")
 
 
 def _built(argv, monkeypatch):
@@ -39,11 +38,11 @@ def test_the_dataflow_job_graph_builds_without_submitting_and_holds_no_key(tmp_p
     result = pipeline.run()
     job_json = str(result.job)
     names = {transform.unique_name for transform in result.job.proto_pipeline.components.transforms.values()}
-    assert {"ListCurrentsFiles", "ReadCurrentsFiles", "DropUsersWithoutId", "SplitByFamily",
-            "WriteDeadLetters[unsupported]", "RecordInLedger[unsupported]"} <= names
+    # The design's shape, as a user reads it in Dataflow's graph: list, branch by family, deliver each branch.
+    assert {"ListCurrentsFiles", "SkipFilesInLedger", "RouteByFamily", "DeliverToSegment[unsupported]",
+            "RecordInLedger[unsupported]"} <= names
     assert {f"{stage}[{family}]" for family in CLASSIC.families
-            for stage in ("ToSegmentTrack", "BatchForSegment", "WriteToSegment", "WriteDeadLetters",
-                          "RecordInLedger")} <= names
+            for stage in ("DeliverToSegment", "RecordInLedger")} <= names
     assert "JOB_TYPE_BATCH" in job_json
     assert KEY not in job_json and KEY not in str(result.job.proto_pipeline)
 
@@ -56,7 +55,7 @@ def test_no_stage_groups_events_only_file_paths(tmp_path, bucket, monkeypatch, o
     groupings = [t.unique_name for t in transforms if t.spec.urn in GROUPINGS]
     assert groupings, "expected the file-path groupings"
     assert [name for name in groupings if not name.startswith(GROUPED_PATHS)] == []
-    # Nothing merges the chains: a file's items go from the read to the ledger through fused stages.
+    # Nothing merges the branches: each family's files go from the route to the ledger through fused steps.
     assert [t.unique_name for t in transforms if t.spec.urn == "beam:transform:flatten:v1"
             and not t.unique_name.startswith(GROUPED_PATHS)] == []
 
@@ -67,7 +66,8 @@ def test_the_sdist_staged_by_setup_file_holds_every_module_and_data_file(tmp_pat
     [sdist] = glob.glob(str(tmp_path / "*.tar.gz"))
     with tarfile.open(sdist) as archive:
         members = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    needed = {os.path.relpath(path, ROOT) for package in ("pipeline", "transforms")
-              for path in glob.glob(os.path.join(ROOT, package, "*")) if not path.endswith("__pycache__")}
+    needed = {os.path.relpath(path, ROOT) for package in ("pipeline", "transforms", "transforms/currents", "transforms/segment")
+              for path in glob.glob(os.path.join(ROOT, package, "*"))
+              if not path.endswith("__pycache__") and not os.path.isdir(path)}
     assert "pipeline/currents_schemas.json" in needed
     assert needed | {"setup.py", "README.md"} <= members

@@ -1,11 +1,13 @@
 """The scheduling examples and the documented commands are valid for the job's command line.
 
 Every `python -m pipeline ...`, `currents-to-segment ...` or `./run_local.sh ...` command in the ```bash
-blocks of the READMEs, in the crontab entry and in the Airflow DAG is parsed with the job's own strict
-option check; the Flex Template's parameters must be options of the job. Nothing is run.
+blocks of the READMEs and the docs/ pages, in the crontab entry and in the Airflow DAG is parsed with the
+job's own strict option check; the Flex Template's parameters must be options of the job; docs/options.md
+is the job's --help of today (scripts/options_doc.py). Nothing is run but --help.
 """
 import argparse
 import ast
+import importlib.util
 import json
 import pathlib
 import re
@@ -13,17 +15,21 @@ import shlex
 
 import pytest
 
-from pipeline import replay
-from pipeline.config import reject_unknown_flags
-from pipeline.options import ConfigError, CurrentsToSegmentOptions
-from pipeline.partitions import parse_hour
+from currents_to_segment.pipeline import replay
+from currents_to_segment.pipeline.config import reject_unknown_flags
+from currents_to_segment.pipeline.options import ConfigError, CurrentsToSegmentOptions
+from currents_to_segment.pipeline.partitions import parse_hour
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 CRON = EXAMPLES / "cron" / "currents-to-segment.cron"
 DAG = EXAMPLES / "airflow" / "currents_to_segment_dag.py"
 METADATA = EXAMPLES / "dataflow" / "metadata.json"
-DOCUMENTS = [ROOT / "README.md", EXAMPLES / "README.md", EXAMPLES / "dataflow" / "README.md"]
+DOCS = ROOT / "docs"
+# The READMEs must each show a command of the job; the docs/ pages are checked for whatever they show.
+READMES = [ROOT / "README.md", EXAMPLES / "README.md", EXAMPLES / "dataflow" / "README.md"]
+DOCUMENTS = READMES + sorted(DOCS.glob("*.md"))
+OPTIONS_DOC = ROOT / "scripts" / "options_doc.py"
 
 # The job, at the start of a command: `python -m pipeline` (any python path), the console script, or
 # run_local.sh (which passes its arguments to `python -m pipeline`).
@@ -170,7 +176,7 @@ def known_job_flags():
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: str(path.relative_to(ROOT)))
 def test_every_job_command_in_the_documents_is_valid(document):
     commands = job_commands(bash_commands(document.read_text(encoding="utf-8")))
-    assert commands, f"{document} shows no command of the job in a ```bash block"
+    assert commands or document not in READMES, f"{document} shows no command of the job in a ```bash block"
     failures = []
     for args in commands:
         try:
@@ -195,6 +201,18 @@ def test_the_crontab_entry_runs_a_valid_job_command():
     assert "flock" in fields[5].split(" -m pipeline")[0], "the job should run under flock"
     assert re.search(r">>\s*\S+\.log", fields[5]), "the output should go to a log file"
     assert "--segment_write_key" not in fields[5], "the key belongs in the env file"
+
+
+# --- the option reference ------------------------------------------------------------------------
+
+def test_the_option_reference_in_docs_is_the_help_of_today():
+    spec = importlib.util.spec_from_file_location("options_doc", OPTIONS_DOC)
+    options_doc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(options_doc)
+    committed = options_doc.PAGE.read_text(encoding="utf-8") if options_doc.PAGE.exists() else ""
+    assert committed == options_doc.render(), (
+        "docs/options.md differs from the job's --help: run `.venv/bin/python scripts/options_doc.py` "
+        "and commit docs/options.md")
 
 
 # --- (a), (d) the Airflow DAG ------------------------------------------------------------------

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline.sample_bucket import make_sample_bucket
+from currents_to_segment.pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import assert_balanced, expected_calls, read_jsonl, received_calls, run_job
 from tests.segment_server import SegmentServer
 

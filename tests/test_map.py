@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
-from transforms.catalog import CLASSIC
-from transforms.map import iso_timestamp, message_id, namespace_uuid, serialize, to_track
+from currents_to_segment.transforms.currents.catalog import CLASSIC
+from currents_to_segment.transforms.currents.track_calls import iso_timestamp, message_id, namespace_uuid, serialize, to_track
 
 ID = "2f6f5a8e-1b1c-4d7e-9a51-0b8e2d1c3f40"
 

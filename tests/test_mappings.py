@@ -8,15 +8,15 @@ import os
 
 import pytest
 
-from pipeline import currents_schemas
-from pipeline.main import main
-from pipeline.partitions import parse_hour
-from pipeline.sample_bucket import currents_path, make_record, make_sample_bucket, write_currents_file
+from currents_to_segment.pipeline import currents_schemas
+from currents_to_segment.pipeline.main import main
+from currents_to_segment.pipeline.partitions import parse_hour
+from currents_to_segment.pipeline.sample_bucket import currents_path, make_record, make_sample_bucket, write_currents_file
 from tests.mapping_oracle import CLASSIC, CURRENT, call_of, expected_call
 from tests.pipeline_runs import assert_balanced, expected_calls, read_jsonl, received_calls, run_job
 from tests.segment_server import SegmentServer
-from transforms.catalog import BUILT_IN
-from transforms.map import to_track
+from currents_to_segment.transforms.currents.catalog import BUILT_IN
+from currents_to_segment.transforms.currents.track_calls import to_track
 
 KEY = "mapping-test-key"
 # Every type of the current mapping (and two it does not send), anonymous users and users with no id.
@@ -262,9 +262,9 @@ def test_a_mapping_file_in_a_folder_that_does_not_exist_is_one_line(tmp_path, bu
     assert line.startswith(f"error: cannot read --mapping_file {tmp_path / 'no' / 'm.json'}: ")
 
 
-def test_the_readme_mapping_example_is_valid_and_does_what_it_says(tmp_path, bucket, capsys):
+def test_the_documented_mapping_example_is_valid_and_does_what_it_says(tmp_path, bucket, capsys):
     root, _ = bucket
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "docs", "events.md"), encoding="utf-8").read()
     example = readme[readme.index("```json\n{\n  \"base\"") + len("```json\n"):]
     path = write_mapping(tmp_path, example[:example.index("```")], name="my-mapping.json")
     assert run_job(tmp_path, "--input", f"{root}/**", "--mapping_file", path, "--plan")[0] == 0

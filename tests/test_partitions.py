@@ -4,10 +4,10 @@ import types
 
 import pytest
 
-from pipeline import partitions
-from pipeline.partitions import (
+from currents_to_segment.pipeline import partitions
+from currents_to_segment.pipeline.partitions import (
     event_type_folders, expand_event_types, hours_between, parse_hour, select_partitions)
-from pipeline.sample_bucket import currents_path
+from currents_to_segment.pipeline.sample_bucket import currents_path
 
 UTC = datetime.timezone.utc
 

@@ -2,6 +2,7 @@
 write stage's DoFn, and whole pipelines against the loopback server playing Segment's latency and a workspace's
 rate limit."""
 import itertools
+import collections
 import json
 import os
 import threading
@@ -10,17 +11,19 @@ import time
 import pytest
 import requests
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.utils.windowed_value import WindowedValue
 
-from pipeline import config
-from pipeline.options import CurrentsToSegmentOptions
-from pipeline.sample_bucket import make_sample_bucket
+from currents_to_segment.pipeline import config
+from currents_to_segment.pipeline.options import CurrentsToSegmentOptions
+from currents_to_segment.pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import assert_balanced, expected_calls, received_calls, run_job
 from tests.segment_server import Answer, SegmentServer
-from transforms import elements, metrics, progress
-from transforms.segment_client import ClientSettings, Pacer, SegmentClient, SegmentConfigError, TokenBucket
-from transforms.write import CountsFromThreads, InFlight, ThrottledTime, _PostRequestFn
-from transforms.write_key import KeySource
+from currents_to_segment.transforms import metrics
+from currents_to_segment.transforms.deliver import CountsFromThreads
+from currents_to_segment.transforms.segment.api import SegmentConfigError
+from currents_to_segment.transforms.segment.client import ClientSettings, SegmentClient
+from currents_to_segment.transforms.segment.in_flight import InFlight
+from currents_to_segment.transforms.segment.pacing import Pacer, ThrottledTime, TokenBucket, request_events
+from currents_to_segment.transforms.senders import ProcessSending, SegmentSender
 
 KEY = "budget-test-key"
 
@@ -280,7 +283,7 @@ def test_a_run_over_a_currents_root_or_a_watch_without_a_budget_is_told_how_to_s
 
 @pytest.mark.parametrize("value, message", [("0", "must be positive"), ("nan", "must be a finite number")])
 def test_a_budget_must_be_a_positive_number(value, message, tmp_path, capsys):
-    from pipeline.main import main
+    from currents_to_segment.pipeline.main import main
     (tmp_path / "f.avro").write_bytes(b"")
     status = main(["--input", str(tmp_path / "f.avro"), "--segment_write_key", "k", "--max_events_per_second", value])
     assert status == 1 and f"--max_events_per_second {message}" in capsys.readouterr().err
@@ -291,7 +294,8 @@ def test_a_budget_must_be_a_positive_number(value, message, tmp_path, capsys):
 def test_a_client_under_a_budget_sends_a_quarter_second_per_request(server):
     fake = FakeTime()
     pacer = Pacer(40, clock=fake.clock, sleep=fake.sleep)
-    client = ClientSettings(endpoint=server.url).client(KEY, pacer=pacer)
+    # The job decides the request size once (pipeline.config), from the budget: a quarter second of it.
+    client = SegmentClient(KEY, ClientSettings(endpoint=server.url, max_events=request_events(40)), pacer=pacer)
     report = client.send(payloads(30))
     client.close()
     assert sorted(report.accepted) == list(range(30))
@@ -304,7 +308,7 @@ def test_a_retry_after_one_client_gets_holds_back_the_other_clients_of_the_proce
     pacer = Pacer(clock=fake.clock, sleep=fake.sleep)
     settings = ClientSettings(endpoint=server.url, max_attempts=1)
     waits = []
-    first, second = (settings.client(KEY, pacer=pacer, on_wait=waits.append) for _ in range(2))
+    first, second = (SegmentClient(KEY, settings, pacer=pacer, on_wait=waits.append) for _ in range(2))
     server.script(Answer(429, {"Retry-After": "3"}))
     assert first.send(payloads(1)).rejected[0].status == 429
     assert second.send(payloads(1, first=1)).accepted == [0]
@@ -316,7 +320,7 @@ def test_a_retry_after_one_client_gets_holds_back_the_other_clients_of_the_proce
 def test_every_wait_of_a_client_is_told_before_it_begins(server):
     fake = FakeTime()
     waits = []
-    client = SegmentClient(server.url, KEY, backoff_base=0.5, sleep=fake.sleep, clock=fake.clock,
+    client = SegmentClient(KEY, ClientSettings(endpoint=server.url, backoff_base=0.5), sleep=fake.sleep, clock=fake.clock,
                            rng=lambda: 1.0,  # no jitter: a backoff of exactly 0.5 s
                            pacer=Pacer(requests_per_second=2, clock=fake.clock, sleep=fake.sleep),
                            on_wait=waits.append)
@@ -362,60 +366,56 @@ def test_the_server_answers_after_its_latency_in_one_write_over_keep_alive():
     assert 0.6 <= elapsed < 1.5 and len(server.accepted) == 2
 
 
-# --- the write stage: requests in flight -----------------------------------------------------------------------
+# --- the sender: requests in flight ---------------------------------------------------------------------------
 
-def _request(number, family_file="f1.avro", size=2):
-    calls = [("users.messages.email.Send", family_file, f"m-{number}-{i}", p)
-             for i, p in enumerate(payloads(size, first=number * 100))]
-    return elements.request(0, calls)
+def _request(number, account="f1.avro", size=2):
+    return [("users.messages.email.Send", account, f"m-{number}-{i}", p)
+            for i, p in enumerate(payloads(size, first=number * 100))]
 
 
-def _post_fn(server, in_flight, run_id):
+def _sender(server, in_flight, counted):
     settings = ClientSettings(endpoint=server.url, requests_in_flight=in_flight, max_attempts=2, backoff_base=0.01)
-    fn = _PostRequestFn(settings, KeySource("value", KEY), progress.ProgressSettings(interval_seconds=0), run_id)
-    fn.setup()
-    fn.start_bundle()
-    return fn
+    return SegmentSender(KEY, settings, ProcessSending(settings), lambda name, n: counted.update({name: n}))
 
 
-def test_a_tick_waits_for_every_request_in_flight_and_hands_in_their_events_before_it_passes_on():
+def test_a_drain_waits_for_every_request_in_flight_and_reports_each_once():
+    counted = collections.Counter()
     with SegmentServer(write_key=KEY, latency=0.3) as server:
-        fn = _post_fn(server, 4, "tick-test")
+        sender = _sender(server, 4, counted)
         started = time.monotonic()
-        outputs = []
-        for number in range(3):
-            outputs += list(fn.process(_request(number)))
+        answered = [answer for number in range(3) for answer in sender.submit(_request(number))]
         submitted = time.monotonic() - started
-        outputs += list(fn.process(elements.tick()))
-        ended = list(fn.finish_bundle())
-        fn.teardown()
+        answered += sender.drain()
+        sender.close()
     assert submitted < 0.3  # three requests went out without waiting for each other
-    assert outputs == [elements.handled("users.messages.email.Send", "f1.avro", 2)] * 3 + [elements.tick()]
-    assert ended == [] and len(server.accepted) == 6
+    assert sorted(calls[0][2] for calls, _ in answered) == ["m-0-0", "m-1-0", "m-2-0"]
+    assert [report.accepted for _, report in answered] == [[0, 1]] * 3
+    assert counted["sent:users.messages.email.Send"] == 6 and counted["requests"] == 3
+    assert len(server.accepted) == 6 and sender.drain() == []
 
 
-def test_the_end_of_a_bundle_waits_for_every_request_in_flight():
+def test_submit_waits_for_room_and_hands_back_what_finished():
+    counted = collections.Counter()
     with SegmentServer(write_key=KEY, latency=0.2) as server:
-        fn = _post_fn(server, 4, "finish-test")
-        outputs = [output for number in range(6) for output in fn.process(_request(number, size=1))]
-        ended = list(fn.finish_bundle())
-        fn.teardown()
-    # Four went out at once; the fifth waited for room, and got what had finished by then.
-    assert len(outputs) + len(ended) == 6 and len(ended) >= 1
-    assert all(isinstance(value, WindowedValue) for value in ended)
-    assert sorted(item for item in outputs + [value.value for value in ended]) == [
-        elements.handled("users.messages.email.Send", "f1.avro", 1)] * 6
+        sender = _sender(server, 4, counted)
+        answered = [answer for number in range(6) for answer in sender.submit(_request(number, size=1))]
+        # Four went out at once; the fifth waited for room, and got what had finished by then.
+        assert 1 <= len(answered) < 6
+        answered += sender.drain()
+        sender.close()
+    assert sorted(calls[0][2] for calls, _ in answered) == [f"m-{n}-0" for n in range(6)]
     assert len(server.accepted) == 6
 
 
-def test_a_refused_write_key_still_fails_the_bundle_with_requests_in_flight():
+def test_a_refused_write_key_still_fails_with_requests_in_flight():
+    counted = collections.Counter()
     with SegmentServer(write_key="another-key", latency=0.1) as server:
-        fn = _post_fn(server, 4, "refused-test")
+        sender = _sender(server, 4, counted)
         with pytest.raises(SegmentConfigError, match="401 Unauthorized"):
             for number in range(3):
-                list(fn.process(_request(number)))
-            list(fn.finish_bundle())
-        fn.teardown()
+                sender.submit(_request(number))
+            sender.drain()
+        sender.close()
 
 
 # --- whole pipelines -------------------------------------------------------------------------------------------

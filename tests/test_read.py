@@ -1,17 +1,17 @@
-"""Reading Currents files: event type from path or schema, each file once, broken files dead-lettered."""
-import io
+"""Listing and routing Currents files: event type from path or schema, each file once, by family."""
+import os
 
 import apache_beam as beam
-import fastavro
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import currents_schemas
-from pipeline.sample_bucket import make_record, write_currents_file
-from transforms import elements
-from transforms.read import ListCurrentsFiles, ReadCurrentsFiles, event_type_from_path, event_type_from_schema
-from transforms.file_access import s3_prefix
+from currents_to_segment.pipeline import currents_schemas
+from currents_to_segment.pipeline.sample_bucket import make_record, write_currents_file
+from currents_to_segment.transforms.currents.catalog import CLASSIC
+from currents_to_segment.transforms.currents.records import event_type_from_path, event_type_from_schema
+from currents_to_segment.transforms.files import UNSUPPORTED, ListCurrentsFiles, RouteByFamily
+from currents_to_segment.transforms.file_access import s3_prefix
 
 CLICK = "users.messages.email.Click"
 
@@ -37,18 +37,11 @@ def test_event_type_from_schema_names():
         "users.messages.email.Deferral")
 
 
-def _read(pipeline, patterns):
-    return pipeline | ListCurrentsFiles(patterns) | ReadCurrentsFiles()
-
-
-def _records(items):
-    """(event type, id, source file) of every record of the RECORDS items."""
-    return items | "Records" >> beam.FlatMap(
-        lambda item: [(item[1], record["id"], item[2]) for record in item[3]] if item[0] == elements.RECORDS else [])
-
-
-def _of_kind(items, kind):
-    return items | f"Only {kind}" >> beam.Filter(lambda item: item[0] == kind)
+def _route(pipeline, patterns, event_types=None):
+    """(output, CurrentsFile) of every file the patterns match, listed once and routed by family."""
+    routed = pipeline | ListCurrentsFiles(patterns) | RouteByFamily(CLASSIC, event_types=event_types)
+    return [routed[output] | f"Tag {output}" >> beam.Map(lambda file, output=output: (output, tuple(file)))
+            for output in (*CLASSIC.families, UNSUPPORTED)] | beam.Flatten()
 
 
 def test_files_without_event_type_folder_and_twice_matched_files(tmp_path):
@@ -56,42 +49,33 @@ def test_files_without_event_type_folder_and_twice_matched_files(tmp_path):
     records = [make_record(CLICK, schema, i) for i in range(3)]
     path = str(tmp_path / "flat" / "some-file.avro")
     write_currents_file(path, schema, records, "snappy")
+    size, modified = os.path.getsize(path), os.path.getmtime(path)
     with test_pipeline.TestPipeline(runner="FnApiRunner") as pipeline:
-        items = _read(pipeline, [str(tmp_path / "flat" / "*.avro"), str(tmp_path / "**")])
-        assert_that(_records(items), equal_to([(CLICK, r["id"], path) for r in records]))
-        assert_that(_of_kind(items, elements.LETTER), equal_to([]), label="no dead letters")
-        assert_that(_of_kind(items, elements.FILE_READ) | beam.Map(lambda item: (item[1], item[2][0], item[3])),
-                    equal_to([(CLICK, path, 3)]), label="read once, 3 units")
+        routed = _route(pipeline, [str(tmp_path / "flat" / "*.avro"), str(tmp_path / "**")])
+        # Once, though matched twice; its type read from its header (no event_type= folder); email's family.
+        assert_that(routed, equal_to([("email", (path, size, modified, CLICK))]))
 
 
-def test_a_file_broken_midway_keeps_its_first_blocks_and_dead_letters_the_rest(tmp_path):
-    schema = currents_schemas.schema(CLICK)
-    records = [make_record(CLICK, schema, i) for i in range(50)]
-    stream = io.BytesIO()
-    # Small blocks: the file breaks in its last block, after whole blocks that decode.
-    fastavro.writer(stream, fastavro.parse_schema(schema), records, sync_interval=2_000)
-    data = stream.getvalue()
-    cut = len(data) - 40
-    blocks = list(fastavro.block_reader(io.BytesIO(data)))
-    whole = [r["id"] for block in blocks if block.offset + block.size <= cut for r in block]
-    assert 0 < len(whole) < 50
-    path = tmp_path / f"event_type={CLICK}" / "broken.avro"
-    path.parent.mkdir()
-    path.write_bytes(data[:cut])
-    not_avro = tmp_path / "event_type=users.canvas.Entry" / "text.avro"
+def test_unreadable_and_unsent_types_go_to_unsupported_and_other_types_are_left_out(tmp_path):
+    not_avro = tmp_path / "flat" / "text.avro"
     not_avro.parent.mkdir()
     not_avro.write_text("not avro")
+    entry_schema = currents_schemas.schema("users.canvas.Entry")
+    entry = str(tmp_path / "event_type=users.canvas.Entry" / "f.avro")
+    write_currents_file(entry, entry_schema, [make_record("users.canvas.Entry", entry_schema, 0)])
+    deferral_schema = currents_schemas.schema("users.messages.email.Deferral")
+    deferral = str(tmp_path / "event_type=users.messages.email.Deferral" / "f.avro")
+    write_currents_file(deferral, deferral_schema, [make_record("users.messages.email.Deferral", deferral_schema, 0)])
+    click = str(tmp_path / f"event_type={CLICK}" / "f.avro")
+    write_currents_file(click, schema := currents_schemas.schema(CLICK), [make_record(CLICK, schema, 0)])
     with test_pipeline.TestPipeline(runner="FnApiRunner") as pipeline:
-        items = _read(pipeline, [str(tmp_path / "**")])
-        letters = _of_kind(items, elements.LETTER) | beam.Map(
-            lambda item: [item[3]["reason"], item[1], item[2], item[3]["events_read_before_error"]])
-        assert_that(_records(items) | beam.Map(lambda found: found[1]), equal_to(whole))
-        assert_that(letters, equal_to([["unreadable_file", CLICK, str(path), len(whole)],
-                                       ["unreadable_file", "users.canvas.Entry", str(not_avro), 0]]),
-                    label="letters")
-        # Each file's units: its records and its unreadable parts.
-        assert_that(_of_kind(items, elements.FILE_READ) | beam.Map(lambda item: (item[2][0], item[3])),
-                    equal_to([(str(path), len(whole) + 1), (str(not_avro), 1)]), label="units")
+        routed = _route(pipeline, [str(tmp_path / "**")], event_types={"users.canvas.Entry",
+                                                                         "users.messages.email.Deferral"})
+        assert_that(routed | beam.Map(lambda found: (found[0], found[1][0], found[1][3])), equal_to([
+            ("unsupported", str(not_avro), None),  # read and dead-lettered by its delivery
+            ("canvas_campaign", entry, "users.canvas.Entry"),
+            ("unsupported", deferral, "users.messages.email.Deferral"),  # classic does not send it: counted there
+        ]))  # the Click file: of a type --event_types leaves out, not routed at all
 
 
 @pytest.mark.parametrize("pattern,prefix", [

@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from pipeline import replay
-from pipeline.sample_bucket import make_sample_bucket
+from currents_to_segment.pipeline import replay
+from currents_to_segment.pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import expected_calls, read_jsonl, received_calls, run_job
 from tests.segment_server import Answer, SegmentServer
 

@@ -10,9 +10,9 @@ from collections import Counter
 
 import pytest
 
-from pipeline import currents_schemas
-from pipeline.partitions import parse_hour
-from pipeline.sample_bucket import currents_path, make_record, write_currents_file
+from currents_to_segment.pipeline import currents_schemas
+from currents_to_segment.pipeline.partitions import parse_hour
+from currents_to_segment.pipeline.sample_bucket import currents_path, make_record, write_currents_file
 from tests.pipeline_runs import RUNNER, run_job
 from tests.segment_server import SegmentServer
 

@@ -21,13 +21,13 @@ import time
 
 import pytest
 
-from pipeline.sample_bucket import make_sample_bucket
+from currents_to_segment.pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import RUNNER, lose_one_sent_event, assert_balanced, expected_calls, received_calls, \
     wait_for_port
 from tests.conftest import flink_job_server_jar
 from tests.segment_server import SegmentServer
-from transforms import metrics
-from transforms.catalog import CLASSIC
+from currents_to_segment.transforms import metrics
+from currents_to_segment.transforms.currents.catalog import CLASSIC
 from tests.test_reprocessing import ledger_entries
 from tests.test_run_outcomes import KEY, assert_one_line_after_the_summary, job_process, send, slow_job, \
     wait_for_accepted

@@ -7,8 +7,8 @@ import fastavro
 import fastavro.validation
 import pytest
 
-from pipeline import currents_schemas, sample_bucket
-from transforms.catalog import CLASSIC
+from currents_to_segment.pipeline import currents_schemas, sample_bucket
+from currents_to_segment.transforms.currents.catalog import CLASSIC
 
 NEWS_FEED_TYPES = {
     "users.behaviors.app.NewsFeedImpression",

@@ -9,14 +9,14 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import assembly, config
-from pipeline.main import main
-from pipeline.options import ConfigError, CurrentsToSegmentOptions, resolve_endpoint, split_write_key
-from pipeline.sample_bucket import make_sample_bucket
+from currents_to_segment.pipeline import assembly, config
+from currents_to_segment.pipeline.main import main
+from currents_to_segment.pipeline.options import ConfigError, CurrentsToSegmentOptions, resolve_endpoint, split_write_key
+from currents_to_segment.pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import expected_calls, read_jsonl, received_calls, run_job
 from tests.segment_server import SegmentServer
-from transforms.map import protect
-from transforms.write_key import ENV, KeySource
+from currents_to_segment.transforms.currents.track_calls import protect
+from currents_to_segment.transforms.segment.write_key import ENV, KeySource
 
 KEY = "wk_Sup3rSecretKeyValue_0123456789"
 SAMPLE_BUCKET = {"events_per_file": 5}
@@ -62,7 +62,7 @@ def test_the_key_is_not_in_the_options_runners_display_nor_in_the_job_graph(tmp_
     assert KEY not in json.dumps(options.display_data(), default=str)
     # With the key in the environment, only the variable's name travels with the job.
     job = config.load(argv, "test-run")
-    assert job.config.key_source == KeySource(ENV, "SEGMENT_WRITE_KEY")
+    assert job.config.delivery.key_source == KeySource(ENV, "SEGMENT_WRITE_KEY")
     pipeline = beam.Pipeline(options=job.pipeline_options)
     assembly.build(pipeline, job.config)
     assert KEY.encode() not in pipeline.to_runner_api().SerializeToString()

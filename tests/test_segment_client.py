@@ -1,6 +1,7 @@
-"""Tests of transforms.segment_client against the Segment-compatible loopback server (tests.segment_server)."""
+"""Tests of transforms.segment (the client) against the Segment-compatible loopback server (tests.segment_server)."""
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
 import socket
@@ -12,9 +13,11 @@ import requests
 from hypothesis import given, strategies as st
 
 from tests.segment_server import Answer, SegmentServer
-from transforms.segment_client import (
-    DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, MAX_REQUEST_BYTES, OUTAGE_PROBE_SECONDS, Rejection, SegmentClient, SegmentConfigError,
+from currents_to_segment.transforms.segment.api import (
+    DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, MAX_REQUEST_BYTES, Rejection, SegmentConfigError,
     envelope_bytes, format_sent_at, request_body)
+from currents_to_segment.transforms.segment.client import ClientSettings, SegmentClient
+from currents_to_segment.transforms.segment.pacing import OUTAGE_PROBE_SECONDS
 
 WRITE_KEY = "test-key-s3cr3t"
 
@@ -60,9 +63,11 @@ def make_client(server, fake_time):
     clients = []
 
     def make(endpoint: str | None = None, write_key: str = WRITE_KEY, **options) -> SegmentClient:
-        settings = dict(timeout=(1.0, 2.0), backoff_base=0.01, backoff_cap=0.1, sleep=fake_time.sleep,
-                        clock=fake_time.clock, rng=lambda: 1.0)
-        client = SegmentClient(endpoint or server.url, write_key, **(settings | options))
+        fields = {field.name for field in dataclasses.fields(ClientSettings)}
+        settings = ClientSettings(**({"endpoint": endpoint or server.url, "timeout": (1.0, 2.0), "backoff_base": 0.01,
+                                      "backoff_cap": 0.1} | {k: v for k, v in options.items() if k in fields}))
+        others = {"sleep": fake_time.sleep, "clock": fake_time.clock, "rng": lambda: 1.0}
+        client = SegmentClient(write_key, settings, **(others | {k: v for k, v in options.items() if k not in fields}))
         clients.append(client)
         return client
 

@@ -19,21 +19,21 @@ import time
 
 import pytest
 
-from pipeline import partitions, replay
-from pipeline.partitions import parse_hour, select_partitions
-from pipeline.sample_bucket import make_sample_bucket
+from currents_to_segment.pipeline import partitions, replay
+from currents_to_segment.pipeline.partitions import parse_hour, select_partitions
+from currents_to_segment.pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import expected_calls, received_calls, run_job
 from tests.segment_server import SegmentServer
 from tests.test_replay import letter, track
 
 KEY = "cloud-test-key"
-# The buckets, account and roots of the README's per-cloud examples, so that those commands run as written.
+# The buckets, account and roots of the per-cloud examples (docs/storage.md), so that those commands run as written.
 BUCKET, REGION = "my-bucket", "eu-central-1"
 AZURE_ACCOUNT, AZURE_CONTAINER = "myaccount", "currents"
 AZURITE = pathlib.Path(__file__).parent / "azurite" / "node_modules" / ".bin" / "azurite-blob"
 # The key of Azurite's documented development account (public, local only), given to our account.
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+STORAGE_DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "storage.md"
 
 
 def unavailable(reason):
@@ -313,16 +313,16 @@ def test_date_range_with_a_plan_a_ledger_and_dry_run_in_the_bucket(tmp_path, sto
 
 
 def readme_command(scheme):
-    """The README's Cloud storage example command for one URI scheme, continuation lines joined."""
-    section = README.read_text(encoding="utf-8").split("### Cloud storage", 1)[1].split("\n### ", 1)[0]
+    """docs/storage.md's example command for one URI scheme, continuation lines joined."""
+    section = STORAGE_DOC.read_text(encoding="utf-8").split("## S3, GCS and Azure", 1)[1].split("\n## ", 1)[0]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
     [command] = [" ".join(line.split()) for line in block.splitlines()
-                 if line.lstrip().startswith("python -m pipeline") and f"--currents_root {scheme}" in line]
+                 if line.lstrip().startswith("currents-to-segment ") and f"--currents_root {scheme}" in line]
     return command
 
 
-def test_the_readme_example_runs_as_written(tmp_path, store):
-    """The README's command for this cloud, run by a shell in a fresh process with the credentials in the
+def test_the_storage_example_runs_as_written(tmp_path, store):
+    """docs/storage.md's command for this cloud (the console script that `pip install` puts on PATH), run by a shell in a fresh process with the credentials in the
     environment, plus only the endpoint options (the local storage server's, the Segment server's)."""
     made, manifest = store
     command = readme_command(made.root.split("://", 1)[0] + "://")

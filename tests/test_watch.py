@@ -19,14 +19,14 @@ import pytest
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import partitions
+from currents_to_segment.pipeline import partitions
 from tests.pipeline_runs import RUNNER, assert_balanced, expected_calls, read_jsonl, received_calls
 from tests.test_reprocessing import ledger_entries
 from tests.test_runners import prism
-from transforms import ledger, watch
-from transforms.file_access import FileAccess
-from transforms.read import event_type_from_path
-from transforms.progress import WatchState
+from currents_to_segment.transforms import ledger, watch
+from currents_to_segment.transforms.file_access import FileAccess
+from currents_to_segment.transforms.currents.records import event_type_from_path
+from currents_to_segment.transforms.progress import WatchState
 
 KEY = "watch-key"
 SAMPLE_BUCKET = {"events_per_file": 4}

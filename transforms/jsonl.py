@@ -5,19 +5,14 @@ Each run writes files of its own, one per bundle and flush that had something to
 whatever the filesystem. A file is written under a hidden temporary name and renamed when complete, so a
 run that stops midway leaves no half-written file under a name that readers pick up.
 
-`AccountedLines` (Beam-free) is told, with each line, what the line accounts for ((key, units) pairs), and
-when it commits the file holding them it returns those counts: the stages that write dead letters and dry-run
-requests (`LinesFn`) hand them on as HANDLED items, which the ledger takes as proof that the lines are durably
-written.
+`AccountedLines` is told, with each line, what the line accounts for ((key, units) pairs), and when it commits
+the file holding them it returns those counts: a delivery (transforms.delivery) takes them as proof that its dead
+letters are durably written.
 """
 import collections
 import uuid
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindows
-
-from transforms.elements import ItemFn
-from transforms.flush_timer import FlushTimer
 
 DEAD_LETTERS = "dead_letters"
 REQUESTS = "requests"
@@ -119,43 +114,3 @@ class AccountedLines:
         self._part.commit()
         committed, self._accounts = list(self._accounts.items()), collections.Counter()
         return committed
-
-
-class LinesFn(ItemFn):
-    """A stage's DoFn that writes a line for each item of its KINDS to this run's part files, one committed every
-    flush and at the end of the bundle; once a file is committed, the items `committed(key, units)` makes of
-    each account of its lines go on. A subclass gives `line(item)`: (text, accounts) and `committed`."""
-
-    def __init__(self, directory, name, run_id, what, flush_seconds):
-        super().__init__()
-        self._args = (directory, name, run_id, what)
-        self._flush_seconds = flush_seconds
-        self._lines = self._flushes = None
-
-    def line(self, item):
-        raise NotImplementedError
-
-    def committed(self, key, units):
-        raise NotImplementedError
-
-    def start_bundle(self):
-        self._lines = AccountedLines(*self._args)
-        self._flushes = FlushTimer(self._flush_seconds)
-
-    def handle(self, item):
-        text, accounts = self.line(item)
-        self._lines.write(text, accounts)
-        yield from self.tick()
-
-    def tick(self):
-        if self._flushes.due():
-            yield from self._commit()
-
-    def _commit(self):
-        for key, units in self._lines.commit():
-            yield from self.committed(key, units)
-
-    def finish_bundle(self):
-        for item in self._commit():
-            # Every item is in the global window at the start of time (see elements.at_earliest_timestamp).
-            yield GlobalWindows.windowed_value(item)

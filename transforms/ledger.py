@@ -2,14 +2,11 @@
 
 A file is recorded (path, size, modification time) only when every event read from it, and every
 unreadable part of it, is accounted for: accepted by Segment, dropped or skipped and counted, or in a
-dead-letter file that is complete. `RecordInLedger` is the last stage of the chain a file's items travel
-down (see transforms.elements): it takes the FILE_READ of each file (the units it must see handled) and the
-HANDLED items of the stages before it (the filters' drops, the write stage's deliveries, the dead-letter
-writer's durable letters), and records a file as soon as its units have all come back, in the bundle that
-read it, committing its entries every flush: a run that is killed has recorded the files it finished, and
-the next run sends only the others again (their deterministic messageIds make the files in flight harmless
-within Segment's 24-hour deduplication). (The job also removes a run's entries when it fails or its summary
-does not balance.)
+dead-letter file that is complete. `RecordInLedger` takes the files each family's delivery finished (see
+transforms.delivery: a file is finished in the call that read it) and writes their entries, committed every
+flush: a run that is killed has recorded the files it finished before the last commit, and the next run sends
+only the others again (their deterministic messageIds make the files in flight harmless within Segment's
+24-hour deduplication). (The job also removes a run's entries when it fails or its summary does not balance.)
 
 Each run writes its own `entries-<run id>-*.jsonl` files and never rewrites another's, so two runs
 that overlap cannot lose each other's entries; a file both read is sent by both (and deduplicated).
@@ -22,26 +19,21 @@ ledger holds it with scope "" or with the current run's scope, for the current r
 another Segment source, or with other options, sends it again. Entries written before destinations were
 recorded hold none, and count for no destination.
 """
-import collections
 import datetime
 import hashlib
 import json
-import typing
 import uuid
 
 import apache_beam as beam
-from apache_beam.coders import coders
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+from apache_beam.transforms.window import GlobalWindows
 
-from transforms import jsonl, metrics
-from transforms.elements import FILE_READ, HANDLED, at_earliest_timestamp
-from transforms.flush_timer import DEFAULT_FLUSH_SECONDS, FlushTimer
+from currents_to_segment.transforms import jsonl, metrics
+from currents_to_segment.transforms.files import at_earliest_timestamp
+from currents_to_segment.transforms.flush_timer import DEFAULT_FLUSH_SECONDS, FlushTimer
 
 WHOLE_FILE = ""
 
@@ -169,11 +161,9 @@ class SkipFilesInLedger(beam.PTransform):
                 | "Global window" >> beam.WindowInto(GlobalWindows()))
 
 
-class _RecordCompleteFilesFn(beam.DoFn):
-    """FILE_READ and HANDLED items → an entry, in this bundle's own entry files (one committed every flush and at
-    the end of the bundle), for each file whose units all came back within the bundle; what is left at the end
-    of the bundle (files not complete, units of files read elsewhere) goes on, keyed by path, to be joined with
-    the rest of the run's. Other items end here."""
+class _RecordFilesFn(beam.DoFn):
+    """(path, size, modified) of a finished file → its entry, in this bundle's own entry files (one committed every
+    flush and at the end of the bundle)."""
 
     def __init__(self, ledger_dir, run_id, scope, destination, flush_seconds):
         super().__init__()
@@ -181,7 +171,7 @@ class _RecordCompleteFilesFn(beam.DoFn):
         self._destination = destination
         self._flush_seconds = flush_seconds
         self._part = self._flushes = None
-        self._reads, self._units, self._written = {}, collections.Counter(), 0
+        self._written = 0
 
     def setup(self):
         self._recorded = metrics.counter(metrics.LEDGER_FILES_RECORDED)
@@ -189,27 +179,11 @@ class _RecordCompleteFilesFn(beam.DoFn):
     def start_bundle(self):
         self._part = jsonl.PartFile(self._ledger_dir, jsonl.LEDGER_ENTRIES, self._run_id, "ledger entries")
         self._flushes = FlushTimer(self._flush_seconds)
-        self._reads, self._units, self._written = {}, collections.Counter(), 0
+        self._written = 0
 
-    def process(self, item):
-        kind = item[0]
-        if kind == FILE_READ:
-            _, _, file, units = item
-            path = file[0]
-            self._reads[path] = (file, units)
-        elif kind == HANDLED:
-            _, _, path, units = item
-            self._units[path] += units
-        else:  # a TICK, or an item no earlier stage took (none does in the job)
-            if self._flushes.due():
-                self._commit()
-            return
-        read = self._reads.get(path)
-        if read is not None and self._units[path] == read[1]:
-            del self._reads[path]
-            self._units.pop(path, None)
-            self._part.write(json.dumps(entry(read[0], self._run_id, self._scope, self._destination)))
-            self._written += 1
+    def process(self, file):
+        self._part.write(json.dumps(entry(tuple(file), self._run_id, self._scope, self._destination)))
+        self._written += 1
         if self._flushes.due():
             self._commit()
 
@@ -220,70 +194,12 @@ class _RecordCompleteFilesFn(beam.DoFn):
 
     def finish_bundle(self):
         self._commit()
-        for path, read in self._reads.items():
-            yield GlobalWindows.windowed_value((path, (_FILE, read)))
-        for path, units in self._units.items():
-            yield GlobalWindows.windowed_value((path, (_HANDLED, units)))
-
-
-_FILE, _HANDLED = "file", "handled"
-
-
-class _RecordJoinedFilesFn(beam.DoFn):
-    """(path, (FILE, (file, units)) or (HANDLED, units)) of files not complete within one bundle, joined by path in
-    Beam state → the ledger entry of each file as soon as its units have all come back (in a batch run and in a
-    watch alike), in this bundle's own entry file. A file still short of units when the run ends is counted as
-    unbalanced (not recorded)."""
-
-    PARTS = BagStateSpec("parts", coders.StrUtf8Coder())  # each part as JSON: [kind, value]
-    END = TimerSpec("end", TimeDomain.WATERMARK)
-
-    def __init__(self, ledger_dir, run_id, scope, destination):
-        super().__init__()
-        self._ledger_dir, self._run_id, self._scope = ledger_dir, run_id, scope
-        self._destination = destination
-        self._part, self._written = None, 0
-
-    def setup(self):
-        self._recorded = metrics.counter(metrics.LEDGER_FILES_RECORDED)
-        self._unbalanced = metrics.counter(metrics.LEDGER_FILES_UNBALANCED)
-
-    def start_bundle(self):
-        self._part = jsonl.PartFile(self._ledger_dir, jsonl.LEDGER_ENTRIES, self._run_id, "ledger entries")
-        self._written = 0
-
-    def process(self, keyed, parts=beam.DoFn.StateParam(PARTS), end=beam.DoFn.TimerParam(END)):
-        _, part = keyed
-        parts.add(json.dumps(part))
-        joined = [json.loads(one) for one in parts.read()]
-        reads = [value for kind, value in joined if kind == _FILE]
-        if reads and sum(value for kind, value in joined if kind == _HANDLED) == sum(units for _, units in reads):
-            for file, _ in reads:
-                self._part.write(json.dumps(entry(file, self._run_id, self._scope, self._destination)))
-                self._written += 1
-            parts.clear()
-            end.clear()
-        else:
-            end.set(GlobalWindow().max_timestamp())
-
-    @on_timer(END)
-    def at_end(self, parts=beam.DoFn.StateParam(PARTS)):
-        self._unbalanced.inc(sum(1 for one in parts.read() if json.loads(one)[0] == _FILE))
-        parts.clear()
-
-    def finish_bundle(self):
-        self._part.commit()
-        self._recorded.inc(self._written)
 
 
 class RecordInLedger(beam.PTransform):
-    """Items (their FILE_READ and HANDLED) → this run's ledger entries, one per file whose units are all handled,
-    written as `entries-<run id>-<part>.jsonl` under the ledger folder.
-
-    A file whose FILE_READ and units one bundle of this stage sees (every file, when the chain before it is fused
-    with the read, as on FnApiRunner and Prism) is recorded by that bundle, at the next flush (`flush_seconds`)
-    or at its end; any other file is recorded once a join by path in Beam state has all of its units.
-    """
+    """(path, size, modified) of each finished file → this run's ledger entries, written as
+    `entries-<run id>-<part>.jsonl` under the ledger folder, committed every `flush_seconds` and at the end of each
+    bundle (so a run that is killed has recorded what it finished before the last commit)."""
 
     def __init__(self, ledger_dir, run_id, scope=WHOLE_FILE, destination=None, flush_seconds=DEFAULT_FLUSH_SECONDS):
         super().__init__()
@@ -293,13 +209,9 @@ class RecordInLedger(beam.PTransform):
         self._destination = destination
         self._flush_seconds = flush_seconds
 
-    def expand(self, items):
-        return (items
-                | "Record complete files" >> beam.ParDo(_RecordCompleteFilesFn(
-                    self._ledger_dir, self._run_id, self._scope, self._destination, self._flush_seconds)
-                ).with_output_types(typing.Tuple[str, typing.Any])  # keyed by path: a deterministic key coder
-                | "Record the rest, joined by file" >> beam.ParDo(_RecordJoinedFilesFn(
-                    self._ledger_dir, self._run_id, self._scope, self._destination)))
+    def expand(self, files):
+        return files | "Write entries" >> beam.ParDo(_RecordFilesFn(
+            self._ledger_dir, self._run_id, self._scope, self._destination, self._flush_seconds))
 
 
 def recorded(ledger_dir, any_key=False):

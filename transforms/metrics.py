@@ -15,38 +15,43 @@ import threading
 
 from apache_beam.metrics import Metrics
 
+from currents_to_segment.transforms import delivery, senders
+from currents_to_segment.transforms.currents import records
+from currents_to_segment.transforms.segment import api as segment_api
+
 NAMESPACE = "currents_to_segment"
 
+# The counters' names are those the Beam-free parts count under (one definition each); here they are in one list.
 # Per-event-type counters are named "<metric>:<event type>".
-READ = "read"
-DROPPED_NO_EXTERNAL_ID = "dropped_no_external_id"
-DROPPED_NO_ID = "dropped_no_id"  # with anonymous users sent: neither an external id nor a Braze user id
-UNSUPPORTED_EVENT_TYPE = "unsupported_event_type"
-SENT = "sent"
-DEAD_LETTERED = "dead_lettered"
-OUTSIDE_TIME_RANGE = "outside_time_range"  # only with --by_event_time
+READ = delivery.READ
+DROPPED_NO_EXTERNAL_ID = records.DROPPED_NO_EXTERNAL_ID
+DROPPED_NO_ID = records.DROPPED_NO_ID  # with anonymous users sent: neither an external id nor a Braze user id
+UNSUPPORTED_EVENT_TYPE = delivery.UNSUPPORTED_EVENT_TYPE
+SENT = senders.SENT
+DEAD_LETTERED = delivery.DEAD_LETTERED
+OUTSIDE_TIME_RANGE = records.OUTSIDE_TIME_RANGE  # only with --by_event_time
 # What each event read ends as, exactly one of these: the summary balances when they add up to READ.
 OUTCOMES = (DROPPED_NO_EXTERNAL_ID, DROPPED_NO_ID, UNSUPPORTED_EVENT_TYPE, OUTSIDE_TIME_RANGE, SENT, DEAD_LETTERED)
 
 # Plain counters.
 FILES_LISTED = "files_listed"
-FILES_READ = "files_read"
+FILES_READ = delivery.FILES_READ
 FILES_OF_OTHER_TYPES = "files_of_other_types"  # matched, but of a type --event_types leaves out: not read
-UNREADABLE_FILES = "unreadable_files"
-REQUESTS = "requests"
-RETRIES = "retries"
-RETRIES_EXHAUSTED = "retries_exhausted"  # events dead-lettered because Segment stayed unreachable
-REJECTED_BY_SEGMENT = "rejected_by_segment"  # events Segment answered 400/413 for
+UNREADABLE_FILES = delivery.UNREADABLE_FILES
+REQUESTS = senders.REQUESTS  # HTTP attempts, retries included
+RETRIES = senders.RETRIES
+RETRIES_EXHAUSTED = segment_api.RETRIES_EXHAUSTED  # events dead-lettered because Segment stayed unreachable
+REJECTED_BY_SEGMENT = segment_api.REJECTED_BY_SEGMENT  # events Segment answered 400/413 for
 # Dead letters as the stages make them, before they are written (for progress lines; the summary counts them
 # once their file is complete, under DEAD_LETTERED and UNREADABLE_FILES).
-DEAD_LETTERS_MADE = "dead_letters_made"
+DEAD_LETTERS_MADE = delivery.DEAD_LETTERS_MADE
 # Seconds the requests to Segment were held back (pacing, Retry-After, retry backoffs), under the name Beam's own IOs
 # give the time they are throttled, which Dataflow's autoscaler reads.
 THROTTLING_SECONDS = "cumulativeThrottlingSeconds"
-DUPLICATE_IDS = "duplicate_ids"  # events whose messageId another event of the same bundle and window has
+DUPLICATE_IDS = delivery.DUPLICATE_IDS  # events whose messageId another event of the same bundle has
 LEDGER_FILES_SKIPPED = "ledger_files_skipped"
 LEDGER_FILES_RECORDED = "ledger_files_recorded"
-LEDGER_FILES_UNBALANCED = "ledger_files_unbalanced"  # read, but not every event accounted for: not recorded
+LEDGER_FILES_UNBALANCED = delivery.FILES_UNBALANCED  # read, but not every event accounted for: not recorded
 LEDGER_FILES_ELSEWHERE = "ledger_files_elsewhere"  # in the ledger for other destinations only: read and sent
 
 _tally = collections.Counter()

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from transforms import metrics
+from currents_to_segment.transforms import metrics
 
 TROUBLE_AFTER = 3  # failed attempts in a row before a warning
 TROUBLE_SECONDS = 10.0  # or failures for this long
@@ -34,12 +34,12 @@ LINE_PREFIXES = ("progress ", "warning: Segment ", "Segment answers again ")
 
 @dataclass(frozen=True)
 class ProgressSettings:
-    """interval_seconds between progress lines (0: none); budget: the retry budget of one request, in words;
+    """interval_seconds between progress lines (0: none); retry_budget: the retry budget of one request, in words;
     tally_dir: a local folder where each process writes its counters every TALLY_SECONDS ("": none), for the
     summary of a run whose worker processes fail (see metrics.write_tally)."""
 
     interval_seconds: float = 10.0
-    budget: str = ""
+    retry_budget: str = ""
     tally_dir: str = ""
 
 
@@ -168,7 +168,7 @@ class Reporter:
             self._stream.flush()
 
     def observe(self, attempt):
-        """Called by the Segment client after each HTTP attempt (a segment_client.Attempt)."""
+        """Called by the Segment client after each HTTP attempt (a transforms.segment.api.Attempt)."""
         with self._lock:
             if attempt.failed and not attempt.transient:
                 return  # a 400 is the events' fault, not Segment's
@@ -194,7 +194,7 @@ class Reporter:
     def _trouble_text(self):
         return (f"warning: Segment has failed {self._failures} attempt{'' if self._failures == 1 else 's'} in a row since "
                 f"{_clock_text(self._trouble_since)} (last: {self._last_failure}; attempt {self._last_attempt} of this "
-                f"request); each request is retried for up to {self._settings.budget or 'its retry budget'}, then its "
+                f"request); each request is retried for up to {self._settings.retry_budget or 'its retry budget'}, then its "
                 "events are dead-lettered as retries_exhausted")
 
     def _write_line(self, text):

@@ -29,7 +29,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms import ledger, metrics, progress
+from currents_to_segment.transforms import ledger, metrics, progress
 
 STOP_CHECK_SECONDS = 1.0
 _FOREVER = 2 ** 62  # listings in the restriction: more than any run makes

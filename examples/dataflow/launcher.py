@@ -9,7 +9,7 @@ When the launcher asks only for the job graph (`--template_location`), Dataflow 
 program has ended: the job prints that no counters are available yet, and they are on the job's
 Dataflow page, its dead letters under --dead_letter_output.
 """
-from pipeline.main import cli
+from currents_to_segment.pipeline.main import cli
 
 if __name__ == "__main__":
     cli()

@@ -1,17 +1,19 @@
-"""Map: each record of a RECORDS item to one Segment track call, serialized once (a CALLS item).
+"""Currents records → Segment track calls, serialized once.
 
-`to_track` builds the call exactly as the mapping's row says (its properties and context and nothing else,
-unless passthrough is on), with `userId` = external_user_id when the user has one and `anonymousId` = the
-Braze user id (`user_id`) when the mapping sends it on every call (current) or the user has no external id
-(anonymous users, when they are sent); a TrackBuilder does the same for the many records of one type, its
-row's plan made once; `serialize` turns a call into the compact JSON bytes (orjson) every later stage uses.
+`TrackBuilder` builds the call exactly as the mapping's row says (its properties and context and nothing else,
+unless passthrough is on), with `userId` = external_user_id when the user has one and `anonymousId` = the Braze
+user id (`user_id`) when the mapping sends it on every call (current) or the user has no external id (anonymous
+users, when they are sent); its row's plan is made once for the many records of one type. `serialize` turns a call
+into the compact JSON bytes (orjson) every later step uses. `TrackSettings` is everything that shapes the calls.
 
-A record that cannot be mapped costs only itself: it becomes an `invalid_record` dead letter with the
-reason, and the run goes on. Among the reasons: a `time` that is not an integer of UNIX seconds in the
-years 1970 to 9999 UTC (a value that looks like milliseconds or microseconds is not converted, since
-Currents writes seconds: the letter says which unit it looks like), an `external_user_id` or `user_id`
-sent as an id holding NUL or other control characters or only invisible ones, an `id` over Segment's
-100-character messageId limit, a value JSON cannot carry (NaN, infinities, bytes).
+A record that cannot be mapped costs only itself: the builder raises with the reason (the delivery makes it an
+`invalid_record` dead letter). Among the reasons: a `time` that is not an integer of UNIX seconds in the years
+1970 to 9999 UTC (a value that looks like milliseconds or microseconds is not converted, since Currents writes
+seconds: the message says which unit it looks like), an `external_user_id` or `user_id` sent as an id holding NUL
+or other control characters or only invisible ones, an `id` over Segment's 100-character messageId limit, a value
+JSON cannot carry (NaN, infinities, bytes).
+
+Knows nothing of Beam; imports no Beam module.
 """
 import hashlib
 import importlib.metadata
@@ -23,18 +25,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping as MappingType, Optional
 
-import apache_beam as beam
 import orjson
 
-from transforms import elements, metrics
-from transforms.catalog import CLASSIC, CONVERTERS, Mapping
-from transforms.elements import EVENT_TOO_LARGE, INVALID_RECORD, RECORDS, ItemFn
-from transforms.segment_client import MAX_EVENT_BYTES
+from currents_to_segment.transforms.currents.catalog import CLASSIC, CONVERTERS, Mapping
+from currents_to_segment.transforms.currents.records import BRAZE_ID_FIELD, has_text
 
 DISTRIBUTION = "braze-currents-to-segment"
 # Fields that become userId, timestamp and messageId rather than properties (and user_id, when it is anonymousId).
 _ENVELOPE_FIELDS = frozenset({"id", "time", "external_user_id"})
-BRAZE_ID_FIELD = "user_id"
 # Timestamps Segment can be sent as ISO-8601 with a 4-digit year: 1970-01-01 up to 10000-01-01 (excluded).
 END_OF_YEAR_9999 = 253_402_300_800
 MAX_MESSAGE_ID_CHARS = 100  # Segment's limit
@@ -64,11 +62,6 @@ def event_time(value):
     looks_like = next((f" (it looks like {unit})" for unit, per_second in _SMALLER_UNITS
                        if value // per_second in _PLAUSIBLE_SECONDS), "")
     raise ValueError(f"time {value} is outside the years 1970-9999 as UNIX seconds{looks_like}")
-
-
-def has_text(value):
-    """True when a value is a string with something besides white space."""
-    return isinstance(value, str) and bool(value.strip())
 
 
 def identity(value, field="external_user_id"):
@@ -229,7 +222,7 @@ def _values(document):
 
 
 @dataclass(frozen=True)
-class MappingSettings:
+class TrackSettings:
     """How records become calls: the mapping (a catalog.Mapping), whether users without an external id are
     sent (anonymousId only), messageId namespace, passthrough of other fields, the `integrations` object sent
     with every call, and the property or trait names to redact or to hash."""
@@ -250,65 +243,3 @@ class MappingSettings:
                 "message_id_namespace": self.message_id_namespace, "passthrough_fields": self.passthrough,
                 "integrations": self.integrations, "redact_fields": sorted(self.redact),
                 "hash_fields": sorted(self.hashed)}
-
-
-class _MapToTrackFn(ItemFn):
-    """RECORDS → a CALLS item of their calls, (time, messageId, payload) each, and an invalid_record LETTER for
-    each record no call can be made of, or an event_too_large LETTER for a call over 32,000 bytes (Segment would
-    reject the whole request carrying it)."""
-
-    KINDS = (RECORDS,)
-
-    def __init__(self, settings):
-        super().__init__()
-        self._settings = settings
-        self._builders = {}
-
-    def setup(self):
-        self._letters = metrics.counter(metrics.DEAD_LETTERS_MADE)
-        settings = self._settings
-        namespace = namespace_uuid(settings.message_id_namespace)
-        self._builder = lambda event_type: TrackBuilder(
-            event_type, mapping=settings.mapping, namespace=namespace, passthrough=settings.passthrough,
-            integrations=settings.integrations)
-        self._protect = (lambda message: protect(message, settings.redact, settings.hashed)) if (
-            settings.redact or settings.hashed) else None
-
-    def handle(self, item):
-        _, event_type, source_file, block = item
-        builder = self._builders.get(event_type)
-        if builder is None:
-            builder = self._builders[event_type] = self._builder(event_type)
-        made, letters = [], []
-        for record in block:
-            try:
-                message = builder.build(record)
-                if self._protect:
-                    self._protect(message)
-                payload = orjson.dumps(message)  # the builder has checked every value it took from the record
-            except Exception as error:  # pylint: disable=broad-except  # any value that cannot be mapped costs its record
-                letters.append(elements.record_letter(event_type, source_file, record, INVALID_RECORD, error))
-                continue
-            if len(payload) > MAX_EVENT_BYTES:
-                letters.append(elements.call_letter(
-                    event_type, source_file, message["messageId"], payload, EVENT_TOO_LARGE,
-                    error=f"{len(payload)} bytes serialized, Segment accepts at most {MAX_EVENT_BYTES}"))
-                continue
-            made.append((record["time"], message["messageId"], payload))
-        if made:
-            yield elements.calls(event_type, source_file, made)
-        if letters:
-            self._letters.inc(len(letters))
-            for letter in letters:
-                yield elements.letter_item(letter)
-
-
-class ToSegmentTrack(beam.PTransform):
-    """Items → items whose RECORDS are mapped to CALLS (and dead letters), as the MappingSettings say."""
-
-    def __init__(self, settings=MappingSettings()):
-        super().__init__()
-        self._settings = settings
-
-    def expand(self, items):
-        return items | "To track calls" >> beam.ParDo(_MapToTrackFn(self._settings))

@@ -1,10 +1,11 @@
-"""Where the Segment write key comes from, resolved where it is used.
+"""Where the Segment write key comes from, resolved where it is used. Imports no Beam module.
 
 The key never travels in pipeline options (runners display those): the job carries a KeySource,
 and the sink resolves it when it starts. In order of preference:
 
 1. the environment (`SEGMENT_WRITE_KEY`): the variable's name travels, not the key;
-2. a file (`--segment_write_key_file`, any Beam filesystem): its path travels;
+2. a file (`--segment_write_key_file`, read by the `read_file` the caller gives: any Beam filesystem): its path
+   travels;
 3. GCP Secret Manager (`--segment_write_key_secret projects/P/secrets/S/versions/V`): its name travels;
 4. `--segment_write_key KEY`: the key itself is pickled into the job (never shown, but stored).
 """
@@ -30,10 +31,9 @@ class KeySource(NamedTuple):
     __str__ = __repr__
 
 
-def _from_file(path):
-    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-    with FileSystems.open(path) as stream:
-        return stream.read().decode("utf-8").strip()
+def _read_local_file(path):
+    with open(path, "rb") as stream:
+        return stream.read()
 
 
 def _from_secret_manager(name):
@@ -46,14 +46,14 @@ def _from_secret_manager(name):
     return response.payload.data.decode("utf-8").strip()
 
 
-_READERS = {ENV: lambda name: os.environ.get(name, "").strip(), FILE: _from_file,
-            SECRET: _from_secret_manager, VALUE: lambda key: key}
-
-
-def resolve(source):
-    """The write key of a KeySource; WriteKeyError when it is missing or cannot be read."""
+def resolve(source, read_file=_read_local_file):
+    """The write key of a KeySource (`read_file(path)` → bytes reads a key file); WriteKeyError when it is missing
+    or cannot be read."""
+    readers = {ENV: lambda name: os.environ.get(name, "").strip(),
+               FILE: lambda path: read_file(path).decode("utf-8").strip(),
+               SECRET: _from_secret_manager, VALUE: lambda key: key}
     try:
-        key = _READERS[source.kind](source.reference)
+        key = readers[source.kind](source.reference)
     except WriteKeyError:
         raise
     except Exception as error:  # pylint: disable=broad-except  # each store fails its own way

@@ -1,0 +1,295 @@
+"""One file's way to Segment, in one place: decode its blocks → keep the records that are sent → map them to track
+calls → cut the calls into requests → send → dead-letter what could not be sent → say that the file is finished.
+
+`Delivery` does this for the files of one worker, one after the other, in the order they come. A file is *finished*
+once every unit of it is accounted for: each record read is dropped and counted, or accepted by Segment, or in a
+dead-letter file that is complete; and each unreadable part of it has its letter in such a file. Requests are cut
+across files (a small file does not make a small request of its own) and several are in flight at once, so a file
+may finish while later ones are read: `deliver(file)` returns the files finished since the last call; `flush()`
+sends what is held, waits for every answer, makes the letters durable and returns the files finished since, so that
+every file handed in before is finished when it returns; `finish()` does the same at the end of a bundle (a Beam
+bundle ends only then: a file is finished in the bundle that read it).
+
+A file that cannot be opened or read to its end (deleted since the listing, storage unreachable) is one
+`unreadable_file` letter for what was not read, and is never returned: the ledger does not record it, and a later
+run reads it again. Corruption costs only what it touches (see transforms.currents.avro_blocks): an unreadable
+header is one letter for the whole file, each skipped region one letter with its byte range, a record whose strings
+are not UTF-8 an `invalid_record` letter.
+
+Events with the same messageId (Currents delivers at least once) are counted as duplicate ids when the second comes
+within the last ids this worker saw in its bundle (`RecentIds`); both are sent, and Segment deduplicates them.
+
+The parts it is made of know one thing each (Currents: transforms.currents; Segment: transforms.segment), and so does
+this module: it imports no Beam module. What it counts goes to a `count(name, n)` it is given; where letters go
+(`letters`: an AccountedLines) and how requests are sent (`sender`: see transforms.senders) too.
+"""
+from typing import NamedTuple, Optional
+
+import orjson
+
+from currents_to_segment.transforms import letters as dead_letters
+from currents_to_segment.transforms.currents import avro_blocks, records as currents_records
+from currents_to_segment.transforms.currents.catalog import Mapping
+from currents_to_segment.transforms.currents.records import RecordFilter
+from currents_to_segment.transforms.currents.track_calls import TrackBuilder, TrackSettings, namespace_uuid, protect
+from currents_to_segment.transforms.letters import INVALID_RECORD
+from currents_to_segment.transforms.segment.api import EVENT_TOO_LARGE, MAX_EVENT_BYTES
+from currents_to_segment.transforms.segment.batching import Batcher, BatchSettings, RecentIds
+
+# Counter names (per event type: "<name>:<event type>").
+READ = "read"
+SENT = "sent"
+DEAD_LETTERED = "dead_lettered"
+UNSUPPORTED_EVENT_TYPE = "unsupported_event_type"
+FILES_READ = "files_read"
+UNREADABLE_FILES = "unreadable_files"
+DEAD_LETTERS_MADE = "dead_letters_made"
+DUPLICATE_IDS = "duplicate_ids"
+FILES_UNBALANCED = "ledger_files_unbalanced"
+
+
+class CurrentsFile(NamedTuple):
+    """A listed Currents file: its path, size, modification time (UNIX seconds) and event type (from its path or
+    its header; None when neither could be read)."""
+
+    path: str
+    size: int
+    modified: float
+    event_type: Optional[str]
+
+
+# Not a file: the route's word to a branch that it is time to send what it holds (see transforms.files).
+FLUSH = CurrentsFile(None, 0, 0.0, None)
+
+
+class StorageError(Exception):
+    """A file listed by the run could not be opened or read to its end."""
+
+
+class _Account:
+    """What is known of one file being delivered: its units (records read and unreadable parts) and how many are
+    accounted for."""
+
+    __slots__ = ("file", "event_type", "units", "handled", "read", "recordable")
+
+    def __init__(self, file):
+        self.file = file
+        self.event_type = file.event_type
+        self.units = self.handled = 0
+        self.read = False  # read to its end (or as far as it could be)
+        self.recordable = True  # False when part of it could not be read from storage
+
+    @property
+    def finished(self):
+        return self.read and self.handled == self.units
+
+
+def region_letter(path, event_type, region, events_read):
+    """The dead letter of a skipped region of a file (an avro_blocks.BadRegion)."""
+    return dead_letters.file_letter(path, event_type, region.error, events_read, (region.start, region.end),
+                                    region.records_lost)
+
+
+def undecodable_letter(path, event_type, undecodable):
+    """The invalid_record letter of a record some of whose strings are not UTF-8 (an UndecodableRecord)."""
+    problems = "; ".join(f"{field} is not valid UTF-8: {data!r}"[:300]
+                         for field, data in zip(undecodable.fields, undecodable.raw))
+    return dead_letters.record_letter(event_type, path, undecodable.record, INVALID_RECORD,
+                                      f"{problems} (the record shows those bytes as \\x escapes)")
+
+
+class Delivery:
+    """The files of one worker on their way to Segment (see the module doc).
+
+    mapping: the catalog.Mapping (types it has no row for are counted as unsupported_event_type); track: the
+    TrackSettings of the calls; record_filter: a RecordFilter; batch: BatchSettings; sender: submit/done/drain
+    of requests, each a list of (event type, file account, messageId, payload); letters: write(line, accounts) and
+    commit() → accounts; count(name, n): the counters.
+    """
+
+    def __init__(self, *, mapping: Mapping, track: TrackSettings, record_filter: RecordFilter, batch: BatchSettings,
+                 sender, letters, count):
+        self._mapping = mapping
+        self._track = track
+        self._filter = record_filter
+        self._window_seconds = batch.window_seconds
+        self._batcher = Batcher(batch)
+        self._seen = RecentIds()
+        self._open = {}  # the accounts of the files not finished yet
+        self._finished = []  # files finished since the last call returned
+        self._sender = sender
+        self._letters = letters
+        self._count = count
+        self._namespace = namespace_uuid(track.message_id_namespace)
+        self._builders = {}
+        self._protect = track.redact or track.hashed
+
+    # --- the work of one file --------------------------------------------------------------------------------
+
+    def deliver(self, file, open_stream):
+        """Deliver one CurrentsFile (`open_stream()`: a context manager of its bytes); the files finished since
+        the last call (this one among them, or not yet)."""
+        account = _Account(file)
+        self._open[id(account)] = account
+        events_read = 0
+        for piece in self._pieces(account, open_stream):
+            if isinstance(piece, avro_blocks.GoodBlock):
+                decoded = len(piece.records) + len(piece.undecodable)
+                account.units += decoded
+                self._count(f"{READ}:{account.event_type}", decoded)
+                self._records(account, piece.records)
+                for undecodable in piece.undecodable:
+                    self._letter(account, undecodable_letter(file.path, account.event_type, undecodable))
+                events_read += decoded
+            elif isinstance(piece, avro_blocks.BadRegion):
+                account.units += 1
+                self._letter(account, region_letter(file.path, account.event_type, piece, events_read))
+            else:  # the letter of a file that could not be read (further)
+                account.units += 1
+                self._letter(account, piece)
+            self._settle(self._sender.done())
+        self._count(FILES_READ, 1)
+        account.read = True
+        self._collect()
+        return self._take_finished()
+
+    def _pieces(self, account, open_stream):
+        """The GoodBlocks and BadRegions of a file in order, then, when it could not be read to its end, the letter
+        of what was not; errors of the reading only (a generator: what the caller raises is not caught here)."""
+        path, position, events_read = account.file.path, 0, 0
+        try:
+            with open_stream() as stream:
+                account.event_type, container = currents_records.open_file(path, stream)
+                for piece in container:
+                    if isinstance(piece, avro_blocks.GoodBlock):
+                        events_read += len(piece.records) + len(piece.undecodable)
+                    position = piece.end
+                    yield piece
+        except avro_blocks.CorruptHeader as error:  # not an Avro file, or a broken header: nothing can be read
+            yield dead_letters.file_letter(path, account.event_type, error, events_read, (0, account.file.size))
+        except Exception as error:  # pylint: disable=broad-except  # storage: gone since the listing, or unreachable
+            account.recordable = False  # the ledger must not record it: a later run reads it again
+            yield dead_letters.file_letter(
+                path, account.event_type,
+                StorageError(f"cannot read the file from storage: {type(error).__name__}: {error}"),
+                events_read, (position, account.file.size))
+
+    def _records(self, account, block):
+        """Filter, map and batch the records of one block."""
+        event_type, reason_of = account.event_type, self._filter.reason
+        kept, dropped = [], {}
+        for record in block:
+            reason = reason_of(record)
+            if reason is None:
+                kept.append(record)
+            else:
+                dropped[reason] = dropped.get(reason, 0) + 1
+        for reason, n in dropped.items():
+            self._count(f"{reason}:{event_type}", n)
+            account.handled += n
+        if not kept:
+            return
+        builder = self._builder(event_type)
+        if builder is None:  # a type the mapping does not send
+            self._count(f"{UNSUPPORTED_EVENT_TYPE}:{event_type}", len(kept))
+            account.handled += len(kept)
+            return
+        window_seconds, add, seen_before = self._window_seconds, self._batcher.add, self._seen.seen_before
+        ready, duplicates = [], 0
+        for record in kept:
+            try:
+                message = builder.build(record)
+                if self._protect:
+                    protect(message, self._track.redact, self._track.hashed)
+                payload = orjson.dumps(message)  # the builder has checked every value it took from the record
+            except Exception as error:  # pylint: disable=broad-except  # any value that cannot be mapped costs its record
+                self._letter(account, dead_letters.record_letter(event_type, account.file.path, record,
+                                                                 INVALID_RECORD, error))
+                continue
+            message_id = message["messageId"]
+            if len(payload) > MAX_EVENT_BYTES:
+                self._letter(account, dead_letters.call_letter(
+                    event_type, account.file.path, message_id, payload, EVENT_TOO_LARGE,
+                    error=f"{len(payload)} bytes serialized, Segment accepts at most {MAX_EVENT_BYTES}"))
+                continue
+            if seen_before(message_id):
+                duplicates += 1
+            ready += add(record["time"] // window_seconds, (event_type, account, message_id, payload), len(payload))
+        if duplicates:
+            self._count(DUPLICATE_IDS, duplicates)
+        for _, calls in ready:
+            self._settle(self._sender.submit(calls))
+
+    def _builder(self, event_type):
+        """The TrackBuilder of a type (None for a type the mapping does not send)."""
+        try:
+            return self._builders[event_type]
+        except KeyError:
+            track = self._track
+            builder = self._builders[event_type] = (
+                TrackBuilder(event_type, mapping=self._mapping, namespace=self._namespace,
+                             passthrough=track.passthrough, integrations=track.integrations)
+                if self._mapping.spec_for(event_type) is not None else None)
+            return builder
+
+    # --- accounting ------------------------------------------------------------------------------------------
+
+    def _letter(self, account, letter):
+        self._count(DEAD_LETTERS_MADE, 1)
+        self._letters.write(dead_letters.to_line(letter), (((account, letter["reason"]), 1),))
+
+    def _settle(self, answered):
+        """Account for the requests answered: accepted events are handled, the others dead-lettered."""
+        for calls, report in answered:
+            for index in report.accepted:
+                calls[index][1].handled += 1
+            for rejection in report.rejected:
+                event_type, account, message_id, payload = calls[rejection.index]
+                self._letter(account, dead_letters.call_letter(
+                    event_type, account.file.path, message_id, payload, rejection.reason,
+                    http_status=rejection.status, response_excerpt=rejection.response_excerpt))
+
+    def _commit_letters(self):
+        """Make the letters written so far durable, and account for them."""
+        for (account, reason), n in self._letters.commit():
+            if reason == dead_letters.UNREADABLE_FILE:
+                self._count(UNREADABLE_FILES, n)
+            else:
+                self._count(f"{DEAD_LETTERED}:{account.event_type}", n)
+            account.handled += n
+
+    def flush(self):
+        """Send every open request, wait for every answer, make the letters durable; the files finished since the
+        last call."""
+        self._flush()
+        return self._take_finished()
+
+    def _flush(self):
+        for _, calls in self._batcher.drain():
+            self._settle(self._sender.submit(calls))
+        self._settle(self._sender.drain())
+        self._commit_letters()
+        self._collect()
+
+    def _collect(self):
+        for key, account in list(self._open.items()):
+            if account.finished:
+                del self._open[key]
+                if account.recordable:
+                    self._finished.append(account.file)
+
+    def _take_finished(self):
+        finished, self._finished = self._finished, []
+        return finished
+
+    def finish(self):
+        """The end of a bundle: send and account for everything held; the files finished since the last call. A file
+        still not finished then (a bug: every unit is accounted for by now) is counted as unbalanced, and forgotten,
+        as are the messageIds seen (duplicates are counted per bundle)."""
+        self._flush()
+        unbalanced = [account for account in self._open.values() if account.recordable]
+        if unbalanced:
+            self._count(FILES_UNBALANCED, len(unbalanced))
+        self._open = {}
+        self._seen = RecentIds()
+        return self._take_finished()

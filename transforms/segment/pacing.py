@@ -1,0 +1,233 @@
+"""How fast requests to Segment go, and whether they go at all; thread-safe objects that every client of one
+process shares (see transforms.deliver, which holds them through Beam's Shared).
+
+- `Breaker`: once a request has used up its whole retry budget (Segment unreachable for longer), the following
+  requests are rejected as retries_exhausted without being sent, but for one probe every OUTAGE_PROBE_SECONDS,
+  until Segment answers again; so an outage costs one budget, not one per request.
+- `Pacer`: the process's share of the event budget (a `TokenBucket`; a request carries at most REQUEST_SECONDS of
+  it, so a workspace limit counted per second never sees a burst), lowered on 429 and restored as Segment
+  answers 2xx again; a Retry-After pauses every request of the process; and --max_requests_per_second.
+- `ThrottledTime`: the seconds during which at least one request was held back (waits that overlap count once).
+
+Knows nothing of Beam; imports no Beam module.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Callable
+
+OUTAGE_PROBE_SECONDS = 30.0  # during an outage, one attempt this often; the other requests are not sent
+# Under an event budget: a request carries at most this many seconds of it (and the bucket holds as much), the
+# rate is halved on a 429 at most once per _CUT_INTERVAL_SECONDS, down to _MIN_RATE_SHARE of the budget, and
+# each 2xx answer gives back _RECOVERY_STEP of it.
+REQUEST_SECONDS = 0.25
+_CUT_INTERVAL_SECONDS = 1.0
+_MIN_RATE_SHARE = 1 / 16
+_RECOVERY_STEP = 0.05
+
+class Breaker:
+    """Whether requests are sent: closed (all are) until a request has used up its retry budget; then open, and
+    only one attempt every OUTAGE_PROBE_SECONDS is made (a probe), until one is answered. Thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open = False
+        self._last_probe = 0.0
+        self._last_answer: object | None = None
+
+    def admit(self) -> tuple[bool, bool, object]:
+        """(send this request, as a probe, the last failure): when open, one caller per probe interval is let
+        through, and the others are told the last failure."""
+        with self._lock:
+            if not self._open:
+                return True, False, None
+            now = self._clock()
+            if now - self._last_probe >= OUTAGE_PROBE_SECONDS:
+                self._last_probe = now
+                return True, True, None
+            return False, False, self._last_answer
+
+    def trip(self, answer: object) -> None:
+        """A request used up its budget (or a probe failed): open, with this last failure."""
+        with self._lock:
+            if not self._open:
+                self._open, self._last_probe = True, self._clock()
+            self._last_answer = answer
+
+    def reset(self) -> None:
+        """Segment answered: closed."""
+        with self._lock:
+            self._open = False
+
+
+
+def request_events(events_per_second: float) -> int:
+    """The most events one request carries under this budget: REQUEST_SECONDS of it, at least one."""
+    return max(1, int(events_per_second * REQUEST_SECONDS))
+
+
+class TokenBucket:
+    """A token bucket; pure (the caller gives the time) and not thread-safe.
+
+    Tokens come at `rate` a second, up to `capacity`; it starts with `tokens` (default: full). `reserve(n, now)`
+    takes n tokens at once and returns how long to wait before using them: the balance may go below zero (a
+    request larger than the capacity still goes, later), and the callers after wait for that debt to be repaid.
+    """
+
+    def __init__(self, rate: float, capacity: float, now: float, tokens: float | None = None):
+        if not rate > 0 or capacity < 0:
+            raise ValueError(f"a token bucket needs a positive rate and a capacity of 0 or more, got {rate}, {capacity}")
+        self.rate = rate
+        self.capacity = capacity
+        self._tokens = capacity if tokens is None else tokens
+        self._updated = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._updated:
+            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+
+    def tokens(self, now: float) -> float:
+        """The balance at `now` (below zero: owed)."""
+        self._refill(now)
+        return self._tokens
+
+    def reserve(self, n: float, now: float) -> float:
+        """Take n tokens; the seconds from `now` until they are paid for."""
+        self._refill(now)
+        self._tokens -= n
+        return max(0.0, -self._tokens / self.rate)
+
+    def set_rate(self, rate: float, now: float) -> None:
+        """Tokens come at `rate` from `now` on."""
+        if not rate > 0:
+            raise ValueError(f"a token bucket needs a positive rate, got {rate}")
+        self._refill(now)
+        self.rate = rate
+
+
+class Pacer:
+    """How fast the clients that share it send; thread-safe.
+
+    With `events_per_second` (a budget), a request of k events waits for k tokens of a TokenBucket holding one
+    request's worth (`max_request_events`, REQUEST_SECONDS of the budget), which starts empty (workers that start
+    together do not burst together: from its start, a process never sends more than its budget); a 429 halves the rate (at most once per
+    _CUT_INTERVAL_SECONDS, down to _MIN_RATE_SHARE of the budget), and each 2xx answer gives back _RECOVERY_STEP of
+    the budget until the rate is the budget again. With `requests_per_second`, request starts are kept that far
+    apart. With or without them, an answer with Retry-After pauses every request until it has passed.
+    `acquire` blocks (with `sleep`) and tells `on_wait(seconds)` of each wait before it begins.
+    """
+
+    def __init__(self, events_per_second: float | None = None, requests_per_second: float | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        now = clock()
+        self.events_per_second = events_per_second
+        self.max_request_events = request_events(events_per_second) if events_per_second else None
+        self._events = (TokenBucket(events_per_second, self.max_request_events, now, tokens=0)
+                        if events_per_second else None)
+        self._requests = TokenBucket(requests_per_second, 1, now) if requests_per_second else None
+        self._paused_until = -math.inf
+        self._last_cut = -math.inf
+
+    @property
+    def rate(self) -> float | None:
+        """Events per second allowed now (None: no budget)."""
+        with self._lock:
+            return self._events.rate if self._events else None
+
+    def acquire(self, events: int, on_wait: Callable[[float], None] | None = None) -> float:
+        """Wait until a request of `events` events may start; the seconds waited."""
+        waited = self._sit_out_pause(on_wait)
+        with self._lock:
+            now = self._clock()
+            wait = max(self._events.reserve(events, now) if self._events else 0.0,
+                       self._requests.reserve(1, now) if self._requests else 0.0)
+        waited += self._wait(wait, on_wait)
+        # A pause that began while this request waited for its turn holds it too.
+        return waited + self._sit_out_pause(on_wait)
+
+    def wait_for_turn(self, on_wait: Callable[[float], None] | None = None) -> float:
+        """Wait, without taking anything, until a request could start: no pause, nothing owed to the buckets by
+        the requests already let go; the seconds waited. A caller that hands requests to other threads waits here
+        first, so that the requests it hands on do not queue in the pacer, taking room in flight."""
+        with self._lock:
+            now = self._clock()
+            owed = [self._paused_until - now]
+            for bucket in (self._events, self._requests):
+                if bucket is not None:
+                    owed.append(-bucket.tokens(now) / bucket.rate)
+        return self._wait(max(owed), on_wait)
+
+    def _sit_out_pause(self, on_wait) -> float:
+        waited = 0.0
+        while True:
+            with self._lock:
+                pause = self._paused_until - self._clock()
+            if pause <= 0:
+                return waited
+            waited += self._wait(pause, on_wait)
+
+    def _wait(self, seconds: float, on_wait) -> float:
+        if seconds <= 0:
+            return 0.0
+        if on_wait is not None:
+            on_wait(seconds)
+        self._sleep(seconds)
+        return seconds
+
+    def answered(self, status: int | None, retry_after: float | None = None) -> None:
+        """What an attempt got: a 429 lowers the rate, a 2xx restores some of it, a Retry-After pauses all."""
+        with self._lock:
+            now = self._clock()
+            if retry_after:
+                self._paused_until = max(self._paused_until, now + retry_after)
+            if self._events is None or status is None:
+                return
+            rate = self._events.rate
+            if status == 429:
+                if now - self._last_cut >= _CUT_INTERVAL_SECONDS:
+                    self._last_cut = now
+                    self._events.set_rate(max(rate / 2, self.events_per_second * _MIN_RATE_SHARE), now)
+            elif 200 <= status < 300 and rate < self.events_per_second:
+                self._events.set_rate(min(self.events_per_second, rate + self.events_per_second * _RECOVERY_STEP), now)
+
+
+class ThrottledTime:
+    """The seconds during which at least one of a stage's requests was held back; Beam-free, thread-safe.
+
+    `wait(seconds)` is told of each wait as it begins: waits of requests in flight together that overlap count
+    once. `take_whole_seconds()` returns the whole seconds not taken yet (Beam's throttling counter is an
+    integer), keeping the fraction for later.
+    """
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._covered_until = -math.inf
+        self._total = 0.0
+        self._taken = 0
+
+    def wait(self, seconds):
+        with self._lock:
+            now = self._clock()
+            start, end = max(now, self._covered_until), now + seconds
+            if end > start:
+                self._total += end - start
+                self._covered_until = end
+
+    @property
+    def total(self):
+        with self._lock:
+            return self._total
+
+    def take_whole_seconds(self):
+        with self._lock:
+            whole = int(self._total) - self._taken
+            self._taken += whole
+            return whole

@@ -1,0 +1,135 @@
+"""How a Delivery's requests go out: to Segment (`SegmentSender`), or, in a dry run, as the exact request bodies
+into files (`DryRunSender`). Both take requests as lists of calls, (event type, file account, messageId, payload)
+each, and return the requests answered as (calls, SendReport) pairs: `submit(calls)` those answered since (it may
+wait for room), `done()` likewise without waiting, `drain()` after waiting for every one.
+
+Counts go to `count(name, n)`, which must be thread-safe: a SegmentSender counts from its sending threads. Knows
+nothing of Beam; imports no Beam module.
+"""
+import collections
+import datetime
+import threading
+
+from currents_to_segment.transforms.delivery import DEAD_LETTERS_MADE
+from currents_to_segment.transforms.segment.api import (
+    REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED, SendReport, format_sent_at, request_body)
+from currents_to_segment.transforms.segment.client import SegmentClient
+from currents_to_segment.transforms.segment.in_flight import InFlight
+from currents_to_segment.transforms.segment.pacing import Breaker, Pacer, ThrottledTime
+
+SENT = "sent"  # per event type: "sent:<event type>"
+REQUESTS = "requests"  # HTTP attempts (retries included), or request bodies written in a dry run
+RETRIES = "retries"
+
+
+class ProcessSending:
+    """What the senders of one process share while they send to one endpoint in one run: one Breaker (an outage
+    costs one retry budget), one Pacer (the process's share of the event budget, and Retry-After pauses) and the
+    time the process had requests held back (ThrottledTime: waits of requests in flight together count once)."""
+
+    def __init__(self, settings):
+        self.breaker = Breaker()
+        self.pacer = Pacer(settings.events_per_second, settings.max_requests_per_second)
+        self.throttled = ThrottledTime()
+
+
+def _count_sent(count, calls, indexes):
+    for event_type, n in collections.Counter(calls[i][0] for i in indexes).items():
+        count(f"{SENT}:{event_type}", n)
+
+
+class SegmentSender:
+    """Requests POSTed to Segment, up to settings.requests_in_flight at once: each sending thread has a SegmentClient
+    of its own (a client is not thread-safe), and every client shares the process's `sending` (a ProcessSending:
+    the breaker, the pacer and the time throttled). `observer(attempt)` is told of every HTTP attempt, from the
+    sending threads. A request waits for its turn with the pacer in the caller's thread, so that requests do not
+    queue in flight for it."""
+
+    def __init__(self, write_key, settings, sending, count, observer=None):
+        self._key = write_key
+        self._settings = settings
+        self._sending = sending
+        self._count = count
+        self._observer = observer
+        self._local = threading.local()
+        self._clients = []
+        self._clients_lock = threading.Lock()
+        self._in_flight = InFlight(self._send, settings.requests_in_flight)
+
+    def _observe(self, attempt):
+        self._count(REQUESTS, 1)
+        if attempt.retrying:
+            self._count(RETRIES, 1)
+        if self._observer is not None:
+            self._observer(attempt)
+
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            sending = self._sending
+            client = self._local.client = SegmentClient(
+                self._key, self._settings, observer=self._observe, breaker=sending.breaker, pacer=sending.pacer,
+                on_wait=sending.throttled.wait)
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
+
+    def _send(self, calls):
+        """In a sending thread: POST one request's calls, and count what came of it."""
+        report = self._client().send([payload for _, _, _, payload in calls])
+        _count_sent(self._count, calls, report.accepted)
+        if report.rejected:
+            self._count(DEAD_LETTERS_MADE, len(report.rejected))
+            for reason in (RETRIES_EXHAUSTED, REJECTED_BY_SEGMENT):
+                n = sum(1 for rejection in report.rejected if rejection.reason == reason)
+                if n:
+                    self._count(reason, n)
+        return report
+
+    def submit(self, calls):
+        self._sending.pacer.wait_for_turn(self._sending.throttled.wait)
+        return self._in_flight.submit(calls)
+
+    def done(self):
+        return self._in_flight.done() if len(self._in_flight) else []
+
+    def drain(self):
+        return self._in_flight.drain()
+
+    def close(self):
+        self._in_flight.close()
+        for client in self._clients:
+            client.close()
+
+
+class DryRunSender:
+    """Dry run: the exact body that would be POSTed for each request (with an empty write key), as a line of `lines`
+    (a PartFile); once `drain()` has made the file durable, its events count as sent."""
+
+    def __init__(self, lines, count):
+        self._lines = lines
+        self._count = count
+        self._written = []
+
+    def submit(self, calls):
+        self._count(REQUESTS, 1)
+        sent_at = format_sent_at(datetime.datetime.now(datetime.timezone.utc))
+        self._lines.write(request_body([payload for _, _, _, payload in calls], "", sent_at).decode("utf-8"))
+        self._written.append(calls)
+        return []
+
+    def done(self):
+        return []
+
+    def drain(self):
+        self._lines.commit()
+        written, self._written = self._written, []
+        answered = []
+        for calls in written:
+            accepted = list(range(len(calls)))
+            _count_sent(self._count, calls, accepted)
+            answered.append((calls, SendReport(accepted=accepted, rejected=[], requests=0, retries=0)))
+        return answered
+
+    def close(self):
+        pass
