@@ -9,16 +9,14 @@ import datetime
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (
-    DirectOptions, FlinkRunnerOptions, PipelineOptions, PortableOptions, S3Options, StandardOptions, WorkerOptions)
+from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
 
-from currents_to_segment.pipeline import mapping_file, partitions
+from currents_to_segment.pipeline import mapping_file, partitions, runners
 from currents_to_segment.pipeline.options import (
     WRITE_KEY_ENV, ConfigError, CurrentsToSegmentOptions, field_names, key_source, resolve_endpoint,
     resolve_write_key, split_write_key, storage_reason, unknown_flags)
@@ -285,7 +283,7 @@ def _require_key(options, source):
 
 def _events_per_second_share(options):
     """The share of --max_events_per_second of each worker process (None: no budget)."""
-    return options.max_events_per_second / budget_workers(options)[0] if options.max_events_per_second else None
+    return options.max_events_per_second / runners.budget_workers(options)[0] if options.max_events_per_second else None
 
 
 def _request_events(options):
@@ -316,33 +314,6 @@ def _inputs(options, selection, unmatched):
             "event_types": options.event_types, "by_event_time": options.by_event_time,
             "late_hours": options.late_hours if options.by_event_time else None,
             "partitions": len(selection.partitions)}
-
-
-def budget_workers(options):
-    """(how many worker processes share --max_events_per_second, the option that says so): each process's clients
-    share one pacer, so the budget is split over the processes that send. Where the SDK workers run in this
-    process (FnApiRunner in memory or multi-threaded, Prism and Flink in their LOOPBACK default) that is 1."""
-    runner = (options.view_as(StandardOptions).runner or "").lower().rsplit(".", 1)[-1].replace("runner", "")
-    environment = (options.view_as(PortableOptions).environment_type or "").upper()
-    if runner == "dataflow":
-        google = options.view_as(WorkerOptions)
-        if google.max_num_workers:
-            return google.max_num_workers, "--max_num_workers"
-        return (google.num_workers, "--num_workers") if google.num_workers else (1, "no --max_num_workers")
-    if runner == "flink":
-        flink = options.view_as(FlinkRunnerOptions)
-        if environment == "LOOPBACK" or (not environment and flink.flink_master in ("[local]", "[auto]")):
-            return 1, "Flink's workers in this process"
-        if flink.parallelism and flink.parallelism > 0:
-            return flink.parallelism, "--parallelism"
-        return 1, "no --parallelism"
-    if runner == "prism":
-        return 1, "Prism's workers in one process"
-    direct = options.view_as(DirectOptions)
-    if direct.direct_running_mode == "multi_processing":
-        workers = direct.direct_num_workers or os.cpu_count() or 1
-        return workers, "--direct_num_workers"
-    return 1, "the workers in this process"
 
 
 def budget_advice(options):
@@ -384,15 +355,6 @@ def _record_filter(options, selection):
     return RecordFilter(options.include_anonymous_users, time_range)
 
 
-def run_dir(pipeline_options, run_id):
-    """The local folder of a run whose workers run on this machine (every runner but Dataflow's): the run's log,
-    and the tallies its worker processes leave for the summary of a failure; None for Dataflow."""
-    runner = pipeline_options.view_as(StandardOptions).runner or ""
-    if runner.lower().replace("runner", "") == "dataflow" or runner.endswith(".DataflowRunner"):
-        return None
-    return os.path.join(tempfile.gettempdir(), f"currents-to-segment-{run_id}")
-
-
 def _plan_destination(options, source, mapping):
     """The destination a --plan with --ledger compares the ledger's entries with; without a readable write key,
     its key part is unknown (entries of any key count)."""
@@ -426,6 +388,7 @@ def load(argv, run_id):
     reject_unknown_flags(argv)
     key_flag, argv = split_write_key(argv)
     pipeline_options = PipelineOptions(argv)
+    runners.keep_job_streams_open(pipeline_options, argv)
     # Listing happens here too (inputs, partitions, plan): with the job's filesystem options
     # (endpoints, credentials of S3, GCS, Azure).
     FileSystems.set_options(pipeline_options)
@@ -441,7 +404,7 @@ def load(argv, run_id):
     write_key = _require_key(options, source)
     client = None if options.dry_run_output else _client_settings(options)
     track = _track(options, mapping)
-    local_dir = run_dir(pipeline_options, run_id)
+    local_dir = runners.run_dir(pipeline_options, run_id)
     config = JobConfig(
         run_id=run_id, started=datetime.datetime.now(datetime.timezone.utc), selection=selection,
         inputs=_inputs(options, selection, unmatched), dead_letter_output=options.dead_letter_output,

@@ -95,7 +95,7 @@ class CurrentsToSegmentOptions(PipelineOptions):
         parser.add_argument(
             "--mapping_file", default=None, metavar="PATH",
             help="A JSON file (any Beam filesystem) of changes to a built-in mapping: rename events, drop types, "
-                 "add types, add or remove properties (see the README). Checked before anything runs.")
+                 "add types, add or remove properties (see docs/events.md). Checked before anything runs.")
         parser.add_argument(
             "--include_anonymous_users", action="store_true", default=False,
             help="Also send the events of users without an external id, with anonymousId (their Braze user id) "
@@ -200,7 +200,7 @@ class CurrentsToSegmentOptions(PipelineOptions):
             help="Event budget of the whole job: Segment queues, or answers 429, past about 1,000 events/s per "
                  "workspace. Each worker process takes its share, N divided by the workers the options name: "
                  "--direct_num_workers with --direct_running_mode=multi_processing, --max_num_workers (else "
-                 "--num_workers) on Dataflow (which runs one SDK process per vCPU: see the README), --parallelism "
+                 "--num_workers) on Dataflow (which runs one SDK process per vCPU: see docs/delivery.md), --parallelism "
                  "on Flink with workers outside this process; 1 where "
                  "the workers run in this process (FnApiRunner in memory, Prism and Flink in their LOOPBACK "
                  "default). Events are paced with a token bucket (requests of at most a quarter of a second of "
@@ -208,10 +208,10 @@ class CurrentsToSegmentOptions(PipelineOptions):
                  "Retry-After pauses all of the process's requests. Default: no budget.")
         parser.add_argument(
             "--max_requests_in_flight", type=int, default=DEFAULT_REQUESTS_IN_FLIGHT, metavar="N",
-            help="Requests each sending stage of a worker keeps in flight at once (one per event family), each "
+            help="Requests each family's delivery in a worker keeps in flight at once, each "
                  "with a thread and a connection of its own; a bundle still ends only when each of its events "
                  "is accepted or dead-lettered. The slower Segment answers, the more this speeds a run up (see "
-                 f"the README); 1 sends one request at a time. Default {DEFAULT_REQUESTS_IN_FLIGHT}.")
+                 f"docs/delivery.md); 1 sends one request at a time. Default {DEFAULT_REQUESTS_IN_FLIGHT}.")
         parser.add_argument(
             "--max_retry_attempts", type=int, default=None, metavar="N",
             help="At most this many attempts per request on transient errors (429, 5xx, network, no answer), "

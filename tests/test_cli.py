@@ -5,7 +5,9 @@ import sys
 
 import pytest
 from apache_beam.io.filesystem import BeamIOError
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
+from currents_to_segment.pipeline import runners
 from currents_to_segment.pipeline.main import main
 from currents_to_segment.pipeline.options import storage_reason
 
@@ -68,3 +70,18 @@ def test_a_storage_error_is_told_in_one_line_with_its_innermost_cause():
     assert storage_reason(wrapped) == "403 Forbidden: no storage.objects.list"
     retried = exceptions.RetryError("Timeout of 120.0s exceeded", ConnectionError("Failed to resolve 'storage'\n..."))
     assert storage_reason(retried) == "Timeout of 120.0s exceeded (last error: Failed to resolve 'storage')"
+
+
+@pytest.mark.parametrize("args,timeout", [
+    (["--runner=PrismRunner"], runners.JOB_STREAMS_SECONDS),
+    (["--runner=FlinkRunner", "--flink_master=[local]"], runners.JOB_STREAMS_SECONDS),
+    (["--runner=PrismRunner", "--job_server_timeout=60"], 60),  # the user's own, kept
+    (["--runner=PortableRunner", "--job_endpoint=localhost:8099"], 300),  # Beam's wait for that server, kept
+    (["--runner=FnApiRunner"], 300),  # not a portable runner: Beam's default, unused
+])
+def test_a_portable_run_is_not_cut_off_by_beams_job_server_timeout(args, timeout):
+    """Beam follows a portable job through streams whose deadline is --job_server_timeout (300 s by default): a
+    5,000,000-event replay on Prism failed at 5 minutes with DEADLINE_EXCEEDED before this."""
+    options = PipelineOptions(args)
+    runners.keep_job_streams_open(options, args)
+    assert options.view_as(PortableOptions).job_server_timeout == timeout

@@ -115,7 +115,10 @@ class DryRunSender:
         self._count(REQUESTS, 1)
         sent_at = format_sent_at(datetime.datetime.now(datetime.timezone.utc))
         self._lines.write(request_body([payload for _, _, _, payload in calls], "", sent_at).decode("utf-8"))
-        self._written.append(calls)
+        # Kept until the file is durable: who the calls are of, not the calls (their payloads are in the file).
+        self._written.append([who for (event_type, account), n in collections.Counter(
+            (event_type, account) for event_type, account, _, _ in calls).items()
+            for who in [(event_type, account, None, None)] * n])
         return []
 
     def done(self):

@@ -3,7 +3,7 @@
 Usage
 -----
 1. Install the job where the Airflow workers run it (`pip install 'braze-currents-to-segment[gcp]'`,
-   or `[aws]`/`[azure]` for those buckets), so that `python -m pipeline` works in a task's shell.
+   or `[aws]`/`[azure]` for those buckets), so that the `currents-to-segment` command works in a task's shell.
 2. Store the Segment write key in the Airflow Variable `segment_write_key` (or in a secrets backend
    that serves it as that Variable). Add `segment_write_key` to `[core] sensitive_var_conn_names`
    (AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES) so that Airflow masks it in logs and in the rendered
@@ -23,7 +23,7 @@ examples/README.md).
 - `--dead_letter_output` and `--summary_output` are per day, next to each other in the bucket.
 - `--fail_on_dead_letters`: the job exits 2 when anything was dead-lettered or unreadable, so the task
   fails (red in the UI) and is retried; the dead letters of that day are under its folder, and
-  `python -m pipeline replay-dead-letters DIR` resends them once the cause is fixed.
+  `currents-to-segment replay-dead-letters DIR` resends them once the cause is fixed.
 - The write key reaches the job through the environment (`SEGMENT_WRITE_KEY`), never the command line.
 
 Days older than Segment's deduplication window
@@ -46,7 +46,7 @@ BUCKET = "gs://my-bucket"
 # One shell command, rendered by Airflow's Jinja for each run ({{ ds }} = the day, {{ next_ds }} = the
 # day after, exclusive). A plain string literal: nothing is computed when the DAG file is parsed.
 COMMAND = (
-    "python -m pipeline --runner=FnApiRunner"
+    "currents-to-segment --runner=FnApiRunner"
     " --currents_root {{ params.bucket }}/currents"
     " --start {{ ds }} --end {{ next_ds }}"
     " --ledger {{ params.bucket }}/segment-ledger"
