@@ -56,7 +56,7 @@ def delivery(tmp_path, server, counts, *, max_events=2_500, in_flight=2, window_
     settings = ClientSettings(endpoint=server.url, requests_in_flight=in_flight, max_attempts=2, backoff_base=0.01,
                               max_events=max_events)
     sender = SegmentSender(KEY, settings, ProcessSending(settings), counts.add)
-    made = Delivery(mapping=CLASSIC, track=TrackSettings(mapping=CLASSIC), record_filter=RecordFilter(),
+    made = Delivery(track=TrackSettings(mapping=CLASSIC), record_filter=RecordFilter(),
                     batch=BatchSettings(window_seconds, 475_000, max_events, envelope_bytes(KEY)), sender=sender,
                     letters=jsonl.AccountedLines(str(tmp_path / "dead"), jsonl.DEAD_LETTERS, "run", "dead letters"),
                     count=counts.add)

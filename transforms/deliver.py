@@ -113,7 +113,7 @@ class _DeliverFilesFn(beam.DoFn):
             key = write_key.resolve(settings.key_source, read_file=_read_with_beam)
             self._sender = SegmentSender(key, client, sending, self._counts.add, observer=reporter.observe)
         self._delivery = Delivery(
-            mapping=settings.mapping, track=settings.track, record_filter=settings.record_filter,
+            track=settings.track, record_filter=settings.record_filter,
             batch=settings.batch, sender=self._sender, count=self._counts.add,
             letters=jsonl.AccountedLines(settings.dead_letter_output, jsonl.DEAD_LETTERS, settings.run_id,
                                          "dead letters"))

@@ -29,7 +29,6 @@ import orjson
 
 from currents_to_segment.transforms import letters as dead_letters
 from currents_to_segment.transforms.currents import avro_blocks, records as currents_records
-from currents_to_segment.transforms.currents.catalog import Mapping
 from currents_to_segment.transforms.currents.records import RecordFilter
 from currents_to_segment.transforms.currents.track_calls import TrackBuilder, TrackSettings, namespace_uuid, protect
 from currents_to_segment.transforms.letters import INVALID_RECORD
@@ -38,7 +37,6 @@ from currents_to_segment.transforms.segment.batching import Batcher, BatchSettin
 
 # Counter names (per event type: "<name>:<event type>").
 READ = "read"
-SENT = "sent"
 DEAD_LETTERED = "dead_lettered"
 UNSUPPORTED_EVENT_TYPE = "unsupported_event_type"
 FILES_READ = "files_read"
@@ -101,15 +99,15 @@ def undecodable_letter(path, event_type, undecodable):
 class Delivery:
     """The files of one worker on their way to Segment (see the module doc).
 
-    mapping: the catalog.Mapping (types it has no row for are counted as unsupported_event_type); track: the
-    TrackSettings of the calls; record_filter: a RecordFilter; batch: BatchSettings; sender: submit/done/drain
+    track: the TrackSettings of the calls (its mapping: the catalog; types it has no row for are counted as
+    unsupported_event_type); record_filter: a RecordFilter; batch: BatchSettings; sender: submit/done/drain
     of requests, each a list of (event type, file account, messageId, payload); letters: write(line, accounts) and
     commit() → accounts; count(name, n): the counters.
     """
 
-    def __init__(self, *, mapping: Mapping, track: TrackSettings, record_filter: RecordFilter, batch: BatchSettings,
-                 sender, letters, count):
-        self._mapping = mapping
+    def __init__(self, *, track: TrackSettings, record_filter: RecordFilter, batch: BatchSettings, sender, letters,
+                 count):
+        self._mapping = track.mapping
         self._track = track
         self._filter = record_filter
         self._window_seconds = batch.window_seconds
