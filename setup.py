@@ -17,7 +17,7 @@ setuptools.setup(
     # subpackages of `currents_to_segment`, an implicit namespace package (PEP 420) with no folder of its own.
     packages=[f"currents_to_segment.{package}" for package in PACKAGES],
     package_dir={f"currents_to_segment.{package}": package.replace(".", "/") for package in PACKAGES},
-    package_data={"currents_to_segment.pipeline": ["currents_schemas.json"]},
+    package_data={"currents_to_segment.transforms.currents": ["schemas.json"]},
     install_requires=[
         "apache-beam>=2.60,<3",
         "fastavro>=1.9,<2",

@@ -50,7 +50,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # pylint: disable=wrong-import-position
-from currents_to_segment.pipeline import currents_schemas  # noqa: E402
+from currents_to_segment.transforms.currents import schemas as currents_schemas  # noqa: E402
 from currents_to_segment.pipeline.main import main  # noqa: E402
 from currents_to_segment.pipeline.sample_bucket import currents_path, make_record, write_currents_file  # noqa: E402
 from tests.segment_server import SegmentServer  # noqa: E402

@@ -91,7 +91,7 @@ def write_bucket(root, events):
     34 types over one day of hours, newest schemas, deflate), but every NO_EXTERNAL_ID_EVERY-th record
     without an external_user_id (make_record always gives one) and names of realistic length.
     Return (records written, records the job should deliver)."""
-    from currents_to_segment.pipeline import currents_schemas
+    from currents_to_segment.transforms.currents import schemas as currents_schemas
     from currents_to_segment.pipeline.sample_bucket import currents_path, make_record, write_currents_file
     from currents_to_segment.transforms.currents.catalog import CLASSIC
     from currents_to_segment.transforms.currents.records import has_external_id

@@ -16,12 +16,13 @@ from typing import Any, Optional
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
 
-from currents_to_segment.pipeline import mapping_file, partitions, runners
+from currents_to_segment.pipeline import partitions, runners
 from currents_to_segment.pipeline.options import (
     WRITE_KEY_ENV, ConfigError, CurrentsToSegmentOptions, field_names, key_source, resolve_endpoint,
     resolve_write_key, split_write_key, storage_reason, unknown_flags)
 from currents_to_segment.transforms import ledger
-from currents_to_segment.transforms.currents import catalog
+from currents_to_segment.transforms.currents import catalog, mapping_file
+from currents_to_segment.transforms.currents.partitions import parse_hour
 from currents_to_segment.transforms.currents.records import RecordFilter
 from currents_to_segment.transforms.currents.track_calls import TrackSettings
 from currents_to_segment.transforms.deliver import DeliverySettings
@@ -130,7 +131,7 @@ def _check_input(options):
     for name in ("start", "end"):
         if getattr(options, name):
             try:
-                hours[name] = partitions.parse_hour(getattr(options, name))
+                hours[name] = parse_hour(getattr(options, name))
             except ValueError as error:
                 raise ConfigError(f"--{name}: {error}") from error
     if "start" in hours and "end" in hours and hours["end"] <= hours["start"]:
@@ -339,7 +340,13 @@ def load_mapping(options):
     if not options.mapping_file:
         return catalog.BUILT_IN[options.mapping]
     try:
-        return mapping_file.load(options.mapping_file, options.mapping)
+        with FileSystems.open(options.mapping_file) as stream:
+            text = stream.read().decode("utf-8")
+    except Exception as error:  # pylint: disable=broad-except  # each filesystem fails its own way
+        raise ConfigError(f"cannot read --mapping_file {options.mapping_file}: {type(error).__name__}: {error}"
+                          .splitlines()[0]) from None
+    try:
+        return mapping_file.parse(text, options.mapping_file, options.mapping)
     except mapping_file.MappingFileError as error:
         raise ConfigError(str(error)) from None
 

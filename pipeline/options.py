@@ -12,7 +12,6 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from currents_to_segment.pipeline import partitions
 from currents_to_segment.transforms.currents import catalog
 from currents_to_segment.transforms.segment import api as segment_api, client as segment_client, pacing, write_key
 from currents_to_segment.transforms.flush_timer import DEFAULT_FLUSH_SECONDS

@@ -20,7 +20,7 @@ import uuid
 
 import fastavro
 
-from currents_to_segment.pipeline import currents_schemas
+from currents_to_segment.transforms.currents import schemas as currents_schemas
 from currents_to_segment.transforms.currents.catalog import BUILT_IN
 
 CODECS = ("null", "deflate", "snappy", "zstandard")

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from currents_to_segment.pipeline import currents_schemas
+from currents_to_segment.transforms.currents import schemas as currents_schemas
 from currents_to_segment.pipeline.sample_bucket import currents_path, make_record
 from tests.pipeline_runs import assert_balanced, read_jsonl, run_job
 from tests.segment_server import SegmentServer

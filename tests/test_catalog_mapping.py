@@ -6,7 +6,7 @@ tests.mapping_oracle, written from the references, independently of transforms/c
 import fastavro
 import pytest
 
-from currents_to_segment.pipeline import currents_schemas
+from currents_to_segment.transforms.currents import schemas as currents_schemas
 from currents_to_segment.pipeline.sample_bucket import make_record, write_currents_file
 from tests.mapping_oracle import CLASSIC, CLASSIC_COMMON, CURRENT, expected_call
 from currents_to_segment.transforms.currents.catalog import BUILT_IN

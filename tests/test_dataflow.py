@@ -69,5 +69,5 @@ def test_the_sdist_staged_by_setup_file_holds_every_module_and_data_file(tmp_pat
     needed = {os.path.relpath(path, ROOT) for package in ("pipeline", "transforms", "transforms/currents", "transforms/segment")
               for path in glob.glob(os.path.join(ROOT, package, "*"))
               if not path.endswith("__pycache__") and not os.path.isdir(path)}
-    assert "pipeline/currents_schemas.json" in needed
+    assert "transforms/currents/schemas.json" in needed
     assert needed | {"setup.py", "README.md"} <= members

@@ -13,7 +13,7 @@ import fastavro
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from currents_to_segment.pipeline import currents_schemas
+from currents_to_segment.transforms.currents import schemas as currents_schemas
 from currents_to_segment.pipeline.sample_bucket import make_record, write_currents_file
 from currents_to_segment.transforms import jsonl
 from currents_to_segment.transforms.currents.catalog import CLASSIC
@@ -180,7 +180,9 @@ def test_the_plain_parts_import_no_beam_module():
     modules = ["currents_to_segment.transforms.delivery", "currents_to_segment.transforms.senders",
                "currents_to_segment.transforms.letters", "currents_to_segment.transforms.currents.records",
                "currents_to_segment.transforms.currents.track_calls", "currents_to_segment.transforms.currents.avro_blocks",
-               "currents_to_segment.transforms.currents.catalog", "currents_to_segment.transforms.segment.client",
+               "currents_to_segment.transforms.currents.catalog", "currents_to_segment.transforms.currents.schemas",
+               "currents_to_segment.transforms.currents.mapping_file",
+               "currents_to_segment.transforms.currents.partitions", "currents_to_segment.transforms.segment.client",
                "currents_to_segment.transforms.segment.pacing", "currents_to_segment.transforms.segment.batching",
                "currents_to_segment.transforms.segment.in_flight", "currents_to_segment.transforms.segment.write_key"]
     code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint(sorted(n for n in sys.modules if n.startswith('apache_beam')))"
@@ -200,7 +202,7 @@ def test_the_installed_layout_puts_one_name_of_ours_at_the_top_of_site_packages(
     top = sorted(name for name in os.listdir(tmp_path / "site") if not name.endswith(".dist-info") and name != "bin")
     assert top == ["currents_to_segment"]
     assert sorted(os.listdir(tmp_path / "site" / "currents_to_segment")) == ["pipeline", "transforms"]
-    assert os.path.exists(tmp_path / "site" / "currents_to_segment" / "pipeline" / "currents_schemas.json")
+    assert os.path.exists(tmp_path / "site" / "currents_to_segment" / "transforms" / "currents" / "schemas.json")
     assert os.path.exists(tmp_path / "site" / "currents_to_segment" / "transforms" / "segment" / "client.py")
 
 

@@ -18,7 +18,7 @@ import pytest
 from currents_to_segment.pipeline import replay
 from currents_to_segment.pipeline.config import reject_unknown_flags
 from currents_to_segment.pipeline.options import ConfigError, CurrentsToSegmentOptions
-from currents_to_segment.pipeline.partitions import parse_hour
+from currents_to_segment.transforms.currents.partitions import parse_hour
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

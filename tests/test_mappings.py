@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from currents_to_segment.pipeline import currents_schemas
+from currents_to_segment.transforms.currents import schemas as currents_schemas
 from currents_to_segment.pipeline.main import main
-from currents_to_segment.pipeline.partitions import parse_hour
+from currents_to_segment.transforms.currents.partitions import parse_hour
 from currents_to_segment.pipeline.sample_bucket import currents_path, make_record, make_sample_bucket, write_currents_file
 from tests.mapping_oracle import CLASSIC, CURRENT, call_of, expected_call
 from tests.pipeline_runs import assert_balanced, expected_calls, read_jsonl, received_calls, run_job

@@ -5,8 +5,8 @@ import types
 import pytest
 
 from currents_to_segment.pipeline import partitions
-from currents_to_segment.pipeline.partitions import (
-    event_type_folders, expand_event_types, hours_between, parse_hour, select_partitions)
+from currents_to_segment.pipeline.partitions import event_type_folders, select_partitions
+from currents_to_segment.transforms.currents.partitions import expand_event_types, hours_between, parse_hour
 from currents_to_segment.pipeline.sample_bucket import currents_path
 
 UTC = datetime.timezone.utc

@@ -6,7 +6,7 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from currents_to_segment.pipeline import currents_schemas
+from currents_to_segment.transforms.currents import schemas as currents_schemas
 from currents_to_segment.pipeline.sample_bucket import make_record, write_currents_file
 from currents_to_segment.transforms.currents.catalog import CLASSIC
 from currents_to_segment.transforms.currents.records import event_type_from_path, event_type_from_schema

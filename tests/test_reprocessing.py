@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
-from currents_to_segment.pipeline import currents_schemas
-from currents_to_segment.pipeline.partitions import parse_hour
+from currents_to_segment.transforms.currents import schemas as currents_schemas
+from currents_to_segment.transforms.currents.partitions import parse_hour
 from currents_to_segment.pipeline.sample_bucket import currents_path, make_record, write_currents_file
 from tests.pipeline_runs import RUNNER, run_job
 from tests.segment_server import SegmentServer

@@ -17,9 +17,10 @@ from collections import Counter
 
 import pytest
 
-from currents_to_segment.pipeline import currents_schemas, main as job_main
+from currents_to_segment.pipeline import main as job_main
+from currents_to_segment.transforms.currents import schemas as currents_schemas
 from currents_to_segment.pipeline.sample_bucket import currents_path, make_record, make_sample_bucket, write_currents_file
-from currents_to_segment.pipeline.partitions import parse_hour
+from currents_to_segment.transforms.currents.partitions import parse_hour
 from tests.pipeline_runs import RUNNER, lose_one_sent_event, assert_balanced, expected_calls, read_jsonl, received_calls, run_job
 from tests.segment_server import SegmentServer
 from tests.test_reprocessing import ledger_entries

@@ -7,7 +7,8 @@ import fastavro
 import fastavro.validation
 import pytest
 
-from currents_to_segment.pipeline import currents_schemas, sample_bucket
+from currents_to_segment.pipeline import sample_bucket
+from currents_to_segment.transforms.currents import schemas as currents_schemas
 from currents_to_segment.transforms.currents.catalog import CLASSIC
 
 NEWS_FEED_TYPES = {

@@ -20,7 +20,8 @@ import time
 import pytest
 
 from currents_to_segment.pipeline import partitions, replay
-from currents_to_segment.pipeline.partitions import parse_hour, select_partitions
+from currents_to_segment.pipeline.partitions import select_partitions
+from currents_to_segment.transforms.currents.partitions import parse_hour
 from currents_to_segment.pipeline.sample_bucket import make_sample_bucket
 from tests.pipeline_runs import expected_calls, received_calls, run_job
 from tests.segment_server import SegmentServer

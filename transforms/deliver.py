@@ -23,6 +23,7 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.shared import Shared
 
 from currents_to_segment.transforms import jsonl, metrics, progress
 from currents_to_segment.transforms.currents.catalog import Mapping
@@ -166,7 +167,7 @@ class DeliverToSegment(beam.PTransform):
         super().__init__()
         self._settings = settings
         self._access = access or FileAccess()
-        self._shared = shared
+        self._shared = shared if shared is not None else Shared()
 
     def expand(self, files):
         return files | "Deliver files" >> beam.ParDo(_DeliverFilesFn(self._settings, self._access, self._shared))

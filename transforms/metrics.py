@@ -1,4 +1,4 @@
-"""Beam counters of the pipeline: their names, and per-event-type counters created on demand.
+"""Beam counters of the pipeline: their names, and this process's tally of what its DoFns counted.
 
 The summary of a finished run is built from these Beam counters, so that it is right on every runner,
 including ones that run DoFns in other processes or machines. Each increment is also added to this
@@ -86,21 +86,6 @@ def add_to_tally(name, n=1):
     """Add to this process's tally only, from any thread (see beam_counter)."""
     with _tally_lock:
         _tally[name] += n
-
-
-class TypeCounter:
-    """One metric counted per Currents event type; counters are created on first use."""
-
-    def __init__(self, metric):
-        self._metric = metric
-        self._counters = {}
-
-    def inc(self, event_type, n=1):
-        """Add n to the metric of this event type."""
-        counter_ = self._counters.get(event_type)
-        if counter_ is None:
-            counter_ = self._counters[event_type] = counter(f"{self._metric}:{event_type}")
-        counter_.inc(n)
 
 
 def process_totals():

@@ -12,7 +12,7 @@ which property values are converted. Two mappings are built in:
   each event in Braze's Currents glossary): 52 events, `anonymousId` on every call, the listed properties and
   context, values in their Avro types.
 
-Adding an event type is adding a row; a user's mapping file (pipeline.mapping_file) changes a built-in mapping
+Adding an event type is adding a row; a user's mapping file (transforms.currents.mapping_file) changes a built-in mapping
 into another Mapping. A property or context value is sent when the record has the field and it is not null.
 """
 import hashlib

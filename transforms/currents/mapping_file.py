@@ -1,4 +1,4 @@
-"""--mapping_file: a mapping of the user's own, as changes to a built-in one (transforms.catalog), in JSON.
+"""--mapping_file: a mapping of the user's own, as changes to a built-in one (transforms.currents.catalog), in JSON.
 
     {
       "base": "current",
@@ -17,12 +17,10 @@ one), each with its family (one of the base's: the pipeline's branches), its eve
 `properties` adds properties to (or changes the field of) a type sent, and removes some. Properties and
 context are sent when the record has the field and it is not null.
 
-The file is read (any Beam filesystem) and checked before anything runs: a problem is a MappingFileError, one
-line naming the file, the entry and the fix.
+The file's text is checked before anything runs (the caller reads it, from any filesystem): a problem is a
+MappingFileError, one line naming the file, the entry and the fix. Imports no Beam module.
 """
 import json
-
-from apache_beam.io.filesystems import FileSystems
 
 from currents_to_segment.transforms.currents.catalog import BUILT_IN, EventSpec, Mapping
 
@@ -155,14 +153,9 @@ def apply_changes(base, changes, path):
     return Mapping(f"{base_name}+{path.rsplit('/', 1)[-1]}", families, events, base.anonymous_id, base.converters)
 
 
-def load(path, default_base):
-    """The Mapping a mapping file describes, on the built-in mapping it names (default: `default_base`)."""
-    try:
-        with FileSystems.open(path) as stream:
-            text = stream.read().decode("utf-8")
-    except Exception as error:  # pylint: disable=broad-except  # each filesystem fails its own way
-        raise MappingFileError(f"cannot read --mapping_file {path}: {type(error).__name__}: {error}"
-                               .splitlines()[0]) from error
+def parse(text, path, default_base):
+    """The Mapping the text of the mapping file at `path` describes, on the built-in mapping it names (default:
+    `default_base`)."""
     try:
         changes = json.loads(text, object_pairs_hook=_objects_without_duplicates, parse_constant=_reject_constant)
     except MappingFileError as error:

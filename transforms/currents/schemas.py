@@ -1,6 +1,6 @@
-"""Real Braze Currents Avro writer schemas, for fixtures and schema-evolution tests.
+"""Real Braze Currents Avro writer schemas, for fixtures and schema-evolution tests. Imports no Beam module.
 
-`currents_schemas.json` (package data) holds, per event type, the oldest and the newest writer
+`schemas.json` (package data) holds, per event type, the oldest and the newest writer
 schema Braze has published for it, exactly as written in the file headers (field order, `doc`,
 defaults or their absence). Version labels are the sample's date (`2019-08-15`) or `latest`.
 `kafka_connect_variant` synthesizes the shape of the May–August 2021 producer, which no stored
@@ -19,7 +19,7 @@ _KAFKA_CONNECT_FIELDS = ("_kafka_partition_key", "_producer_host")
 
 @functools.cache
 def _store():
-    text = resources.files(__package__).joinpath("currents_schemas.json").read_text(encoding="utf-8")
+    text = resources.files(__package__).joinpath("schemas.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
