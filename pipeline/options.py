@@ -207,8 +207,9 @@ class CurrentsToSegmentOptions(PipelineOptions):
                  "Retry-After pauses all of the process's requests. Default: no budget.")
         parser.add_argument(
             "--max_requests_in_flight", type=int, default=DEFAULT_REQUESTS_IN_FLIGHT, metavar="N",
-            help="Requests each family's delivery in a worker keeps in flight at once, each "
-                 "with a thread and a connection of its own; a bundle still ends only when each of its events "
+            help="Requests each family's delivery in a worker keeps in flight at once; a worker process has "
+                 "that many threads (each with a connection of its own) per family, which all its deliveries "
+                 "share. A bundle still ends only when each of its events "
                  "is accepted or dead-lettered. The slower Segment answers, the more this speeds a run up (see "
                  f"docs/delivery.md); 1 sends one request at a time. Default {DEFAULT_REQUESTS_IN_FLIGHT}.")
         parser.add_argument(

@@ -55,7 +55,7 @@ def opener(file):
 def delivery(tmp_path, server, counts, *, max_events=2_500, in_flight=2, window_seconds=3600):
     settings = ClientSettings(endpoint=server.url, requests_in_flight=in_flight, max_attempts=2, backoff_base=0.01,
                               max_events=max_events)
-    sender = SegmentSender(KEY, settings, ProcessSending(settings), counts.add)
+    sender = SegmentSender(KEY, settings, ProcessSending(settings, in_flight), counts.add)
     made = Delivery(track=TrackSettings(mapping=CLASSIC), record_filter=RecordFilter(),
                     batch=BatchSettings(window_seconds, 475_000, max_events, envelope_bytes(KEY)), sender=sender,
                     letters=jsonl.AccountedLines(str(tmp_path / "dead"), jsonl.DEAD_LETTERS, "run", "dead letters"),
@@ -103,6 +103,17 @@ def test_requests_are_cut_across_files_and_each_file_finishes_with_its_last_answ
     assert sorted(finished) == sorted([first, second])
     assert sorted(record.events for record in server.requests) == [2, 4]
     assert len(server.accepted) == 6
+
+
+def test_a_flush_sends_what_is_held_and_hands_on_the_files_it_finished(tmp_path, server):
+    """What the route's FLUSH does to a branch that gets no more files: its held calls go, its files are finished."""
+    file = currents_file(tmp_path, CLICK, records_of(CLICK, 3))
+    counts = Counts()
+    work, sender = delivery(tmp_path, server, counts, max_events=4)
+    assert work.deliver(file, opener(file)) == [] and server.requests == []  # 3 calls wait for a fourth
+    assert work.flush() == [file]
+    assert [record.events for record in server.requests] == [3] and work.flush() == []
+    sender.close()
 
 
 def test_a_request_never_mixes_event_time_windows(tmp_path, server):

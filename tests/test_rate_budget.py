@@ -393,7 +393,7 @@ def _request(number, account="f1.avro", size=2):
 
 def _sender(server, in_flight, counted):
     settings = ClientSettings(endpoint=server.url, requests_in_flight=in_flight, max_attempts=2, backoff_base=0.01)
-    return SegmentSender(KEY, settings, ProcessSending(settings), lambda name, n: counted.update({name: n}))
+    return SegmentSender(KEY, settings, ProcessSending(settings, in_flight), lambda name, n: counted.update({name: n}))
 
 
 def test_a_drain_waits_for_every_request_in_flight_and_reports_each_once():
@@ -423,6 +423,22 @@ def test_submit_waits_for_room_and_hands_back_what_finished():
         sender.close()
     assert sorted(calls[0][2] for calls, _ in answered) == [f"m-{n}-0" for n in range(6)]
     assert len(server.accepted) == 6
+
+
+def test_senders_of_one_process_share_its_threads_and_clients():
+    """A runner that runs bundles side by side (Prism) makes a sender per bundle: they share the process's threads."""
+    counted = collections.Counter()
+    with SegmentServer(write_key=KEY, latency=0.1) as server:
+        settings = ClientSettings(endpoint=server.url, requests_in_flight=4)
+        sending = ProcessSending(settings, 4)
+        senders = [SegmentSender(KEY, settings, sending, lambda name, n: counted.update({name: n})) for _ in range(3)]
+        answered = [answer for number in range(4) for sender in senders
+                    for answer in sender.submit(_request(number * 10 + senders.index(sender)))]
+        answered += [answer for sender in senders for answer in sender.drain()]
+        for sender in senders:
+            sender.close()
+    assert len(answered) == 12 and len(server.accepted) == 24
+    assert len(sending.threads) == 4 and len(sending._clients) <= 4  # pylint: disable=protected-access
 
 
 def test_a_refused_write_key_still_fails_with_requests_in_flight():

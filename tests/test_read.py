@@ -87,3 +87,20 @@ def test_unreadable_and_unsent_types_go_to_unsupported_and_other_types_are_left_
 ])
 def test_only_whole_prefix_s3_patterns_are_listed_by_prefix(pattern, prefix):
     assert s3_prefix(pattern) == prefix
+
+
+def test_the_route_tells_every_branch_to_flush_every_flush_seconds(tmp_path):
+    entry_schema = currents_schemas.schema("users.canvas.Entry")
+    paths = [str(tmp_path / "event_type=users.canvas.Entry" / f"{n}.avro") for n in range(3)]
+    for path in paths:
+        write_currents_file(path, entry_schema, [make_record("users.canvas.Entry", entry_schema, 0)])
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as pipeline:
+        routed = (pipeline | ListCurrentsFiles([str(tmp_path / "**")])
+                  | RouteByFamily(CLASSIC, flush_seconds=0))  # due before every file
+        flushes = [routed[output] | f"Flushes {output}" >> beam.Filter(lambda file: file.path is None)
+                   | f"Count {output}" >> beam.combiners.Count.Globally() for output in ("email", UNSUPPORTED)]
+        for output, counted in zip(("email", UNSUPPORTED), flushes):
+            assert_that(counted, equal_to([3]), label=f"{output}: a flush before each of the 3 files")
+        files = routed["canvas_campaign"] | beam.Filter(lambda file: file.path is not None) | beam.Map(
+            lambda file: file.path)
+        assert_that(files, equal_to(paths), label="the files themselves, once each")

@@ -109,7 +109,11 @@ class _DeliverFilesFn(beam.DoFn):
                                                        "dry-run requests"), self._counts.add)
         else:
             client = settings.client
-            sending = self._shared.acquire(lambda: ProcessSending(client), tag=(settings.run_id, client.endpoint))
+            # Requests in flight for each family's delivery, and threads for them all: more deliveries at once (a
+            # runner that runs bundles side by side) share those.
+            threads = client.requests_in_flight * (len(settings.mapping.families) + 1)
+            sending = self._shared.acquire(lambda: ProcessSending(client, threads),
+                                           tag=(settings.run_id, client.endpoint))
             self._sending = sending  # held: the process's objects live as long as a DoFn uses them
             key = write_key.resolve(settings.key_source, read_file=_read_with_beam)
             self._sender = SegmentSender(key, client, sending, self._counts.add, observer=reporter.observe)

@@ -14,7 +14,7 @@ from currents_to_segment.transforms.delivery import DEAD_LETTERS_MADE
 from currents_to_segment.transforms.segment.api import (
     REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED, SendReport, format_sent_at, request_body)
 from currents_to_segment.transforms.segment.client import SegmentClient
-from currents_to_segment.transforms.segment.in_flight import InFlight
+from currents_to_segment.transforms.segment.in_flight import InFlight, SendingThreads
 from currents_to_segment.transforms.segment.pacing import Breaker, Pacer, ThrottledTime
 
 SENT = "sent"  # per event type: "sent:<event type>"
@@ -24,13 +24,41 @@ RETRIES = "retries"
 
 class ProcessSending:
     """What the senders of one process share while they send to one endpoint in one run: one Breaker (an outage
-    costs one retry budget), one Pacer (the process's share of the event budget, and Retry-After pauses) and the
-    time the process had requests held back (ThrottledTime: waits of requests in flight together count once)."""
+    costs one retry budget), one Pacer (the process's share of the event budget, and Retry-After pauses), the
+    time the process had requests held back (ThrottledTime: waits of requests in flight together count once), and
+    the threads that make the requests, at most `threads`, each with a SegmentClient of its own (a client is not
+    thread-safe): a runner that makes a sender per bundle it runs at once (Prism) does not multiply them."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, threads):
         self.breaker = Breaker()
         self.pacer = Pacer(settings.events_per_second, settings.max_requests_per_second)
         self.throttled = ThrottledTime()
+        self.threads = SendingThreads(threads)
+        self._settings = settings
+        self._local = threading.local()
+        self._clients = []
+        self._lock = threading.Lock()
+
+    def client(self, write_key):
+        """This thread's client (one per thread and write key)."""
+        clients = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        client = clients.get(write_key)
+        if client is None:
+            client = clients[write_key] = SegmentClient(write_key, self._settings, breaker=self.breaker,
+                                                        pacer=self.pacer, on_wait=self.throttled.wait)
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def __del__(self):  # when no delivery of the process holds it any more (see transforms.deliver)
+        try:
+            self.threads.close()
+            for client in self._clients:
+                client.close()
+        except Exception:  # pylint: disable=broad-except  # at interpreter exit, modules may be gone
+            pass
 
 
 def _count_sent(count, calls, indexes):
@@ -39,22 +67,17 @@ def _count_sent(count, calls, indexes):
 
 
 class SegmentSender:
-    """Requests POSTed to Segment, up to settings.requests_in_flight at once: each sending thread has a SegmentClient
-    of its own (a client is not thread-safe), and every client shares the process's `sending` (a ProcessSending:
-    the breaker, the pacer and the time throttled). `observer(attempt)` is told of every HTTP attempt, from the
-    sending threads. A request waits for its turn with the pacer in the caller's thread, so that requests do not
-    queue in flight for it."""
+    """Requests POSTed to Segment, up to settings.requests_in_flight at once, by the threads and clients of the
+    process's `sending` (a ProcessSending, which also holds the breaker, the pacer and the time throttled).
+    `observer(attempt)` is told of every HTTP attempt, from the sending threads. A request waits for its turn with
+    the pacer in the caller's thread, so that requests do not queue in flight for it."""
 
     def __init__(self, write_key, settings, sending, count, observer=None):
         self._key = write_key
-        self._settings = settings
         self._sending = sending
         self._count = count
         self._observer = observer
-        self._local = threading.local()
-        self._clients = []
-        self._clients_lock = threading.Lock()
-        self._in_flight = InFlight(self._send, settings.requests_in_flight)
+        self._in_flight = InFlight(self._send, settings.requests_in_flight, sending.threads)
 
     def _observe(self, attempt):
         self._count(REQUESTS, 1)
@@ -63,20 +86,9 @@ class SegmentSender:
         if self._observer is not None:
             self._observer(attempt)
 
-    def _client(self):
-        client = getattr(self._local, "client", None)
-        if client is None:
-            sending = self._sending
-            client = self._local.client = SegmentClient(
-                self._key, self._settings, observer=self._observe, breaker=sending.breaker, pacer=sending.pacer,
-                on_wait=sending.throttled.wait)
-            with self._clients_lock:
-                self._clients.append(client)
-        return client
-
     def _send(self, calls):
         """In a sending thread: POST one request's calls, and count what came of it."""
-        report = self._client().send([payload for _, _, _, payload in calls])
+        report = self._sending.client(self._key).send([payload for _, _, _, payload in calls], self._observe)
         _count_sent(self._count, calls, report.accepted)
         if report.rejected:
             self._count(DEAD_LETTERS_MADE, len(report.rejected))
@@ -98,8 +110,6 @@ class SegmentSender:
 
     def close(self):
         self._in_flight.close()
-        for client in self._clients:
-            client.close()
 
 
 class DryRunSender:

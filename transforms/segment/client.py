@@ -127,6 +127,7 @@ class SegmentClient:
                                      sleep=sleep)
         self._on_wait = on_wait
         self._observer = observer
+        self._observing = observer  # this send's
         self._breaker = breaker or Breaker(clock)
         self._sleep = sleep
         self._clock = clock
@@ -145,8 +146,10 @@ class SegmentClient:
         """Close the pooled connections."""
         self._session.close()
 
-    def send(self, payloads: Sequence[bytes]) -> SendReport:
-        """Deliver the payloads; raise SegmentConfigError on 401/403/404/3xx, otherwise report every index."""
+    def send(self, payloads: Sequence[bytes], observer: Callable[[Attempt], None] | None = None) -> SendReport:
+        """Deliver the payloads; raise SegmentConfigError on 401/403/404/3xx, otherwise report every index.
+        `observer`, when given, is told of this send's attempts instead of the client's own."""
+        self._observing = observer or self._observer
         report = SendReport(accepted=[], rejected=[], requests=0, retries=0)
         sendable = []
         for index, payload in enumerate(payloads):
@@ -210,8 +213,8 @@ class SegmentClient:
         self._sleep(seconds)
 
     def _tell(self, answer: _Answer, retrying: bool, attempt: int, started: float) -> None:
-        if self._observer is not None:
-            self._observer(Attempt(answer.status, _short(answer.text) if answer.status is None else "", retrying,
+        if self._observing is not None:
+            self._observing(Attempt(answer.status, _short(answer.text) if answer.status is None else "", retrying,
                                    attempt + 1, started, answer.timed_out))
 
     def _backoff_seconds(self, attempt: int, retry_after: float | None) -> float:
