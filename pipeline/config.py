@@ -295,11 +295,11 @@ def _request_events(options):
     return min(options.max_batch_events, request_events(share)) if share else options.max_batch_events
 
 
-def _batching(options, write_key):
+def _batching(options, write_key, request_size):
     problem = segment_api.request_bytes_problem(options.max_batch_bytes, write_key)
     if problem:
         raise ConfigError(f"--max_batch_bytes {problem}")
-    return BatchSettings(options.window_seconds, options.max_batch_bytes, _request_events(options),
+    return BatchSettings(options.window_seconds, options.max_batch_bytes, request_size,
                          segment_api.envelope_bytes(write_key))
 
 
@@ -326,12 +326,12 @@ def budget_advice(options):
             "budget with --max_events_per_second N (each worker process takes its share, see --help)")
 
 
-def _client_settings(options):
+def _client_settings(options, request_size):
     return ClientSettings(
         endpoint=resolve_endpoint(options), timeout=(_CONNECT_TIMEOUT_SECONDS, options.request_timeout_seconds),
         max_attempts=options.max_retry_attempts, max_retry_seconds=options.max_retry_seconds,
         backoff_base=options.retry_backoff_seconds, max_requests_per_second=options.max_requests_per_second,
-        max_request_bytes=options.max_batch_bytes, max_events=_request_events(options),
+        max_request_bytes=options.max_batch_bytes, max_events=request_size,
         events_per_second=_events_per_second_share(options), requests_in_flight=options.max_requests_in_flight)
 
 
@@ -409,7 +409,8 @@ def load(argv, run_id):
     unmatched = _require_input(options, selection)
     require_writable(options, run_id)
     write_key = _require_key(options, source)
-    client = None if options.dry_run_output else _client_settings(options)
+    request_size = _request_events(options)
+    client = None if options.dry_run_output else _client_settings(options, request_size)
     track = _track(options, mapping)
     local_dir = runners.run_dir(pipeline_options, run_id)
     config = JobConfig(
@@ -418,7 +419,8 @@ def load(argv, run_id):
         dry_run_output=options.dry_run_output, summary_output=options.summary_output, ledger=options.ledger,
         rerun=options.rerun, by_event_time=options.by_event_time, fail_on_dead_letters=options.fail_on_dead_letters,
         delivery=DeliverySettings(
-            track=track, record_filter=_record_filter(options, selection), batch=_batching(options, write_key),
+            track=track, record_filter=_record_filter(options, selection),
+            batch=_batching(options, write_key, request_size),
             client=client, key_source=None if options.dry_run_output else source,
             dead_letter_output=options.dead_letter_output, dry_run_output=options.dry_run_output, run_id=run_id,
             progress=ProgressSettings(0 if options.quiet else options.progress_seconds,

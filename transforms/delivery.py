@@ -68,12 +68,12 @@ class _Account:
     """What is known of one file being delivered: its units (records read and unreadable parts) and how many are
     accounted for."""
 
-    __slots__ = ("file", "event_type", "units", "handled", "read", "recordable")
+    __slots__ = ("file", "event_type", "units", "decoded", "handled", "read", "recordable")
 
     def __init__(self, file):
         self.file = file
         self.event_type = file.event_type
-        self.units = self.handled = 0
+        self.units = self.decoded = self.handled = 0  # decoded: records read so far (for the letters' counts)
         self.read = False  # read to its end (or as far as it could be)
         self.recordable = True  # False when part of it could not be read from storage
 
@@ -114,7 +114,6 @@ class Delivery:
         self._batcher = Batcher(batch)
         self._seen = RecentIds()
         self._open = {}  # the accounts of the files not finished yet
-        self._finished = []  # files finished since the last call returned
         self._sender = sender
         self._letters = letters
         self._count = count
@@ -129,7 +128,6 @@ class Delivery:
         the last call (this one among them, or not yet)."""
         account = _Account(file)
         self._open[id(account)] = account
-        events_read = 0
         for piece in self._pieces(account, open_stream):
             if isinstance(piece, avro_blocks.GoodBlock):
                 decoded = len(piece.records) + len(piece.undecodable)
@@ -138,39 +136,36 @@ class Delivery:
                 self._records(account, piece.records)
                 for undecodable in piece.undecodable:
                     self._letter(account, undecodable_letter(file.path, account.event_type, undecodable))
-                events_read += decoded
+                account.decoded += decoded
             elif isinstance(piece, avro_blocks.BadRegion):
                 account.units += 1
-                self._letter(account, region_letter(file.path, account.event_type, piece, events_read))
+                self._letter(account, region_letter(file.path, account.event_type, piece, account.decoded))
             else:  # the letter of a file that could not be read (further)
                 account.units += 1
                 self._letter(account, piece)
             self._settle(self._sender.done())
         self._count(FILES_READ, 1)
         account.read = True
-        self._collect()
-        return self._take_finished()
+        return self._collect()
 
     def _pieces(self, account, open_stream):
         """The GoodBlocks and BadRegions of a file in order, then, when it could not be read to its end, the letter
         of what was not; errors of the reading only (a generator: what the caller raises is not caught here)."""
-        path, position, events_read = account.file.path, 0, 0
+        path, position = account.file.path, 0
         try:
             with open_stream() as stream:
                 account.event_type, container = currents_records.open_file(path, stream)
                 for piece in container:
-                    if isinstance(piece, avro_blocks.GoodBlock):
-                        events_read += len(piece.records) + len(piece.undecodable)
                     position = piece.end
-                    yield piece
+                    yield piece  # the caller has dealt with it when the next one is read
         except avro_blocks.CorruptHeader as error:  # not an Avro file, or a broken header: nothing can be read
-            yield dead_letters.file_letter(path, account.event_type, error, events_read, (0, account.file.size))
+            yield dead_letters.file_letter(path, account.event_type, error, account.decoded, (0, account.file.size))
         except Exception as error:  # pylint: disable=broad-except  # storage: gone since the listing, or unreachable
             account.recordable = False  # the ledger must not record it: a later run reads it again
             yield dead_letters.file_letter(
                 path, account.event_type,
                 StorageError(f"cannot read the file from storage: {type(error).__name__}: {error}"),
-                events_read, (position, account.file.size))
+                account.decoded, (position, account.file.size))
 
     def _records(self, account, block):
         """Filter, map and batch the records of one block."""
@@ -259,35 +254,27 @@ class Delivery:
     def flush(self):
         """Send every open request, wait for every answer, make the letters durable; the files finished since the
         last call."""
-        self._flush()
-        return self._take_finished()
-
-    def _flush(self):
         for _, calls in self._batcher.drain():
             self._settle(self._sender.submit(calls))
         self._settle(self._sender.drain())
         self._commit_letters()
-        self._collect()
+        return self._collect()
 
     def _collect(self):
-        for key, account in list(self._open.items()):
-            if account.finished:
-                del self._open[key]
-                if account.recordable:
-                    self._finished.append(account.file)
-
-    def _take_finished(self):
-        finished, self._finished = self._finished, []
-        return finished
+        """The files now finished (those that can be recorded), forgotten."""
+        finished = [account for account in self._open.values() if account.finished]
+        for account in finished:
+            del self._open[id(account)]
+        return [account.file for account in finished if account.recordable]
 
     def finish(self):
         """The end of a bundle: send and account for everything held; the files finished since the last call. A file
         still not finished then (a bug: every unit is accounted for by now) is counted as unbalanced, and forgotten,
         as are the messageIds seen (duplicates are counted per bundle)."""
-        self._flush()
+        finished = self.flush()
         unbalanced = [account for account in self._open.values() if account.recordable]
         if unbalanced:
             self._count(FILES_UNBALANCED, len(unbalanced))
         self._open = {}
         self._seen = RecentIds()
-        return self._take_finished()
+        return finished
