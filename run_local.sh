@@ -2,8 +2,8 @@
 # Without --input or --currents_root: write a demo Currents bucket with the project's own generator and run the
 # job on it in dry-run mode (nothing is sent), with any arguments given added (e.g. --runner=PrismRunner).
 # With --input or --currents_root: run the job with the arguments as they are. Either way on FnApiRunner unless
-# a --runner is given; --runner=PrismRunner builds Beam's Prism runner once (see scripts/setup_prism.sh), and
-# --runner=FlinkRunner runs on an embedded Flink cluster (see scripts/setup_flink.sh for its job server).
+# a --runner is given (a --watch runs on PrismRunner); --runner=PrismRunner builds Beam's Prism runner once (see
+# scripts/setup_prism.sh), and --runner=FlinkRunner runs on an embedded Flink cluster (see scripts/setup_flink.sh for its job server).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup_venv.sh
@@ -15,9 +15,11 @@ esac
 args=("$@")
 case " $* " in
   *" --runner"*) ;;
+  # A watch runs for ever: on Prism, which keeps its memory flat (FnApiRunner refuses it).
+  *" --watch "*) args=(--runner=PrismRunner "${args[@]}") ;;
   *) args=(--runner=FnApiRunner "${args[@]}") ;;
 esac
-case " $* " in
+case " ${args[*]} " in
   *" --runner=PrismRunner"*|*" --runner PrismRunner"*)
     case " $* " in
       *" --prism_location"*) ;;

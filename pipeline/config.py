@@ -25,18 +25,19 @@ from currents_to_segment.transforms.currents import catalog, mapping_file
 from currents_to_segment.transforms.currents.partitions import parse_hour
 from currents_to_segment.transforms.currents.records import RecordFilter
 from currents_to_segment.transforms.currents.track_calls import TrackSettings
-from currents_to_segment.transforms.deliver import DeliverySettings
+from currents_to_segment.transforms.deliver import DeliverySettings, ListedUnlessHolding
 from currents_to_segment.transforms.progress import ProgressSettings
 from currents_to_segment.transforms.segment import api as segment_api
 from currents_to_segment.transforms.segment.batching import BatchSettings
 from currents_to_segment.transforms.segment.client import ClientSettings
-from currents_to_segment.transforms.segment.pacing import request_events
+from currents_to_segment.transforms.segment.pacing import OUTAGE_PROBE_SECONDS, request_events
 from currents_to_segment.transforms.watch import WatchSettings
 
 _FLOAT_OPTIONS = ("max_requests_per_second", "max_events_per_second", "max_retry_seconds", "retry_backoff_seconds", "request_timeout_seconds",
-                  "progress_seconds", "flush_seconds", "watch_interval")
+                  "progress_seconds", "flush_seconds", "watch_interval", "full_listing_interval", "max_outage_hours")
 _POSITIVE_OPTIONS = ("max_requests_per_second", "max_events_per_second", "max_retry_seconds", "retry_backoff_seconds",
-                     "request_timeout_seconds", "flush_seconds", "watch_interval")
+                     "request_timeout_seconds", "flush_seconds", "watch_interval", "full_listing_interval",
+                     "max_outage_hours")
 _AT_LEAST_ONE = ("window_seconds", "max_retry_attempts", "max_requests_in_flight")
 _GLOB = frozenset("*?[")
 _CONNECT_TIMEOUT_SECONDS = 5.0  # to open a connection to Segment; --request_timeout_seconds is for the answer
@@ -332,7 +333,19 @@ def _client_settings(options, request_size):
         max_attempts=options.max_retry_attempts, max_retry_seconds=options.max_retry_seconds,
         backoff_base=options.retry_backoff_seconds, max_requests_per_second=options.max_requests_per_second,
         max_request_bytes=options.max_batch_bytes, max_events=request_size,
-        events_per_second=_events_per_second_share(options), requests_in_flight=options.max_requests_in_flight)
+        events_per_second=_events_per_second_share(options), requests_in_flight=options.max_requests_in_flight,
+        probe_seconds=_probe_seconds(options), max_outage_seconds=_max_outage_seconds(options))
+
+
+def _probe_seconds(options):
+    """How often Segment is probed during an outage: every OUTAGE_PROBE_SECONDS, or every --max_retry_seconds when
+    that is shorter."""
+    return min(OUTAGE_PROBE_SECONDS, options.max_retry_seconds)
+
+
+def _max_outage_seconds(options):
+    """A watch's --max_outage_hours in seconds (it holds its files during an outage); None for a batch run."""
+    return options.max_outage_hours * 3600 if options.watch else None
 
 
 def load_mapping(options):
@@ -378,9 +391,12 @@ def _watch(options, pipeline_options, mapping, run_id):
     """The WatchSettings of a --watch run (which runs in streaming mode), else None."""
     if not options.watch:
         return None
+    runners.check_watch_runner(pipeline_options)
     pipeline_options.view_as(StandardOptions).streaming = True
-    return WatchSettings(partitions.watched_input(options, pipeline_options, mapping), options.watch_interval,
-                         time.time(), FileSystems.join(options.dead_letter_output, f".stop-{run_id}"))
+    stop_marker = FileSystems.join(options.dead_letter_output, f".stop-{run_id}")
+    watched = ListedUnlessHolding(partitions.watched_input(options, pipeline_options, mapping), stop_marker)
+    return WatchSettings(watched, options.watch_interval, time.time(), stop_marker,
+                         full_listing_interval=options.full_listing_interval)
 
 
 def reject_unknown_flags(argv):
@@ -413,10 +429,11 @@ def load(argv, run_id):
     client = None if options.dry_run_output else _client_settings(options, request_size)
     track = _track(options, mapping)
     local_dir = runners.run_dir(pipeline_options, run_id)
+    watch = _watch(options, pipeline_options, mapping, run_id)
     config = JobConfig(
         run_id=run_id, started=datetime.datetime.now(datetime.timezone.utc), selection=selection,
         inputs=_inputs(options, selection, unmatched), dead_letter_output=options.dead_letter_output,
-        dry_run_output=options.dry_run_output, summary_output=options.summary_output, ledger=options.ledger,
+        dry_run_output=options.dry_run_output, summary_output=options.summary_output, ledger=partitions.absolute(options.ledger) if options.ledger else None,
         rerun=options.rerun, by_event_time=options.by_event_time, fail_on_dead_letters=options.fail_on_dead_letters,
         delivery=DeliverySettings(
             track=track, record_filter=_record_filter(options, selection),
@@ -424,10 +441,12 @@ def load(argv, run_id):
             client=client, key_source=None if options.dry_run_output else source,
             dead_letter_output=options.dead_letter_output, dry_run_output=options.dry_run_output, run_id=run_id,
             progress=ProgressSettings(0 if options.quiet else options.progress_seconds,
-                                      client.retry_budget() if client else "", local_dir or "")),
+                                      client.retry_budget() if client else "", local_dir or "",
+                                      _max_outage_seconds(options) if client else None, _probe_seconds(options)),
+            stop_marker=watch.stop_marker if watch else None),
         flush_seconds=options.flush_seconds,
         destination=ledger.destination_of(client.endpoint, write_key, track.shape()) if client else None,
         s3_options=pipeline_options.view_as(S3Options), run_dir=local_dir,
-        watch=_watch(options, pipeline_options, mapping, run_id))
+        watch=watch)
     return Job(pipeline_options, options, selection, config, mapping)
 

@@ -3,13 +3,16 @@
     python -m pipeline --runner=FnApiRunner --input 'bucket/**/*.avro' --dry_run_output out/requests
     python -m pipeline make-sample-bucket DIR    # write a demo Currents bucket
     python -m pipeline replay-dead-letters DIR   # resend dead-lettered calls as they were
+    python -m pipeline compact-ledger LEDGER     # merge a ledger's small files (for a schedule)
 
 Exit status (the README has the same table); every failure is one line (naming the run's log, where Beam's own
 output went) after the summary of what happened:
   0    the run completed and every event is accounted for (dead letters are reported, not fatal)
   1    configuration error, found before anything is sent (one line), or Segment answering 401/403/404/3xx
   2    with --fail_on_dead_letters: something was dead-lettered or unreadable (one line says how much)
-  3    Segment stayed unreachable past the retry budget (those events are in the dead letters)
+  3    Segment stayed unreachable past the retry budget (those events are in the dead letters); a --watch
+       dead-letters nothing for an outage: Segment stayed unreachable for --max_outage_hours, or the watch was
+       drained during an outage (the files it held are not recorded in the ledger: the next watch sends them)
   4    the run failed after it started (an output could not be written, a worker failed): the events not
        delivered or dead-lettered are not recorded in the ledger; run again
   5    the summary does not balance (events lost on the way): nothing is recorded in the ledger
@@ -31,17 +34,20 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import S3Options
 
-from currents_to_segment.pipeline import assembly, config, plan, replay, run_log, run_report, sample_bucket, summary
+from currents_to_segment.pipeline import (
+    assembly, compact, config, job_control, plan, replay, run_log, run_report, sample_bucket, summary)
 from currents_to_segment.pipeline.options import ConfigError, CurrentsToSegmentOptions, storage_reason
+from currents_to_segment.pipeline.partitions import absolute
 # The exit statuses of the table above, importable from the entry point as well as from the report that decides them.
 from currents_to_segment.pipeline.run_report import (  # pylint: disable=unused-import
     EXIT_ALL_REJECTED, EXIT_CONFIG_ERROR, EXIT_DEAD_LETTERS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED,
     EXIT_SEGMENT_UNREACHABLE, EXIT_TERMINATED, EXIT_UNBALANCED)
-from currents_to_segment.transforms import ledger, metrics, progress
+from currents_to_segment.transforms import ledger, ledger_files, metrics, progress
 from currents_to_segment.transforms import watch as transforms_watch
 from currents_to_segment.transforms.file_access import FileAccess
 
-SUBCOMMANDS = {"make-sample-bucket": sample_bucket.main, "replay-dead-letters": replay.main}
+SUBCOMMANDS = {"make-sample-bucket": sample_bucket.main, "replay-dead-letters": replay.main,
+               "compact-ledger": compact.main}
 
 
 class _Signals:
@@ -79,6 +85,14 @@ class _Signals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
+    def reclaim(self):
+        """Take back the signals a runner took while it started: Beam's Flink job server sets a Ctrl-C handler of its
+        own that stops the job server (and so an embedded cluster and its job) before interrupting the run, so a
+        watch could not drain on Ctrl-C."""
+        if self._previous:
+            for signum in self.NAMES:
+                signal.signal(signum, self._handle)
+
 
 def _help_parser():
     parser = argparse.ArgumentParser(
@@ -87,7 +101,8 @@ def _help_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Every standard Beam option (--runner, --project, --temp_location, ...) passes through. "
                "Subcommands: 'make-sample-bucket DIR' writes a demo Currents bucket; 'replay-dead-letters DIR' "
-               "resends dead-lettered calls unchanged (see 'replay-dead-letters --help').\n\n"
+               "resends dead-lettered calls unchanged (see 'replay-dead-letters --help'); 'compact-ledger LEDGER' "
+               "merges a ledger's small files.\n\n"
                + __doc__[__doc__.index("Exit status"):])
     CurrentsToSegmentOptions._add_argparse_args(parser)  # pylint: disable=protected-access
     return parser
@@ -109,6 +124,7 @@ def _run(pipeline, signals):
     try:
         with signals:
             result = pipeline.run()
+            signals.reclaim()
             if getattr(result, "has_job", True) is False:
                 return _Ended(result, None, None, graph_only=True)
             result.wait_until_finish()
@@ -124,7 +140,8 @@ def _execute(job, until_exit):
     """Run the loaded job on its runner, with Beam's output in the run's log on this machine (until the process
     exits, with until_exit); return the exit status."""
     job_config = job.config
-    pipeline = beam.Pipeline(options=job.pipeline_options)
+    pipeline = beam.Pipeline(runner=job_control.runner(job.pipeline_options, job_config.run_id),
+                             options=job.pipeline_options)
     assembly.build(pipeline, job_config)
     metrics.reset_process_totals()
     log_path = os.path.join(job_config.run_dir, "run.log") if job_config.run_dir else None
@@ -133,6 +150,8 @@ def _execute(job, until_exit):
         ended = _run(pipeline, _Signals(_drainer(job_config.watch)))
         if ended.signum == run_log.WORKER_FAILED:
             ended = _Ended(ended.result, RuntimeError(log.worker_failure), None)
+        if ended.error is not None:
+            _stop_job(ended.result, pipeline.runner, job.pipeline_options)
         status = _report(ended, job_config, log_path)
     finally:
         if log is not None and not until_exit:
@@ -142,6 +161,17 @@ def _execute(job, until_exit):
     if status == EXIT_OK and job_config.run_dir:
         shutil.rmtree(job_config.run_dir, ignore_errors=True)
     return status
+
+
+def _stop_job(result, runner, pipeline_options):
+    """A run that did not complete cancels its job where the job would outlive it (a Flink cluster, Dataflow),
+    before its summary: nothing is sent, nor recorded in the ledger, after the run's last line. A third Ctrl-C
+    leaves the job as it is."""
+    try:
+        for line in job_control.stop_job(result, runner, pipeline_options):
+            print(line, file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print("warning: stopped cancelling the job: it may still be running", file=sys.stderr, flush=True)
 
 
 def _report(ended, job_config, log_path):
@@ -182,6 +212,18 @@ def _remove_stop_marker(stop_marker):
         pass
 
 
+def _migrate_ledger(ledger_dir):
+    """Move a ledger of the first layout into partitions, once, with a line saying so (ConfigError when it
+    cannot: nothing has been sent)."""
+    try:
+        moved, files = ledger_files.migrate(ledger_dir)
+    except Exception as error:  # pylint: disable=broad-except  # each filesystem fails its own way
+        raise ConfigError(f"cannot move the ledger {ledger_dir} into partitions: {storage_reason(error)}") from error
+    if files:
+        print(f"ledger {ledger_dir}: moved {moved:,} entries of {files:,} files of the first layout into partitions "
+              "(once; later runs read only the partitions of their inputs)", file=sys.stderr)
+
+
 def run(argv, until_exit=False):
     """Run the job with these command-line arguments; return the exit status. until_exit: the process ends with
     the run (the command line), so Beam's output stays in the run's log until it does."""
@@ -189,13 +231,17 @@ def run(argv, until_exit=False):
     options = job.options
     if job.config is None:  # --plan
         selection = job.selection
-        print(plan.describe(selection.patterns, None if options.rerun else options.ledger, selection.ledger_scope,
+        print(plan.describe(selection.patterns, None if options.rerun or not options.ledger else absolute(options.ledger),
+                            selection.ledger_scope,
                             FileAccess(job.pipeline_options.view_as(S3Options)), job.destination, job.mapping,
                             selection.event_types))
         return EXIT_OK
     for pattern in job.config.inputs.get("unmatched", ()):
         logging.warning("no file matched --input %s", pattern)
     run_report.warn_if_beyond_dedup(job.config.selection.end)
+    job_control.check_workers(job.pipeline_options)
+    if job.config.ledger:
+        _migrate_ledger(job.config.ledger)
     advice = config.budget_advice(options)
     if advice:
         print(advice, file=sys.stderr)

@@ -20,6 +20,7 @@ WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
 REGION_ENDPOINTS = {"us": segment_api.US_ENDPOINT, "eu": segment_api.EU_ENDPOINT}
 DEFAULT_MAX_BATCH_BYTES = segment_api.DEFAULT_MAX_REQUEST_BYTES
 DEFAULT_REQUESTS_IN_FLIGHT = 8
+DEFAULT_MAX_OUTAGE_HOURS = 120.0
 
 
 class ConfigError(Exception):
@@ -114,14 +115,29 @@ class CurrentsToSegmentOptions(PipelineOptions):
             help="Always on: list the inputs every --watch_interval seconds and forward each new file (a new path, "
                  "or a file rewritten under the same name or grown) once, as it lands, until Ctrl-C or SIGTERM, "
                  "which drains: no more listings, the files in flight are finished and recorded, the summary is "
-                 "printed, exit 0 (a second signal aborts). Implies --streaming; needs a streaming runner "
-                 "(PrismRunner, FlinkRunner, DataflowRunner). With --ledger, the files it holds are skipped at "
-                 "start, so a restarted watch picks up where the last one stopped. With --currents_root, each "
-                 "listing looks in the hour partitions of the last few hours (all selected ones at start: bound "
-                 "them with --start).")
+                 "printed, exit 0 (a second signal aborts). Implies --streaming; runs on PrismRunner (locally), "
+                 "FlinkRunner or DataflowRunner (FnApiRunner and DirectRunner are refused: they keep every "
+                 "listing in memory). With --ledger, the files it holds are skipped, so a restarted watch picks "
+                 "up where the last one stopped. With --currents_root, each listing looks in the hour partitions "
+                 "of the last few hours, and every --full_listing_interval in all selected ones (bound them with "
+                 "--start).")
         parser.add_argument(
             "--watch_interval", type=float, default=60.0, metavar="SECONDS",
             help="With --watch: seconds between two listings of the inputs. Default 60.")
+        parser.add_argument(
+            "--max_outage_hours", type=float, default=DEFAULT_MAX_OUTAGE_HOURS, metavar="HOURS",
+            help="With --watch: while Segment stays unreachable past --max_retry_seconds, the watch dead-letters "
+                 "nothing: it holds its files (reads and lists no new one, keeps what it has not delivered "
+                 "unrecorded in the ledger) and probes Segment until it answers. After this many hours of continuous outage it stops, "
+                 "exit 3, and the next watch sends the files it held. Fractions of an hour are taken. Default "
+                 f"{DEFAULT_MAX_OUTAGE_HOURS:g} (5 days, as long as Braze's own connector holds events).")
+        parser.add_argument(
+            "--full_listing_interval", type=float, default=900.0, metavar="SECONDS",
+            help="With --watch and --currents_root: seconds between two listings of every selected hour partition "
+                 "(the listings between look in the last few hours only), so that a file Braze writes late into "
+                 "an old hour is forwarded without a restart. Each costs a listing of the whole selection (on "
+                 "S3/GCS about one list request per 1,000 files): raise it, or bound the selection with --start, "
+                 "for a long history. Default 900.")
         parser.add_argument(
             "--rerun", action="store_true", default=False,
             help="With --ledger: read every selected file again, even those already in the ledger.")
@@ -228,7 +244,8 @@ class CurrentsToSegmentOptions(PipelineOptions):
             help="How long one request is retried while Segment fails (unreachable, 429, 5xx, no answer), from its "
                  "first attempt; the worker waits meanwhile, so an outage shorter than this loses nothing. Past "
                  "it the request's events are dead-lettered (retries_exhausted), and so are the next requests, "
-                 f"but for one probe every {pacing.OUTAGE_PROBE_SECONDS:g} s, until Segment answers. "
+                 f"but for one probe every {pacing.OUTAGE_PROBE_SECONDS:g} s (or every --max_retry_seconds, when "
+                 "shorter), until Segment answers; a --watch holds them instead (see --max_outage_hours). "
                  "Default 300.")
         parser.add_argument(
             "--message_id_namespace", default=None, metavar="NAMESPACE",
@@ -299,7 +316,8 @@ def field_names(values):
     return frozenset(name.strip() for value in values or () for name in value.split(",") if name.strip())
 
 
-def _is_loopback(host):
+def is_loopback(host):
+    """Whether a host name or address is this machine's loopback."""
     if host == "localhost":
         return True
     try:
@@ -327,7 +345,7 @@ def resolve_endpoint(options):
         host = parts.hostname or ""
         if not host:
             raise ConfigError(f"--segment_endpoint must name a host, got {options.segment_endpoint!r}")
-        if scheme == "http" and not _is_loopback(host) and not getattr(options, "allow_insecure_endpoint", False):
+        if scheme == "http" and not is_loopback(host) and not getattr(options, "allow_insecure_endpoint", False):
             raise ConfigError(f"--segment_endpoint {endpoint} is plain http to another machine: the write key and "
                               "your users' data would cross the network unencrypted (use https, or "
                               "--allow_insecure_endpoint)")

@@ -109,6 +109,12 @@ def _names(values):
     return [name.strip() for value in values or () for name in value.split(",") if name.strip()]
 
 
+def absolute(path):
+    """A local path or pattern made absolute (so that a file named relatively, with ./ or absolutely is one file
+    for the ledger and the dead letters); a URI as it is."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 def select_input(options, mapping=CLASSIC):
     """The files a run reads, from --input patterns or from --currents_root with the date options, and
     --event_types (types, or families of the mapping).
@@ -118,11 +124,11 @@ def select_input(options, mapping=CLASSIC):
     """
     event_types = expand_event_types(_names(options.event_types), mapping)
     if options.input:
-        return Selection(list(options.input), [], event_types=event_types)
+        return Selection([absolute(pattern) for pattern in options.input], [], event_types=event_types)
     start = parse_hour(options.start) if options.start else None
     end = parse_hour(options.end) if options.end else None
     read_until = end + options.late_hours * HOUR if options.by_event_time else end
-    partitions = select_partitions(options.currents_root, start, read_until, event_types,
+    partitions = select_partitions(absolute(options.currents_root), start, read_until, event_types,
                                    children=folder_lister(options, options.currents_root))
     scope = ledger.WHOLE_FILE
     if options.by_event_time:
@@ -135,8 +141,8 @@ def select_input(options, mapping=CLASSIC):
 # --- what a watch lists (--watch) ---------------------------------------------------------------------------
 
 # Currents writes an hour partition's files during that hour and shortly after (the `date=` hour is when Braze
-# queued the events): after the first listing, a watch under --currents_root looks in the partitions of the
-# last WATCH_RECENT_HOURS hours.
+# queued the events): between full listings, a watch under --currents_root looks in the partitions of the
+# last WATCH_RECENT_HOURS hours (a backlog written late into older hours is found by the next full listing).
 WATCH_RECENT_HOURS = 3
 
 
@@ -146,15 +152,15 @@ class WatchedPatterns:
     def __init__(self, patterns):
         self._patterns = list(patterns)
 
-    def patterns(self, first):  # pylint: disable=unused-argument  # the same every time
+    def patterns(self, full):  # pylint: disable=unused-argument  # the same every time
         """The file patterns to list now."""
         return list(self._patterns)
 
 
 class WatchedRoot:
     """What a watch of --currents_root lists: the hour partitions selected again at every listing (hours and event
-    types appear): at the first listing every one in [start, end), later those of the last WATCH_RECENT_HOURS hours
-    in it. `pipeline_options` give the object stores' clients (see folder_lister); `clock` gives UNIX seconds."""
+    types appear): at a full listing (the first, and one every --full_listing_interval) every one in [start, end),
+    at the others those of the last WATCH_RECENT_HOURS hours in it. `pipeline_options` give the object stores' clients (see folder_lister); `clock` gives UNIX seconds."""
 
     def __init__(self, root, pipeline_options, start=None, end=None, event_types=None, clock=time.time):
         self._root = root
@@ -162,22 +168,24 @@ class WatchedRoot:
         self._start, self._end, self._event_types = start, end, event_types
         self._clock = clock
 
-    def patterns(self, first):
+    def patterns(self, full):
         """The file patterns to list now: `<partition>/**` of each selected partition."""
         start = self._start
-        if not first:
+        if not full:
             now = datetime.datetime.fromtimestamp(self._clock(), UTC)
             recent = now.replace(minute=0, second=0, microsecond=0) - WATCH_RECENT_HOURS * HOUR
             start = max(start, recent) if start else recent
         lister = folder_lister(self._pipeline_options, self._root)
-        return [p.path + "/**" for p in select_partitions(self._root, start, self._end, self._event_types, children=lister)]
+        selected = select_partitions(self._root, start, self._end, self._event_types, children=lister)
+        # Hour by hour, each hour's types together: the ledger keeps an hour's files in one partition, read once.
+        return [p.path + "/**" for p in sorted(selected, key=lambda p: (p.hour, p.event_type, p.path))]
 
 
 def watched_input(options, pipeline_options, mapping=CLASSIC):
     """What a watch of these options lists at each listing (WatchedPatterns or WatchedRoot)."""
     if options.input:
-        return WatchedPatterns(options.input)
-    return WatchedRoot(options.currents_root, pipeline_options,
+        return WatchedPatterns([absolute(pattern) for pattern in options.input])
+    return WatchedRoot(absolute(options.currents_root), pipeline_options,
                        parse_hour(options.start) if options.start else None,
                        parse_hour(options.end) if options.end else None,
                        expand_event_types(_names(options.event_types), mapping))

@@ -31,10 +31,6 @@ def _file_entry(files, metadata, skipped):
     return events, f"{line}  {events:,} events"
 
 
-def _key(metadata):
-    return ledger.entry_key(metadata.path, metadata.size_in_bytes, metadata.last_updated_in_seconds)
-
-
 def _sent_as(mapping, event_type):
     spec = mapping.spec_for(event_type)
     return (f'{mapping.name} mapping: {event_type} is sent as "{spec.segment_event}" ({spec.family})' if spec
@@ -46,14 +42,14 @@ def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE, access=None, de
     """A text plan of the files the patterns select: first, per event type, whether the mapping (a
     catalog.Mapping) sends it and as which Segment event; then per (event type, hour) partition, and per file.
 
-    Files the ledger holds for this scope and destination (ledger.destination_of; its write key None when
+    Files the ledger holds (only the partitions that can hold these files are read) for this scope and destination (ledger.destination_of; its write key None when
     unknown: entries of any key count) are listed as skipped; files whose path names a type not among
     `event_types` (when given) are left out. `access` lists and opens the files (a
     transforms.file_access.FileAccess; Beam's filesystems when None).
     """
     access = access or FileAccess()
     any_key = bool(destination) and destination.get("write_key") is None
-    recorded = ledger.recorded(ledger_dir, any_key) if ledger_dir else {}
+    lookup = ledger.Lookup(ledger_dir, any_key) if ledger_dir else None
     where = ledger.destination_key(destination, any_key)
     files = {m.path: m for pattern in patterns for m in access.match(pattern)
              if event_types is None or event_type_from_path(m.path) in (None, *event_types)}
@@ -64,7 +60,8 @@ def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE, access=None, de
             files[path])
     lines, total_files, total_bytes, total_events = [], 0, 0, 0
     for (event_type, hour), members in sorted(groups.items()):
-        entries = [_file_entry(access, m, ledger.covers(recorded.get(_key(m), ()), scope, where)) for m in members]
+        entries = [_file_entry(access, m, lookup is not None and ledger.covers(
+            lookup.entries(m.path, m.size_in_bytes, m.last_updated_in_seconds), scope, where)) for m in members]
         size, events = sum(m.size_in_bytes for m in members), sum(n for n, _ in entries)
         lines.append(f"{event_type}  date={hour}  {len(members)} files  {size:,} bytes  {events:,} events")
         lines.extend(line for _, line in entries)

@@ -17,7 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from currents_to_segment.pipeline import summary
 from currents_to_segment.pipeline.options import storage_reason
-from currents_to_segment.transforms import ledger, metrics
+from currents_to_segment.transforms import ledger, ledger_files, metrics
 from currents_to_segment.transforms.jsonl import OutputWriteError
 from currents_to_segment.transforms.segment.api import SegmentConfigError
 
@@ -67,7 +67,16 @@ def report_completed(counters, job_config):
     """Print and write the summary of a run that completed; return the exit status it calls for."""
     run_summary = _summary(counters, job_config, "completed")
     written = _print_summary(run_summary, job_config)
+    _warn_malformed_ledger(counters)
     return _completed_run_status(run_summary, counters, job_config, written)
+
+
+def _warn_malformed_ledger(counters):
+    """One warning naming the ledger files with lines that are not entries (each such line was skipped)."""
+    where = sorted(name.split(":", 1)[1] for name in counters if name.startswith(ledger.MALFORMED + ":"))
+    if where:
+        _warn(f"the ledger has lines that are not entries, skipped (the rest was read): {'; '.join(where)}; a "
+              "file they hold is sent again unless another entry records it: fix or remove those lines")
 
 
 def report_stopped(job_config, signum, signal_name, counters, log_path):
@@ -123,6 +132,10 @@ def _completed_run_status(run_summary, counters, job_config, written):
         _warn(f"Segment rejected {rejected:,} events (400/413): they are in the dead letters under {where} with "
               "reason rejected_by_segment and Segment's answer; fix them and replay with: python -m pipeline "
               f"replay-dead-letters {where}")
+    gave_up = _gave_up_line(run_summary, counters, job_config)
+    if gave_up:
+        print(gave_up, file=sys.stderr)
+        return EXIT_SEGMENT_UNREACHABLE
     unreachable = counters.get(metrics.RETRIES_EXHAUSTED, 0)
     if unreachable:
         print(f"error: Segment stayed unreachable past the retry budget for {unreachable:,} events; they are in "
@@ -141,6 +154,24 @@ def _completed_run_status(run_summary, counters, job_config, written):
               f"of files (their letters are under {where})", file=sys.stderr)
         return EXIT_DEAD_LETTERS
     return EXIT_OK
+
+
+def _gave_up_line(run_summary, counters, job_config):
+    """The line of a watch that gave up on Segment (down for --max_outage_hours, or drained during an outage), else
+    None."""
+    if counters.get(metrics.OUTAGE_TOO_LONG):
+        client = job_config.delivery.client
+        why = (f"Segment stayed unreachable for --max_outage_hours {client.max_outage_seconds / 3600:g}: the watch "
+               "stopped")
+    elif counters.get(metrics.DRAINED_IN_OUTAGE):
+        why = "the watch was drained while Segment was unreachable: it stopped without waiting for Segment"
+    else:
+        return None
+    files, events = run_summary.get("files_held_back", 0), run_summary.get("held_back", 0)
+    then = ("they are not recorded in the ledger: the next watch with --ledger " + job_config.ledger + " sends them"
+            if job_config.ledger else "without --ledger, the next watch sends every file it lists again")
+    return (f"error: {why}; {files:,} files were not delivered ({events:,} events read from them held back, "
+            f"none dead-lettered); {then}")
 
 
 def _report_unfinished(job_config, what, counters, log_path, interrupted=False):
@@ -174,11 +205,11 @@ def _forget_run(job_config, interrupted=False):
     if not job_config.ledger or (interrupted and job_config.watch):
         return
     try:
-        entries = ledger.run_entries(job_config.ledger, job_config.run_id)
+        entries = ledger_files.run_files(job_config.ledger, job_config.run_id)
         if entries:
             FileSystems.delete(entries)
     except Exception as error:  # pylint: disable=broad-except
-        print(f"error: could not remove this run's ledger entries {job_config.ledger}/entries-{job_config.run_id}-*: "
+        print(f"error: could not remove this run's ledger entries {job_config.ledger}/*/entries-{job_config.run_id}-*: "
               f"{storage_reason(error)}; remove them by hand", file=sys.stderr)
 
 
@@ -186,7 +217,8 @@ def _summary(counters, job_config, outcome):
     run = dict(_run_facts(job_config, datetime.datetime.now(datetime.timezone.utc)), outcome=outcome)
     return summary.summarize(counters, by_event_time=job_config.by_event_time,
                              include_anonymous=job_config.delivery.track.include_anonymous,
-                             with_ledger=bool(job_config.ledger), dry_run=bool(job_config.dry_run_output), run=run)
+                             with_ledger=bool(job_config.ledger), dry_run=bool(job_config.dry_run_output),
+                             watch=bool(job_config.watch), run=run)
 
 
 def _run_facts(job_config, ended):

@@ -16,6 +16,8 @@ import tempfile
 from apache_beam.options.pipeline_options import (
     DirectOptions, FlinkRunnerOptions, PortableOptions, StandardOptions, WorkerOptions)
 
+from currents_to_segment.pipeline.options import ConfigError
+
 _PORTABLE_RUNNERS = ("prism", "flink", "spark", "portable")
 # A deadline no run reaches (ten years): Beam gives the job's state and message streams --job_server_timeout.
 JOB_STREAMS_SECONDS = 10 * 365 * 24 * 3600
@@ -34,6 +36,19 @@ def keep_job_streams_open(options, argv):
     if (_runner(options) in _PORTABLE_RUNNERS and not options.view_as(PortableOptions).job_endpoint
             and not given & {"--job_server_timeout", "--job-server-timeout"}):
         options.view_as(PortableOptions).job_server_timeout = JOB_STREAMS_SECONDS
+
+
+# Runners a --watch is refused on: they keep what every listing made in memory (FnApiRunner grew ~32 MB/s idle, its
+# multi-processing mode ~26 MB/s), so a watch that is left running exhausts the machine.
+_NO_WATCH = ("fnapi", "direct", "bundlebaseddirect", "switchingdirect", "")
+
+
+def check_watch_runner(options):
+    """ConfigError when the runner cannot keep a --watch running (see _NO_WATCH), naming those that can."""
+    if _runner(options) in _NO_WATCH:
+        raise ConfigError(f"--watch runs for ever, and {options.view_as(StandardOptions).runner or 'DirectRunner'} "
+                          "keeps every listing in memory: run it on --runner=PrismRunner (locally; ./run_local.sh "
+                          "--watch picks it), FlinkRunner or DataflowRunner")
 
 
 def budget_workers(options):

@@ -2,8 +2,12 @@
 
 Every event read ends exactly once, so the totals balance, and so does each event type's row:
 read = dropped_no_external_id + unsupported_event_type + sent + dead_lettered (+ outside_time_range
-with --by_event_time, + dropped_no_id with --include_anonymous_users). In a dry run, "sent" means written to the dry-run requests: the table says
-"would send" and the JSON has "dry_run": true.
+with --by_event_time, + dropped_no_id with --include_anonymous_users, + held_back with --watch). In a dry run, "sent"
+means written to the dry-run requests: the table says "would send" and the JSON has "dry_run": true.
+
+held_back (a watch only): events read from files the watch left unfinished when it gave up on Segment (down for
+--max_outage_hours, or a drain during an outage), neither sent nor dead-lettered; those files, and the files it
+did not read (`files_held_back` counts both), are not recorded in the ledger: the next watch reads them again.
 
 What a run prints around the summary, and the exit status it gets, is pipeline.run_report's.
 """
@@ -20,7 +24,7 @@ _TOTAL_KEYS = {metrics.READ: "events_read", metrics.DROPPED_NO_EXTERNAL_ID: "dro
                metrics.DROPPED_NO_ID: "dropped_no_id",
                metrics.UNSUPPORTED_EVENT_TYPE: "unsupported_event_type",
                metrics.OUTSIDE_TIME_RANGE: "outside_time_range", metrics.SENT: "sent",
-               metrics.DEAD_LETTERED: "dead_lettered"}
+               metrics.DEAD_LETTERED: "dead_lettered", metrics.HELD_BACK: "held_back"}
 
 
 def run_counters(result=None, tally_dir=None, failed=False):
@@ -50,21 +54,22 @@ def run_counters(result=None, tally_dir=None, failed=False):
     return counters
 
 
-def _per_type_keys(by_event_time, include_anonymous):
-    optional = {metrics.OUTSIDE_TIME_RANGE: by_event_time, metrics.DROPPED_NO_ID: include_anonymous}
+def _per_type_keys(by_event_time, include_anonymous, watch):
+    optional = {metrics.OUTSIDE_TIME_RANGE: by_event_time, metrics.DROPPED_NO_ID: include_anonymous,
+                metrics.HELD_BACK: watch}
     return [metric for metric in (metrics.READ, *metrics.OUTCOMES) if optional.get(metric, True)]
 
 
 def summarize(counters, *, by_event_time=False, include_anonymous=False, with_ledger=False, dry_run=False,
-              run=None):
+              watch=False, run=None):
     """Build the summary dict from counter values.
 
     With by_event_time it also has `outside_time_range` (events read from late partitions whose time
     is outside the range); with include_anonymous, `dropped_no_id` (records with neither an external nor a
-    Braze user id); with a ledger, `ledger` (files skipped as already sent, files recorded, files
-    read but not recorded, files the ledger holds only for other destinations). `run` (a dict: run id, times, inputs, delivery options) is added as it is.
+    Braze user id); with watch, `held_back` and `files_held_back`; with a ledger, `ledger` (files skipped as
+    already sent, files recorded, files read but not recorded, files the ledger holds only for other destinations). `run` (a dict: run id, times, inputs, delivery options) is added as it is.
     """
-    keys = _per_type_keys(by_event_time, include_anonymous)
+    keys = _per_type_keys(by_event_time, include_anonymous, watch)
     totals = collections.Counter()
     by_type = collections.defaultdict(lambda: dict.fromkeys(keys, 0))
     for name, value in counters.items():
@@ -84,6 +89,8 @@ def summarize(counters, *, by_event_time=False, include_anonymous=False, with_le
         "dry_run": dry_run,
         "by_event_type": {event_type: by_type[event_type] for event_type in sorted(by_type)},
     })
+    if watch:
+        summary["files_held_back"] = counters.get(metrics.FILES_HELD_BACK, 0)
     if with_ledger:
         summary["ledger"] = {"files_skipped": counters.get(metrics.LEDGER_FILES_SKIPPED, 0),
                              "files_recorded": counters.get(metrics.LEDGER_FILES_RECORDED, 0)}
@@ -91,6 +98,9 @@ def summarize(counters, *, by_event_time=False, include_anonymous=False, with_le
             summary["ledger"]["files_not_recorded"] = counters[metrics.LEDGER_FILES_UNBALANCED]
         if counters.get(metrics.LEDGER_FILES_ELSEWHERE):
             summary["ledger"]["files_recorded_for_other_destinations"] = counters[metrics.LEDGER_FILES_ELSEWHERE]
+        malformed = sorted(name.split(":", 1)[1] for name in counters if name.startswith(metrics.LEDGER_MALFORMED + ":"))
+        if malformed:
+            summary["ledger"]["malformed_lines"] = malformed  # "<ledger file> line <n>", each skipped
     summary["balanced"] = is_balanced(summary)
     if run:
         summary.update(run)
@@ -118,8 +128,8 @@ def format_table(summary):
     sent_header = "would send" if summary.get("dry_run") else "sent"
     names = {metrics.READ: "read", metrics.DROPPED_NO_EXTERNAL_ID: "no external id", metrics.DROPPED_NO_ID: "no id",
              metrics.UNSUPPORTED_EVENT_TYPE: "unsupported", metrics.OUTSIDE_TIME_RANGE: "outside range",
-             metrics.SENT: sent_header, metrics.DEAD_LETTERED: "dead-lettered"}
-    keys = _per_type_keys("outside_time_range" in summary, "dropped_no_id" in summary)
+             metrics.SENT: sent_header, metrics.DEAD_LETTERED: "dead-lettered", metrics.HELD_BACK: "held back"}
+    keys = _per_type_keys("outside_time_range" in summary, "dropped_no_id" in summary, "held_back" in summary)
     header = ("event type", *(names[key] for key in keys))
     rows = [(event_type, *(f"{counts[key]:,}" for key in keys))
             for event_type, counts in summary["by_event_type"].items()]
@@ -135,6 +145,10 @@ def format_table(summary):
                  + (f"throttled: {summary['throttled_seconds']:,} s   " if summary.get("throttled_seconds") else "")
                  + f"duplicate ids: {summary['duplicate_ids']:,}   "
                  f"balanced: {'yes' if summary['balanced'] else 'NO'}")
+    if summary.get("files_held_back"):
+        lines.append(f"held back: {summary['files_held_back']:,} files not delivered while Segment was down ("
+                     f"{summary['held_back']:,} events read from them neither sent nor dead-lettered): not recorded in the "
+                     "ledger, the next watch reads them again")
     if "ledger" in summary:
         ledger = summary["ledger"]
         lines.append(f"ledger: {ledger['files_skipped']} files skipped as already sent, "

@@ -2,9 +2,10 @@
 # A Flink session cluster on this machine, to try the job on Flink as it runs on a real cluster: a JobManager
 # (Flink's StandaloneSessionClusterEntrypoint) and one TaskManager with 2 slots (TaskManagerRunner), each a JVM
 # of its own, from the jars of Beam's Flink job server (scripts/setup_flink.sh finds or builds it: Flink 1.19).
-# Config, logs and process ids in .tools/flink-session-cluster/. Needs Java 17.
+# Config, logs and process ids in .tools/flink-session-cluster/, or in FLINK_CLUSTER_DIR (a second cluster, as the
+# tests start one). Needs Java 17.
 #
-#   scripts/flink_session_cluster.sh start [REST_PORT]   # default 8081; prints the --flink_master to use
+#   scripts/flink_session_cluster.sh start [REST_PORT [RPC_PORT]]   # default 8081 and 6123; prints the --flink_master
 #   ./run_local.sh --runner=FlinkRunner --flink_master=localhost:8081 --environment_type=LOOPBACK --parallelism=2
 #   scripts/flink_session_cluster.sh stop
 #
@@ -14,7 +15,7 @@
 # "FlinkPipelineOptions referenced from a method is not visible from class loader".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-dir="$root/.tools/flink-session-cluster"
+dir="${FLINK_CLUSTER_DIR:-$root/.tools/flink-session-cluster}"
 
 stop() {
   for role in taskmanager jobmanager; do
@@ -27,8 +28,8 @@ stop() {
 
 case "${1:-}" in
   stop) stop; exit 0 ;;
-  start) rest_port="${2:-8081}" ;;
-  *) echo "usage: $0 start [REST_PORT] | stop" >&2; exit 2 ;;
+  start) rest_port="${2:-8081}"; rpc_port="${3:-6123}" ;;
+  *) echo "usage: $0 start [REST_PORT [RPC_PORT]] | stop" >&2; exit 2 ;;
 esac
 
 source "$root/scripts/setup_flink.sh"
@@ -45,7 +46,7 @@ mkdir -p "$dir/conf"
 cat >"$dir/conf/flink-conf.yaml" <<EOF
 jobmanager.rpc.address: localhost
 jobmanager.bind-host: localhost
-jobmanager.rpc.port: 6123
+jobmanager.rpc.port: $rpc_port
 rest.address: localhost
 rest.bind-address: localhost
 rest.port: $rest_port
@@ -90,7 +91,7 @@ import json, sys, urllib.request
 overview = json.load(urllib.request.urlopen(f"http://localhost:{sys.argv[1]}/overview", timeout=1))
 sys.exit(0 if overview["taskmanagers"] >= 1 else 1)
 EOF
-    echo "Flink session cluster up: --flink_master=localhost:$rest_port (logs: $dir; stop: $0 stop)"
+    echo "Flink session cluster up: --flink_master=localhost:$rest_port (logs: $dir; stop: ${FLINK_CLUSTER_DIR:+FLINK_CLUSTER_DIR=$dir }$0 stop)"
     exit 0
   fi
   for role in jobmanager taskmanager; do

@@ -1,5 +1,5 @@
-"""Fixtures shared by the test modules: a Segment server on loopback, a generated Currents bucket, and Beam's Flink
-job server.
+"""Fixtures shared by the test modules: a Segment server on loopback, a generated Currents bucket, Beam's SDK worker
+pool, and Beam's Flink job server.
 
 A module names its server's write key as KEY (or WRITE_KEY), and may shape its bucket with SAMPLE_BUCKET, keyword
 arguments of pipeline.sample_bucket.make_sample_bucket (default: 6 events per file, the classic types).
@@ -7,6 +7,7 @@ arguments of pipeline.sample_bucket.make_sample_bucket (default: 6 events per fi
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -32,6 +33,29 @@ def bucket(request, tmp_path_factory):
     return str(root), make_sample_bucket(str(root), **getattr(request.module, "SAMPLE_BUCKET", DEFAULT_BUCKET))
 
 
+def free_port():
+    """A TCP port free on loopback now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def worker_pool():
+    """Beam's SDK worker pool in a process of its own, for the module's tests: with --environment_type=EXTERNAL
+    --environment_config=<it>, the runner starts the job's workers through it, as on a cluster."""
+    port = free_port()
+    # The pool starts each worker as `python -c ...`: this interpreter's, with the job's packages.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                             f"--service_port={port}"], env={**os.environ, "PATH": path},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, 60)
+    yield f"localhost:{port}"
+    pool.kill()
+    pool.wait()
+
+
 # --- Flink -------------------------------------------------------------------------------------------
 
 FLINK_JOB_SERVER_JAR = os.environ.get("FLINK_JOB_SERVER_JAR")
@@ -54,9 +78,7 @@ def flink_job_server(tmp_path_factory):
     each run the start of a JVM; the server's output is in its log, named when it fails to start."""
     jar = flink_job_server_jar()
     folder = tmp_path_factory.mktemp("flink-job-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     log_path = folder / "job-server.log"
     with open(log_path, "wb") as log:
         java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"

@@ -56,7 +56,7 @@ def received_calls(messages):
 def assert_balanced(summary):
     """Every event read is accounted for once, in the totals and in the per-type rows."""
     outcomes = [key for key in ("dropped_no_external_id", "dropped_no_id", "unsupported_event_type",
-                                "outside_time_range", "sent", "dead_lettered") if key in summary]
+                                "outside_time_range", "sent", "dead_lettered", "held_back") if key in summary]
     assert summary["events_read"] == sum(summary[key] for key in outcomes)
     for key in ("read", *outcomes):
         assert sum(row[key] for row in summary["by_event_type"].values()) == summary[

@@ -99,11 +99,22 @@ def test_plan_lists_partitions_files_sizes_and_counts_and_sends_nothing(tmp_path
 
 
 def ledger_entries(ledger_dir):
+    """Every entry in a ledger folder, as the layout is documented: `<partition>/*.jsonl` files, each a header line
+    ({"ledger": 2, "run", "scope", "destination"}) and the entries it applies to; each entry with its header's
+    fields."""
     entries = []
-    for name in sorted(os.listdir(ledger_dir)) if os.path.isdir(ledger_dir) else []:
-        if name.startswith("entries-"):
-            with open(os.path.join(ledger_dir, name), encoding="utf-8") as stream:
-                entries.extend(json.loads(line) for line in stream if line.strip())
+    for folder, _, names in sorted(os.walk(ledger_dir)):
+        for name in sorted(names):
+            if not name.endswith(".jsonl") or name.startswith("."):
+                continue
+            head = {}
+            with open(os.path.join(folder, name), encoding="utf-8") as stream:
+                for line in stream:
+                    found = json.loads(line)
+                    if "ledger" in found:
+                        head = {field: value for field, value in found.items() if field != "ledger"}
+                    else:
+                        entries.append({**head, **found})
     return entries
 
 

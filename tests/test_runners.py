@@ -13,8 +13,8 @@ one starts its own, as --runner=FlinkRunner does for a user.
 """
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,9 +22,8 @@ import time
 import pytest
 
 from currents_to_segment.pipeline.sample_bucket import make_sample_bucket
-from tests.pipeline_runs import RUNNER, lose_one_sent_event, assert_balanced, expected_calls, received_calls, \
-    wait_for_port
-from tests.conftest import flink_job_server_jar
+from tests.pipeline_runs import RUNNER, lose_one_sent_event, assert_balanced, expected_calls, received_calls
+from tests.conftest import flink_job_server_jar, free_port
 from tests.segment_server import SegmentServer
 from currents_to_segment.transforms import metrics
 from currents_to_segment.transforms.currents.catalog import CLASSIC
@@ -134,27 +133,6 @@ def test_a_summary_that_does_not_balance_on_prism_fails_and_records_nothing(tmp_
     assert ledger_entries(ledger) == []
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def worker_pool():
-    """Beam's SDK worker pool in a process of its own: Prism starts the job's workers through it."""
-    port = _free_port()
-    # The pool starts each worker as `python -c ...`: this interpreter's, with the job's packages.
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-                             f"--service_port={port}"], env={**os.environ, "PATH": path},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, 60)
-    yield f"localhost:{port}"
-    pool.kill()
-    pool.wait()
-
-
 # Each takes the test's request and the worker pool's address; on Flink with two parallel instances of each stage.
 EXTERNAL_RUNNERS = {
     "prism": lambda request, pool: prism("--environment_type=EXTERNAL", f"--environment_config={pool}"),
@@ -207,19 +185,22 @@ def test_a_run_killed_at_60_percent_resumes_where_it_stopped(tmp_path, bucket, s
     assert 0.6 * total <= sum(sent_before.values()) < total
     # What readers pick up is only ever complete: a file being written has a hidden temporary name.
     for folder in (ledger, dead):
-        for name in os.listdir(folder) if folder.exists() else []:
-            assert name.startswith(".") or name.endswith(".jsonl"), name
+        for _, _, names in os.walk(folder):  # the ledger's files are in partition folders
+            for name in names:
+                assert name.startswith(".") or name.endswith(".jsonl"), name
     recorded = {entry["path"] for entry in ledger_entries(ledger)}
     # Every event of a file the ledger holds had reached Segment (or the dead letters) before the kill...
     assert not set(expected_calls(_of_files(manifest, recorded))) - set(sent_before)
     # ... and the ledger holds most of the files the run had begun to send. The others, in flight, are those
     # with events in requests still being filled (one per family and event-time window, 2 windows here, in each
     # bundle being processed: Prism runs several at once), and those finished since the last flush (0.2 s here).
+    # (On FnApiRunner 2x more recorded than in flight before the ledger was read by partition, which groups the files
+    # by hour on their way to the branches; 1.1x to 1.9x since.)
     started = {entry["source_file"] for entry in manifest["records"]
                if entry["event_type"] in CLASSIC.events and entry["record"]["id"] in
                {json.loads(call)["messageId"] for call in sent_before}}
     in_flight = started - recorded
-    assert len(recorded) >= {"fnapi": 2, "prism": 0.5}[runner] * len(in_flight), (len(recorded), sorted(in_flight))
+    assert len(recorded) >= {"fnapi": 1, "prism": 0.5}[runner] * len(in_flight), (len(recorded), sorted(in_flight))
     print(f"{runner}: {len(recorded)} files recorded, {len(in_flight)} in flight when killed")
 
     server.accepted.clear()
@@ -272,3 +253,50 @@ def test_quiet_is_quiet_on_prism(tmp_path, bucket, server):
     out, err = job.communicate(timeout=240)
     assert job.returncode == 0 and err == "" and "TOTAL" in out
     assert received_calls(server.accepted) == expected_calls(manifest)
+
+
+# --- workers that cannot be had, signals to the whole process group --------------------------------------------
+
+# Runners that start the workers on this machine: Prism, embedded Flink, a Flink cluster at a loopback address (none
+# there: the run must be refused before it is submitted).
+WORKERLESS_RUNNERS = {"prism": lambda: prism(), "flink": lambda: flink(),
+                      "flink-cluster": lambda: [*flink(), f"--flink_master=localhost:{free_port()}"]}
+
+
+@pytest.mark.parametrize("runner", sorted(WORKERLESS_RUNNERS))
+def test_a_worker_pool_that_does_not_answer_is_one_line_before_anything_runs(tmp_path, bucket, server, runner):
+    """EXTERNAL workers at an address of this machine where nothing listens: the run is refused at once, saying why
+    (it used to be submitted, then fail with a gRPC error on Prism, half a minute later on Flink)."""
+    root, _ = bucket
+    address = f"localhost:{free_port()}"
+    job = job_process(["--input", f"{root}/**", "--segment_endpoint", server.url, "--dead_letter_output",
+                       str(tmp_path / "dead"), *WORKERLESS_RUNNERS[runner](), "--environment_type=EXTERNAL",
+                       f"--environment_config={address}"], env={"SEGMENT_WRITE_KEY": KEY})
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 1, err
+    assert err.strip().startswith(f"error: no SDK worker pool answers at --environment_config {address} "), err
+    assert "\n" not in err.strip() and not server.requests
+
+
+def test_a_watch_on_embedded_flink_drains_on_a_sigterm_to_its_process_group(tmp_path, bucket, server):
+    """What a service manager, `timeout` or a Ctrl-C at the terminal does: the signal reaches every process of the
+    group. Beam's Flink job server, in the launcher's group, used to stop at once (the embedded cluster and the job
+    with it) and the watch failed (exit 4) instead of draining."""
+    root, manifest = bucket
+    watched = tmp_path / "watched"
+    shutil.copytree(root, watched)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *flink(), "--input", f"{watched}/**", "--watch", "--watch_interval", "1",
+         "--segment_endpoint", server.url, "--dead_letter_output", str(tmp_path / "dead"),
+         "--summary_output", str(tmp_path / "summary.json"), "--quiet"],
+        env={**os.environ, "SEGMENT_WRITE_KEY": KEY}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    wait_for_accepted(server, job, sum(expected_calls(manifest).values()), seconds=180)
+    assert received_calls(server.accepted) == expected_calls(manifest)
+    os.killpg(job.pid, signal.SIGTERM)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 0, err
+    assert "draining" in err
+    run_summary = json.loads((tmp_path / "summary.json").read_text())
+    assert run_summary["sent"] == sum(expected_calls(manifest).values())
+    assert_balanced(run_summary)

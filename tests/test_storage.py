@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from currents_to_segment.pipeline import partitions, replay
+from currents_to_segment.pipeline import compact, partitions, replay
 from currents_to_segment.pipeline.partitions import select_partitions
 from currents_to_segment.transforms.currents.partitions import parse_hour
 from currents_to_segment.pipeline.sample_bucket import make_sample_bucket
@@ -304,7 +304,16 @@ def test_date_range_with_a_plan_a_ledger_and_dry_run_in_the_bucket(tmp_path, sto
         status, _, _ = run_job(tmp_path / "again", "--segment_endpoint", server.url, "--segment_write_key", KEY,
                                *args)
         assert status == 0 and len(server.requests) == first  # the ledger in the bucket skips every file
-    assert made.keys("ledger/entries-")
+        written = made.keys("ledger/date=")  # the ledger is laid out by hour partition
+        assert written and all(key.split("/")[-1].startswith("entries-") for key in written)
+        # Merged in the bucket: one file per partition, and every file is still skipped.
+        assert compact.main([f"{made.base_uri}/ledger", "--older_than_hours", "0", *made.args]) == 0
+        merged = made.keys("ledger/date=")
+        partitions = {key.rsplit("/", 1)[0] for key in written}
+        assert len(merged) == len(partitions) and all(key.split("/")[-1].startswith("compacted-") for key in merged)
+        status, _, _ = run_job(tmp_path / "merged", "--segment_endpoint", server.url, "--segment_write_key", KEY,
+                               *args)
+        assert status == 0 and len(server.requests) == first
     # A dry run takes no ledger (it would record files nothing was sent of): the same range without it.
     unledgered = [arg for arg in args if arg not in ("--ledger", f"{made.base_uri}/ledger")]
     status, _, _ = run_job(tmp_path / "dry", *unledgered, "--dry_run_output", f"{made.base_uri}/out/requests")

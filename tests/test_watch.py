@@ -1,5 +1,5 @@
 """--watch: files forwarded as they land, each version once; a drain on SIGTERM; a SIGKILL and a restart that lose
-nothing; on FnApiRunner, Prism and Flink.
+nothing; on Prism and Flink (FnApiRunner refuses a watch: it keeps every listing in memory).
 
 Files land as they do in an object store: whole, at once (written aside, then renamed into the watched folder).
 """
@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
 import pytest
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.testing.util import assert_that, equal_to
@@ -23,7 +24,7 @@ from currents_to_segment.pipeline import partitions
 from tests.pipeline_runs import RUNNER, assert_balanced, expected_calls, read_jsonl, received_calls
 from tests.test_reprocessing import ledger_entries
 from tests.test_runners import prism
-from currents_to_segment.transforms import ledger, watch
+from currents_to_segment.transforms import ledger, ledger_files, watch
 from currents_to_segment.transforms.file_access import FileAccess
 from currents_to_segment.transforms.currents.records import event_type_from_path
 from currents_to_segment.transforms.progress import WatchState
@@ -52,6 +53,13 @@ def test_listings_are_due_every_interval_from_the_start():
     assert [watch.listing_due(100.0, 60.0, n) for n in range(3)] == [100.0, 160.0, 220.0]
 
 
+def test_a_full_listing_is_the_first_and_one_every_full_listing_interval():
+    # Listings every 60 s, a full one every 900 s: listings 0, 15, 30 (due at 0, 900, 1800 s); every 300 s with
+    # listings every 120 s: 0, 3 (360 s), 5 (600 s), 8 (960 s).
+    assert [n for n in range(40) if watch.is_full_listing(100.0, 60.0, 900.0, n)] == [0, 15, 30]
+    assert [n for n in range(10) if watch.is_full_listing(0.0, 120.0, 300.0, n)] == [0, 3, 5, 8]
+
+
 def test_a_watched_root_lists_every_selected_hour_first_then_the_last_hours(tmp_path):
     types = tmp_path / "dataexport.prod-01.S3.integration.1"
     for event_type in ("users.messages.email.Send", "users.messages.pushnotification.Send"):
@@ -61,8 +69,8 @@ def test_a_watched_root_lists_every_selected_hour_first_then_the_last_hours(tmp_
     watched = partitions.WatchedRoot(str(tmp_path), None, start=datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc),
                                      event_types=frozenset({"users.messages.email.Send"}), clock=lambda: now)
     folder = f"{types}/event_type=users.messages.email.Send"
-    assert watched.patterns(first=True) == [f"{folder}/date=2026-12-02-{hour}/**" for hour in (15, 16, 19)]
-    assert watched.patterns(first=False) == [f"{folder}/date=2026-12-02-{hour}/**" for hour in (16, 19)]
+    assert watched.patterns(full=True) == [f"{folder}/date=2026-12-02-{hour}/**" for hour in (15, 16, 19)]
+    assert watched.patterns(full=False) == [f"{folder}/date=2026-12-02-{hour}/**" for hour in (16, 19)]
 
 
 # --- the composite transform -------------------------------------------------------------------------------------
@@ -75,7 +83,7 @@ class _ChangingFolder:
     def __init__(self, folder, stop_marker):
         self._folder, self._stop_marker = folder, stop_marker
 
-    def patterns(self, first):
+    def patterns(self, full):
         count_file = os.path.join(self._folder, "..", "listings")
         done = int(open(count_file).read()) if os.path.exists(count_file) else 0
         if done == 1:
@@ -85,7 +93,7 @@ class _ChangingFolder:
             watch.request_stop(self._stop_marker)
         with open(count_file, "w") as stream:
             stream.write(str(done + 1))
-        assert first == (done == 0)
+        assert full == (done == 0)
         return [os.path.join(self._folder, "*.avro")]
 
 
@@ -105,11 +113,12 @@ def test_watching_hands_on_each_new_version_once_and_skips_what_the_ledger_holds
     a = os.stat(folder / "a.avro")
     ledger_dir = tmp_path / "ledger"
     ledger_dir.mkdir()
-    (ledger_dir / "entries-earlier-1.jsonl").write_text(
-        json.dumps(ledger.entry((str(folder / "a.avro"), a.st_size, a.st_mtime), "earlier", destination=destination))
-        + "\n")
+    # An entry of the ledger's first layout (at its top, the destination in the entry): still read.
+    (ledger_dir / "entries-earlier-1.jsonl").write_text(json.dumps(
+        {"path": str(folder / "a.avro"), "size": a.st_size, "modified": a.st_mtime, "scope": "", "run": "earlier",
+         "destination": destination}) + "\n")
     stop_marker = str(tmp_path / ".stop")
-    with beam.Pipeline(RUNNER.split("=")[1]) as pipeline:
+    with beam.Pipeline(options=PipelineOptions(prism("--streaming"))) as pipeline:
         found = (pipeline
                  | watch.WatchCurrentsFiles(watch.WatchSettings(_ChangingFolder(str(folder), stop_marker), 0.2,
                                                                 time.time(), stop_marker),
@@ -119,10 +128,65 @@ def test_watching_hands_on_each_new_version_once_and_skips_what_the_ledger_holds
         assert_that(found, equal_to([("b.avro", 2), ("c.avro", 3), ("b.avro", 5)]))
 
 
+class _ScriptedFolder:
+    """Watched patterns for the forgetting test: a lands before listing 0; from listing 3 on, once a's path has had
+    time to be forgotten, the ledger entry that records a is removed (as a failed run's are); at listing 12 the stop
+    marker is written."""
+
+    def __init__(self, folder, ledger_file, stop_marker):
+        self._folder, self._ledger_file, self._stop_marker = folder, ledger_file, stop_marker
+
+    def patterns(self, full):  # pylint: disable=unused-argument
+        count_file = os.path.join(self._folder, "..", "listings")
+        done = int(open(count_file).read()) if os.path.exists(count_file) else 0
+        if done == 8 and os.path.exists(self._ledger_file):
+            os.remove(self._ledger_file)
+        if done == 12:
+            watch.request_stop(self._stop_marker)
+        with open(count_file, "w") as stream:
+            stream.write(str(done + 1))
+        return [os.path.join(self._folder, "*.avro")]
+
+
+def test_a_path_the_ledger_holds_is_forgotten_after_its_time(tmp_path, monkeypatch):
+    """The watch's state keeps a path forget_after seconds and until the ledger holds it, then drops it (in two
+    steps): seen from outside, a forgotten path whose entry then disappears from the ledger is handed on again,
+    where a remembered one would not be."""
+    monkeypatch.setattr(watch, "LEDGER_READ_SECONDS", 0.1)  # the runner works in this process
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write(str(folder / "a.avro"), b"a")
+    a = os.stat(folder / "a.avro")
+    destination = ledger.destination_of("https://api.segment.io", "k", {"mapping": "classic"})
+    ledger_dir = tmp_path / "ledger"
+    partition = ledger_dir / ledger_files.partition_of(str(folder / "a.avro"))
+    partition.mkdir(parents=True)
+    ledger_file = partition / "entries-r-1.jsonl"
+
+    class _RecordingFolder(_ScriptedFolder):
+        def patterns(self, full):
+            found = super().patterns(full)
+            if not os.path.exists(ledger_file) and open(os.path.join(self._folder, "..", "listings")).read() == "2":
+                ledger_file.write_text(  # a is delivered and recorded after listing 0
+                    json.dumps(ledger_files.header("r", "", destination)) + "\n"
+                    + json.dumps(ledger_files.entry((str(folder / "a.avro"), a.st_size, a.st_mtime))) + "\n")
+            return found
+
+    stop_marker = str(tmp_path / ".stop")
+    with beam.Pipeline(options=PipelineOptions(prism("--streaming"))) as pipeline:
+        found = (pipeline
+                 | watch.WatchCurrentsFiles(
+                     watch.WatchSettings(_RecordingFolder(str(folder), str(ledger_file), stop_marker), 0.3,
+                                         time.time(), stop_marker, forget_after=0.3),
+                     FileAccess(), str(ledger_dir), destination=destination)
+                 | beam.Map(lambda metadata: os.path.basename(metadata.path)))
+        assert_that(found, equal_to(["a.avro", "a.avro"]))
+
+
 def test_a_stop_marker_written_before_the_start_means_no_listing(tmp_path):
     stop_marker = str(tmp_path / ".stop")
     watch.request_stop(stop_marker)
-    with beam.Pipeline(RUNNER.split("=")[1]) as pipeline:
+    with beam.Pipeline(options=PipelineOptions(prism("--streaming"))) as pipeline:
         found = pipeline | watch.WatchCurrentsFiles(watch.WatchSettings(
             partitions.WatchedPatterns([str(tmp_path / "*")]), 0.2, time.time(), stop_marker), FileAccess())
         assert_that(found, equal_to([]))
@@ -131,8 +195,6 @@ def test_a_stop_marker_written_before_the_start_means_no_listing(tmp_path):
 # --- whole pipelines ----------------------------------------------------------------------------------------------
 
 def _runner_args(request, runner):
-    if runner == "fnapi":
-        return [RUNNER]
     if runner == "prism":
         return prism()
     return ["--runner=PortableRunner", f"--job_endpoint={request.getfixturevalue('flink_job_server')}",
@@ -193,7 +255,7 @@ def _drain(job):
     return job.returncode, out, err, time.monotonic() - started
 
 
-@pytest.mark.parametrize("runner", ["fnapi", "prism", "flink"])
+@pytest.mark.parametrize("runner", ["prism", "flink"])
 def test_files_landing_are_each_sent_once_per_version_and_sigterm_drains(request, tmp_path, bucket, server, runner):
     root, manifest = bucket
     files = sorted(manifest["files"])
@@ -277,7 +339,7 @@ def test_a_second_sigterm_aborts_a_drain_and_the_ledger_keeps_only_delivered_fil
     landing = _Landing(root, str(tmp_path / "watched"), str(tmp_path / "staging"))
     os.makedirs(landing.watched)
     watched = {path: landing.land(path) for path in manifest["files"]}
-    job = _watch_job([RUNNER], landing.watched, server, tmp_path, "--max_batch_events", "3",
+    job = _watch_job(prism(), landing.watched, server, tmp_path, "--max_batch_events", "3",
                      "--max_requests_per_second", "5")
     deadline = time.monotonic() + 60
     while len(server.accepted) < 12:
@@ -304,7 +366,7 @@ def test_a_watch_of_a_currents_root_finds_the_hour_partitions_that_appear(tmp_pa
     currents = tmp_path / "currents"
     (currents / "dataexport.prod-01.S3.integration.1" / f"event_type={event_type}").mkdir(parents=True)
     job = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", RUNNER, "--currents_root", str(currents), "--watch", "--watch_interval", "1",
+        [sys.executable, "-m", "pipeline", *prism(), "--currents_root", str(currents), "--watch", "--watch_interval", "1",
          "--segment_endpoint", server.url, "--dead_letter_output", str(tmp_path / "dead"), "--quiet"],
         env={**os.environ, "SEGMENT_WRITE_KEY": KEY}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     hour = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H")
@@ -317,11 +379,42 @@ def test_a_watch_of_a_currents_root_finds_the_hour_partitions_that_appear(tmp_pa
     assert status == 0, err
 
 
+def test_a_file_landing_late_into_an_old_hour_is_found_by_a_full_listing(tmp_path, bucket, server):
+    """Braze writes a backlog into the hour partitions the events were queued in: a file landing into the partition
+    of 6 hours ago, outside the last hours a listing looks in, is delivered after the next full listing."""
+    root, manifest = bucket
+    source = next(path for path in sorted(manifest["files"]) if expected_calls(_of_files(manifest, {path})))
+    event_type = event_type_from_path(source)
+    folder = tmp_path / "currents" / "dataexport.prod-01.S3.integration.1" / f"event_type={event_type}"
+    old_hour = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=6)).strftime("%Y-%m-%d-%H")
+    (folder / f"date={old_hour}").mkdir(parents=True)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *prism(), "--currents_root", str(tmp_path / "currents"), "--watch",
+         "--watch_interval", "1", "--full_listing_interval", "4", "--segment_endpoint", server.url,
+         "--dead_letter_output", str(tmp_path / "dead"), "--ledger", str(tmp_path / "ledger"), "--quiet"],
+        env={**os.environ, "SEGMENT_WRITE_KEY": KEY}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(6)  # the first (full) listing is over: later ones look in the last hours only, but every 4 s
+        landing = _Landing(root, str(tmp_path / "currents"), str(tmp_path / "staging"))
+        landing.land(source, target=str(folder / f"date={old_hour}" / "late.avro"))
+        _wait_for(server, job, expected_calls(_of_files(manifest, {source})), seconds=60)
+    finally:
+        if job.poll() is None and sys.exc_info()[0] is not None:
+            job.kill()
+    status, _, err, _ = _drain(job)
+    assert status == 0, err
+    assert [entry["path"] for entry in ledger_entries(tmp_path / "ledger")] == [
+        str(folder / f"date={old_hour}" / "late.avro")]
+
+
 @pytest.mark.parametrize("args, line", [
     (["--by_event_time", "--start", "2026-12-01", "--end", "2026-12-02"],
      "error: --by_event_time selects a closed range of hours to send; --watch forwards files as they land: give one "
      "or the other"),
     (["--watch_interval", "0"], "error: --watch_interval must be positive, got 0.0"),
+    (["--full_listing_interval", "-1"], "error: --full_listing_interval must be positive, got -1.0"),
+    ([], "error: --watch runs for ever, and FnApiRunner keeps every listing in memory: run it on "
+         "--runner=PrismRunner (locally; ./run_local.sh --watch picks it), FlinkRunner or DataflowRunner"),
 ])
 def test_a_watch_that_cannot_run_is_one_line(tmp_path, args, line):
     (tmp_path / "root").mkdir()

@@ -14,6 +14,13 @@ Beam's counters can only be incremented from the DoFn's own thread: what the sen
 once in this process and handed to Beam's counters from the DoFn's thread (`CountsFromThreads`). The time a worker
 had requests held back (pacing, Retry-After, backoffs) is reported as Beam's `cumulativeThrottlingSeconds`,
 which Dataflow's autoscaler reads.
+
+In a watch (`stop_marker`), from a request's first failed attempt until Segment answers, `process` blocks before
+reading the next file (and while sending), holding what it has not delivered, and this process lists no new file
+(ListedUnlessHolding): the runner has none to give it (back-pressure). Once the process's breaker gives up on
+Segment (after --max_outage_hours of outage, or when the stop marker of a drain appears during an outage), the stop
+marker is written (the watch's listings end), what was not delivered is held back and left unrecorded, and the
+pipeline ends as a drained watch does.
 """
 import collections
 import threading
@@ -25,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.shared import Shared
 
-from currents_to_segment.transforms import jsonl, metrics, progress
+from currents_to_segment.transforms import jsonl, metrics, progress, watch
 from currents_to_segment.transforms.currents.catalog import Mapping
 from currents_to_segment.transforms.currents.records import RecordFilter
 from currents_to_segment.transforms.currents.track_calls import TrackSettings
@@ -35,6 +42,7 @@ from currents_to_segment.transforms.progress import ProgressSettings
 from currents_to_segment.transforms.segment import write_key
 from currents_to_segment.transforms.segment.batching import BatchSettings
 from currents_to_segment.transforms.segment.client import ClientSettings
+from currents_to_segment.transforms.segment.pacing import OUTAGE_TOO_LONG
 from currents_to_segment.transforms.senders import DryRunSender, ProcessSending, SegmentSender
 
 
@@ -51,6 +59,7 @@ class DeliverySettings:  # pylint: disable=too-many-instance-attributes  # one p
     dry_run_output: Optional[str]  # a dry run writes request bodies here instead of sending them
     run_id: str
     progress: ProgressSettings = ProgressSettings()
+    stop_marker: Optional[str] = None  # a watch's (see transforms.watch); None: a batch run
 
     @property
     def mapping(self) -> Mapping:
@@ -89,6 +98,42 @@ def _read_with_beam(path):
         return stream.read()
 
 
+class ListedUnlessHolding:
+    """What a watch lists (`watched`: a pipeline.partitions watched input), but nothing while this process holds its
+    files because Segment fails (progress.WatchState.holding; `stop_marker` names the watch): the runner then has
+    no new file to hand to the deliveries that wait, so that an outage does not pile up waiting bundles, each a copy
+    of the stage's DoFns that the worker keeps after it (the memory of a watch stays flat through an outage). The
+    files that land meanwhile are found by the first listing after Segment answers."""
+
+    def __init__(self, watched, stop_marker):
+        self._watched = watched
+        self._stop_marker = stop_marker
+
+    def patterns(self, *args, **kwargs):
+        if progress.watch_state().holding(self._stop_marker):
+            return []
+        return self._watched.patterns(*args, **kwargs)
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "_watched":
+            raise AttributeError(name)
+        return getattr(self._watched, name)
+
+
+def _outage_hooks(settings):
+    """What a watch's breaker is given (see pacing.Breaker): whether the watch is drained (its stop marker exists),
+    and, when it gives up on Segment because the outage lasted too long, the stop marker written, so that the watch
+    ends. Nothing for a batch run."""
+    marker = settings.stop_marker
+    if marker is None:
+        return {}
+
+    def on_give_up(reason):
+        if reason == OUTAGE_TOO_LONG:
+            watch.request_stop(marker)
+    return {"stop_requested": lambda: watch.stop_requested(marker), "on_give_up": on_give_up}
+
+
 class _DeliverFilesFn(beam.DoFn):
     """CurrentsFile → (path, size, modified) of the file once it is finished (see transforms.delivery); on a FLUSH
     from the route, what is held is sent and the files finished are handed on."""
@@ -112,9 +157,11 @@ class _DeliverFilesFn(beam.DoFn):
             # Requests in flight for each family's delivery, and threads for them all: more deliveries at once (a
             # runner that runs bundles side by side) share those.
             threads = client.requests_in_flight * (len(settings.mapping.families) + 1)
-            sending = self._shared.acquire(lambda: ProcessSending(client, threads),
+            sending = self._shared.acquire(lambda: ProcessSending(client, threads, **_outage_hooks(settings)),
                                            tag=(settings.run_id, client.endpoint))
             self._sending = sending  # held: the process's objects live as long as a DoFn uses them
+            if settings.stop_marker:  # a watch: its listings in this process wait while this breaker holds
+                progress.watch_state().holds_with(settings.stop_marker, sending.breaker)
             key = write_key.resolve(settings.key_source, read_file=_read_with_beam)
             self._sender = SegmentSender(key, client, sending, self._counts.add, observer=reporter.observe)
         self._delivery = Delivery(

@@ -10,6 +10,12 @@ sends what is held, waits for every answer, makes the letters durable and return
 every file handed in before is finished when it returns; `finish()` does the same at the end of a bundle (a Beam
 bundle ends only then: a file is finished in the bundle that read it).
 
+In a watch, from a request's first failed attempt until Segment answers, the next file is not read (`deliver`
+waits: the sender holds it), and past the retry budget the requests sent wait for Segment to answer. If the watch gives up on Segment (an outage longer than
+--max_outage_hours, or a drain during one), nothing more is sent: the events not delivered are held back (counted
+as held_back, not dead-lettered), their files are not finished and the files not read yet are not read (both
+counted as files_held_back), so the ledger records none of them and the next watch reads them again.
+
 A file that cannot be opened or read to its end (deleted since the listing, storage unreachable) is one
 `unreadable_file` letter for what was not read, and is never returned: the ledger does not record it, and a later
 run reads it again. Corruption costs only what it touches (see transforms.currents.avro_blocks): an unreadable
@@ -32,7 +38,7 @@ from currents_to_segment.transforms.currents import avro_blocks, records as curr
 from currents_to_segment.transforms.currents.records import RecordFilter
 from currents_to_segment.transforms.currents.track_calls import TrackBuilder, TrackSettings, namespace_uuid, protect
 from currents_to_segment.transforms.letters import INVALID_RECORD
-from currents_to_segment.transforms.segment.api import EVENT_TOO_LARGE, MAX_EVENT_BYTES
+from currents_to_segment.transforms.segment.api import EVENT_TOO_LARGE, HELD_BACK, MAX_EVENT_BYTES
 from currents_to_segment.transforms.segment.batching import Batcher, BatchSettings, RecentIds
 
 # Counter names (per event type: "<name>:<event type>").
@@ -44,6 +50,9 @@ UNREADABLE_FILES = "unreadable_files"
 DEAD_LETTERS_MADE = "dead_letters_made"
 DUPLICATE_IDS = "duplicate_ids"
 FILES_UNBALANCED = "ledger_files_unbalanced"
+# A watch that gave up on Segment: events read and held back (per event type: "held_back:<event type>"), files left
+# unfinished (read in part, or not read), and why it gave up (a count of OUTAGE_TOO_LONG or DRAINED_IN_OUTAGE).
+FILES_HELD_BACK = "files_held_back"
 
 
 class CurrentsFile(NamedTuple):
@@ -68,14 +77,15 @@ class _Account:
     """What is known of one file being delivered: its units (records read and unreadable parts) and how many are
     accounted for."""
 
-    __slots__ = ("file", "event_type", "units", "decoded", "handled", "read", "recordable")
+    __slots__ = ("file", "event_type", "units", "decoded", "handled", "read", "recordable", "held")
 
     def __init__(self, file):
         self.file = file
         self.event_type = file.event_type
         self.units = self.decoded = self.handled = 0  # decoded: records read so far (for the letters' counts)
         self.read = False  # read to its end (or as far as it could be)
-        self.recordable = True  # False when part of it could not be read from storage
+        self.recordable = True  # False when part of it could not be read from storage, or was held back
+        self.held = False  # some of its events were held back (a watch gave up on Segment)
 
     @property
     def finished(self):
@@ -120,12 +130,18 @@ class Delivery:
         self._namespace = namespace_uuid(track.message_id_namespace)
         self._builders = {}
         self._protect = track.redact or track.hashed
+        self._gave_up = None  # why the sender gave up on Segment, once this delivery has seen it
 
     # --- the work of one file --------------------------------------------------------------------------------
 
     def deliver(self, file, open_stream):
         """Deliver one CurrentsFile (`open_stream()`: a context manager of its bytes); the files finished since
-        the last call (this one among them, or not yet)."""
+        the last call (this one among them, or not yet). In a watch, waits first while Segment is down; once the
+        watch has given up on Segment, the file is not read."""
+        if not self._sender.wait_for_segment():
+            self._count(FILES_HELD_BACK, 1)
+            self._saw_give_up()
+            return self._collect()
         account = _Account(file)
         self._open[id(account)] = account
         for piece in self._pieces(account, open_stream):
@@ -232,15 +248,34 @@ class Delivery:
         self._letters.write(dead_letters.to_line(letter), (((account, letter["reason"]), 1),))
 
     def _settle(self, answered):
-        """Account for the requests answered: accepted events are handled, the others dead-lettered."""
+        """Account for the requests answered: accepted events are handled, held-back ones counted (their file is
+        not recordable), the others dead-lettered."""
         for calls, report in answered:
             for index in report.accepted:
                 calls[index][1].handled += 1
             for rejection in report.rejected:
                 event_type, account, message_id, payload = calls[rejection.index]
+                if rejection.reason == HELD_BACK:
+                    self._hold_back(account, event_type)
+                    continue
                 self._letter(account, dead_letters.call_letter(
                     event_type, account.file.path, message_id, payload, rejection.reason,
                     http_status=rejection.status, response_excerpt=rejection.response_excerpt))
+
+    def _hold_back(self, account, event_type):
+        """An event of this file was not delivered: the watch gave up on Segment."""
+        self._count(f"{HELD_BACK}:{event_type}", 1)
+        account.handled += 1
+        if not account.held:
+            account.held, account.recordable = True, False
+            self._count(FILES_HELD_BACK, 1)
+            self._saw_give_up()
+
+    def _saw_give_up(self):
+        """Count, once per delivery, why the watch gave up on Segment."""
+        if self._gave_up is None and self._sender.gave_up:
+            self._gave_up = self._sender.gave_up
+            self._count(self._gave_up, 1)
 
     def _commit_letters(self):
         """Make the letters written so far durable, and account for them."""

@@ -4,9 +4,11 @@ Beam's S3 filesystem builds a new boto3 session and client for every operation: 
 each file opened. Building one reloads botocore's service descriptions, about 0.2 s of CPU on a
 small machine, which adds minutes to a day of Currents files read on one machine. `FileAccess` lists
 `s3://bucket/prefix/**` patterns (what --currents_root produces) and opens s3:// files through one
-client per process, built on first use and shared by every step of the job through Beam's `Shared`; every
-other pattern and path goes through Beam's filesystems unchanged.
+client per process, built on first use and shared by every step of the job through Beam's `Shared`; local
+`<folder>/**` patterns are walked directly (see _walk); every other pattern and path goes through Beam's
+filesystems unchanged.
 """
+import os
 import re
 
 from apache_beam.io.filesystem import CompressionTypes, FileMetadata
@@ -22,6 +24,29 @@ def s3_prefix(pattern):
     if pattern.startswith("s3://") and pattern.endswith("/**") and not _GLOB.search(pattern[:-3]):
         return pattern[:-2]
     return None
+
+
+def local_folder(pattern):
+    """The local folder a `<folder>/**` pattern matches every file under, or None for any other pattern."""
+    if "://" not in pattern and pattern.endswith("/**") and not _GLOB.search(pattern[:-3]):
+        return pattern[:-3]
+    return None
+
+
+def _walk(folder):
+    """What Beam's match of `<folder>/**` gives on a local disk (every file below, at any depth), walked directly:
+    Beam's match compiles a pattern and stats each file for every call, some 6 times slower for a watch that lists
+    thousands of hour partitions."""
+    found = []
+    for base, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(base, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue  # gone since the listing
+            found.append(FileMetadata(path, stat.st_size, stat.st_mtime))
+    return sorted(found, key=lambda metadata: metadata.path)
 
 
 class FileAccess:
@@ -50,6 +75,9 @@ class FileAccess:
 
     def match(self, pattern):
         """The files a pattern matches (folder markers, keys ending in "/", left out)."""
+        folder = local_folder(pattern)
+        if folder is not None:
+            return _walk(folder)
         prefix = s3_prefix(pattern) if self._s3_options is not None else None
         if prefix is None:
             return FileSystems.match([pattern])[0].metadata_list

@@ -8,34 +8,36 @@ flush: a run that is killed has recorded the files it finished before the last c
 only the others again (their deterministic messageIds make the files in flight harmless within Segment's
 24-hour deduplication). (The job also removes a run's entries when it fails or its summary does not balance.)
 
-Each run writes its own `entries-<run id>-*.jsonl` files and never rewrites another's, so two runs
-that overlap cannot lose each other's entries; a file both read is sent by both (and deduplicated).
+The ledger is laid out by partition (transforms.ledger_files: a Currents hour, or the folder of files outside
+one): `SkipFilesInLedger` groups the files listed by partition and reads only those partitions, so a run's cost
+follows its inputs, not the history the ledger holds. Each run writes its own entry files and never rewrites
+another's, so two runs that overlap cannot lose each other's entries; a file both read is sent by both (and
+deduplicated). Small files are merged (ledger_files.compact) without losing an entry a concurrent run writes.
 
 An entry has a scope: "" when every event of the file was considered, or the event-time range of a
 --by_event_time run, which sent only part of the file. It also has a destination: where the events went
 and what shaped them (the endpoint, a fingerprint of the write key, never the key, and the mapping options:
-messageId namespace, integrations, passthrough, redacted and hashed fields). A file is skipped when the
-ledger holds it with scope "" or with the current run's scope, for the current run's destination: a run to
-another Segment source, or with other options, sends it again. Entries written before destinations were
-recorded hold none, and count for no destination.
+messageId namespace, integrations, passthrough, redacted and hashed fields), written once per entry file. A
+file is skipped when the ledger holds it with scope "" or with the current run's scope, for the current run's
+destination: a run to another Segment source, or with other options, sends it again. Entries written before
+destinations were recorded hold none, and count for no destination.
 """
+import collections
 import datetime
 import hashlib
 import json
+import time
 import uuid
 
 import apache_beam as beam
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.fileio import EmptyMatchTreatment
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from currents_to_segment.transforms import jsonl, metrics
+from currents_to_segment.transforms import ledger_files, metrics
 from currents_to_segment.transforms.files import at_earliest_timestamp
 from currents_to_segment.transforms.flush_timer import DEFAULT_FLUSH_SECONDS, FlushTimer
+from currents_to_segment.transforms.ledger_files import WHOLE_FILE, entry_key, partition_of
 
-WHOLE_FILE = ""
+MALFORMED = metrics.LEDGER_MALFORMED
 
 
 def key_fingerprint(write_key):
@@ -61,50 +63,14 @@ def destination_key(recorded, any_key=False):
     return json.dumps(recorded, sort_keys=True)
 
 
-def entry(file, run_id, scope=WHOLE_FILE, destination=None):
-    """The ledger entry of one input file: (path, size, modified)."""
-    path, size, modified = file
-    return {"path": path, "size": size, "modified": modified, "scope": scope, "run": run_id,
-            "destination": destination}
-
-
 def time_scope(start, end):
     """The scope of a --by_event_time run over [start, end) (UNIX seconds)."""
     return f"time:{start}-{end}"
 
 
-def entry_key(path, size, modified):
-    """What identifies a file version: a rewritten or grown file is read again."""
-    return json.dumps([path, size, modified])
-
-
-def _entries_pattern(ledger_dir):
-    return jsonl.output_pattern(ledger_dir, jsonl.LEDGER_ENTRIES)
-
-
-def run_entries(ledger_dir, run_id):
-    """The paths of the entry files one run wrote."""
-    return [metadata.path for metadata in FileSystems.match(
-        [jsonl.output_pattern(ledger_dir, jsonl.LEDGER_ENTRIES, run_id)])[0].metadata_list]
-
-
 def new_run_id():
     """A ledger run id that sorts by start time and never collides."""
     return f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-
-
-def _keyed_entries(stream):
-    """(file key, entry) of each entry of a ledger file."""
-    for line in stream.read().decode("utf-8").splitlines():
-        if line.strip():
-            recorded = json.loads(line)
-            yield entry_key(recorded["path"], recorded["size"], recorded["modified"]), recorded
-
-
-def _entries_of(readable_file):
-    with readable_file.open(compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-        for key, recorded in _keyed_entries(stream):
-            yield key, (recorded.get("scope", WHOLE_FILE), destination_key(recorded.get("destination")))
 
 
 def covers(recorded, scope, destination):
@@ -113,30 +79,95 @@ def covers(recorded, scope, destination):
     return any(where == destination and (kind == WHOLE_FILE or kind == scope) for kind, where in recorded)
 
 
+
+class Lookup:
+    """What a ledger holds of input files, read a partition at a time as files are asked about (see
+    transforms.ledger_files): `entries(path, size, modified)` → [(scope, destination key)]. A partition read is
+    kept `max_age` seconds (None: for the lookup's life; a watch asks again as files are recorded). A line that is
+    not an entry is told once per ledger file to `on_malformed(ledger file, first line number, lines)`."""
+
+    def __init__(self, ledger_dir, any_key=False, on_malformed=None, max_age=None, max_partitions=None,
+                 clock=time.monotonic):
+        self._ledger_dir, self._any_key, self._max_age, self._clock = ledger_dir, any_key, max_age, clock
+        self._max_partitions = max_partitions
+        self._on_malformed = on_malformed
+        self._told = set()
+        # partition → (read at, {file key: [(scope, destination key)]}), the most recently used last
+        self._partitions = collections.OrderedDict()
+        self._legacy = self._index(ledger_files.read_legacy(ledger_dir, self._malformed))
+
+    def _malformed(self, path, number, reason):
+        if path not in self._told:
+            self._told.add(path)
+            ledger_files.warn_malformed(path, number, reason)
+            if self._on_malformed is not None:
+                self._on_malformed(path, number)
+
+    def _index(self, entries):
+        found = {}
+        for key, scope, destination, _ in entries:
+            found.setdefault(key, []).append((scope, destination_key(destination, self._any_key)))
+        return found
+
+    def _partition(self, partition):
+        now = self._clock()
+        kept = self._partitions.get(partition)
+        if kept is None or (self._max_age is not None and now - kept[0] >= self._max_age):
+            kept = self._partitions[partition] = (now, self._index(
+                ledger_files.read_partition(self._ledger_dir, partition, self._malformed)))
+        self._partitions.move_to_end(partition)
+        while self._max_partitions is not None and len(self._partitions) > self._max_partitions:
+            self._partitions.popitem(last=False)
+        return kept[1]
+
+    def entries(self, path, size, modified):
+        """The (scope, destination key) pairs recorded for this file version."""
+        partition = partition_of(path)
+        key = entry_key(path, size, modified)
+        return self._partition(partition).get(key, []) + self._legacy.get(key, [])
+
+    def forget(self):
+        """Forget the partitions read."""
+        self._partitions.clear()
+
+
+def count_malformed(path, number):
+    """Count, in the pipeline's counters, a ledger file with lines that are not entries (named for the summary)."""
+    metrics.counter(f"{MALFORMED}:{path} line {number}").inc()
+
+
 class _KeepUnrecordedFn(beam.DoFn):
-    def __init__(self, scope, destination):
+    """(ledger partition, [FileMetadata]) → the FileMetadata the partition does not hold for this scope and
+    destination."""
+
+    def __init__(self, ledger_dir, scope, destination):
         super().__init__()
+        self._ledger_dir = ledger_dir
         self._scope = scope
         self._destination = destination_key(destination)
 
     def setup(self):
         self._skipped = metrics.counter(metrics.LEDGER_FILES_SKIPPED)
         self._elsewhere = metrics.counter(metrics.LEDGER_FILES_ELSEWHERE)
+        self._lookup = Lookup(self._ledger_dir, on_malformed=count_malformed)
 
-    def process(self, keyed):
-        _, grouped = keyed
-        recorded = list(grouped["ledger"])
-        if covers(recorded, self._scope, self._destination):
-            self._skipped.inc(len(grouped["file"]))
-            return
-        if any(where != self._destination for _, where in recorded):
-            self._elsewhere.inc(len(grouped["file"]))
-        yield from grouped["file"]
+    def process(self, grouped):
+        _, files = grouped
+        self._lookup.forget()  # one partition at a time: memory follows a partition, not the ledger
+        for metadata in files:
+            recorded = self._lookup.entries(metadata.path, metadata.size_in_bytes, metadata.last_updated_in_seconds)
+            if covers(recorded, self._scope, self._destination):
+                self._skipped.inc()
+                continue
+            if any(where != self._destination for _, where in recorded):
+                self._elsewhere.inc()
+            yield metadata
 
 
 class SkipFilesInLedger(beam.PTransform):
-    """FileMetadata → the FileMetadata not recorded in the ledger folder (a join on path, size, mtime) for this
-    scope and destination (see `destination_of`)."""
+    """FileMetadata → the FileMetadata not recorded in the ledger folder for this scope and destination (see
+    `destination_of`): the files are grouped by ledger partition, and each partition of the ledger is read once,
+    only those that can hold the files listed."""
 
     def __init__(self, ledger_dir, scope=WHOLE_FILE, destination=None):
         super().__init__()
@@ -145,50 +176,43 @@ class SkipFilesInLedger(beam.PTransform):
         self._destination = destination
 
     def expand(self, files):
-        recorded = (files.pipeline
-                    | "Ledger files" >> beam.Create([_entries_pattern(self._ledger_dir)])
-                    | "List ledger" >> fileio.MatchAll(EmptyMatchTreatment.ALLOW)
-                    | "Open ledger" >> fileio.ReadMatches()
-                    | "Ledger entries" >> beam.FlatMap(_entries_of)
-                    | "Entries at earliest timestamp" >> at_earliest_timestamp())
-        keyed = (files
-                 | "Key files" >> beam.Map(lambda m: (entry_key(m.path, m.size_in_bytes, m.last_updated_in_seconds), m))
-                 | "Files at earliest timestamp" >> at_earliest_timestamp())
-        return ({"file": keyed, "ledger": recorded}
-                | "Join with ledger" >> beam.CoGroupByKey()
-                | "Keep unrecorded" >> beam.ParDo(_KeepUnrecordedFn(self._scope, self._destination))
+        return (files
+                | "Key by ledger partition" >> beam.Map(lambda metadata: (partition_of(metadata.path), metadata))
+                | "At earliest timestamp" >> at_earliest_timestamp()
+                | "Group by ledger partition" >> beam.GroupByKey()
+                | "Keep unrecorded" >> beam.ParDo(_KeepUnrecordedFn(self._ledger_dir, self._scope, self._destination))
                 # The default windowing again (timestamps unchanged), the same as every other stage's.
                 | "Global window" >> beam.WindowInto(GlobalWindows()))
 
 
 class _RecordFilesFn(beam.DoFn):
-    """(path, size, modified) of a finished file → its entry, in this bundle's own entry files (one committed every
-    flush and at the end of the bundle)."""
+    """(path, size, modified) of a finished file → its entry, in this bundle's own entry files, one per ledger
+    partition (committed every flush and at the end of the bundle)."""
 
     def __init__(self, ledger_dir, run_id, scope, destination, flush_seconds):
         super().__init__()
         self._ledger_dir, self._run_id, self._scope = ledger_dir, run_id, scope
         self._destination = destination
         self._flush_seconds = flush_seconds
-        self._part = self._flushes = None
+        self._writer = self._flushes = None
         self._written = 0
 
     def setup(self):
         self._recorded = metrics.counter(metrics.LEDGER_FILES_RECORDED)
 
     def start_bundle(self):
-        self._part = jsonl.PartFile(self._ledger_dir, jsonl.LEDGER_ENTRIES, self._run_id, "ledger entries")
+        self._writer = ledger_files.PartitionWriter(self._ledger_dir, self._run_id, self._scope, self._destination)
         self._flushes = FlushTimer(self._flush_seconds)
         self._written = 0
 
     def process(self, file):
-        self._part.write(json.dumps(entry(tuple(file), self._run_id, self._scope, self._destination)))
+        self._writer.write(tuple(file))
         self._written += 1
         if self._flushes.due():
             self._commit()
 
     def _commit(self):
-        self._part.commit()
+        self._writer.commit()
         self._recorded.inc(self._written)
         self._written = 0
 
@@ -198,8 +222,8 @@ class _RecordFilesFn(beam.DoFn):
 
 class RecordInLedger(beam.PTransform):
     """(path, size, modified) of each finished file → this run's ledger entries, written as
-    `entries-<run id>-<part>.jsonl` under the ledger folder, committed every `flush_seconds` and at the end of each
-    bundle (so a run that is killed has recorded what it finished before the last commit)."""
+    `<ledger partition>/entries-<run id>-<part>.jsonl` under the ledger folder, committed every `flush_seconds` and
+    at the end of each bundle (so a run that is killed has recorded what it finished before the last commit)."""
 
     def __init__(self, ledger_dir, run_id, scope=WHOLE_FILE, destination=None, flush_seconds=DEFAULT_FLUSH_SECONDS):
         super().__init__()
@@ -212,15 +236,3 @@ class RecordInLedger(beam.PTransform):
     def expand(self, files):
         return files | "Write entries" >> beam.ParDo(_RecordFilesFn(
             self._ledger_dir, self._run_id, self._scope, self._destination, self._flush_seconds))
-
-
-def recorded(ledger_dir, any_key=False):
-    """{file key: [(scope, destination key)]} of a ledger folder, read directly (for --plan, outside a pipeline);
-    any_key: destination keys without the write key (see destination_key)."""
-    found = {}
-    for metadata in FileSystems.match([_entries_pattern(ledger_dir)])[0].metadata_list:
-        with FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            for key, one in _keyed_entries(stream):
-                found.setdefault(key, []).append(
-                    (one.get("scope", WHOLE_FILE), destination_key(one.get("destination"), any_key)))
-    return found

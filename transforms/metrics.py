@@ -17,7 +17,7 @@ from apache_beam.metrics import Metrics
 
 from currents_to_segment.transforms import delivery, senders
 from currents_to_segment.transforms.currents import records
-from currents_to_segment.transforms.segment import api as segment_api
+from currents_to_segment.transforms.segment import api as segment_api, pacing
 
 NAMESPACE = "currents_to_segment"
 
@@ -30,8 +30,12 @@ UNSUPPORTED_EVENT_TYPE = delivery.UNSUPPORTED_EVENT_TYPE
 SENT = senders.SENT
 DEAD_LETTERED = delivery.DEAD_LETTERED
 OUTSIDE_TIME_RANGE = records.OUTSIDE_TIME_RANGE  # only with --by_event_time
+# Only in a watch: read, then neither sent nor dead-lettered, because the watch gave up on Segment (their files are
+# not recorded in the ledger: the next watch reads them again).
+HELD_BACK = segment_api.HELD_BACK
 # What each event read ends as, exactly one of these: the summary balances when they add up to READ.
-OUTCOMES = (DROPPED_NO_EXTERNAL_ID, DROPPED_NO_ID, UNSUPPORTED_EVENT_TYPE, OUTSIDE_TIME_RANGE, SENT, DEAD_LETTERED)
+OUTCOMES = (DROPPED_NO_EXTERNAL_ID, DROPPED_NO_ID, UNSUPPORTED_EVENT_TYPE, OUTSIDE_TIME_RANGE, SENT, DEAD_LETTERED,
+            HELD_BACK)
 
 # Plain counters.
 FILES_LISTED = "files_listed"
@@ -53,6 +57,12 @@ LEDGER_FILES_SKIPPED = "ledger_files_skipped"
 LEDGER_FILES_RECORDED = "ledger_files_recorded"
 LEDGER_FILES_UNBALANCED = delivery.FILES_UNBALANCED  # read, but not every event accounted for: not recorded
 LEDGER_FILES_ELSEWHERE = "ledger_files_elsewhere"  # in the ledger for other destinations only: read and sent
+# A watch that gave up on Segment: the files it left unfinished (read in part, or not read), and why it gave up
+# (counted once by each delivery that saw it): Segment down for --max_outage_hours, or a drain during an outage.
+FILES_HELD_BACK = delivery.FILES_HELD_BACK
+OUTAGE_TOO_LONG = pacing.OUTAGE_TOO_LONG
+DRAINED_IN_OUTAGE = pacing.DRAINED_IN_OUTAGE
+LEDGER_MALFORMED = "ledger_malformed"  # per ledger file with lines that are not entries: "<name>:<file> line <n>"
 
 _tally = collections.Counter()
 _tally_lock = threading.Lock()

@@ -15,18 +15,33 @@ TROUBLE_AFTER failed attempts in a row (Segment unreachable, or answering 429 or
 TROUBLE_SECONDS, or one attempt that got no answer within its timeout (Segment hangs), one says what fails, since
 when (the start of the first failed attempt), and the retry budget; it is repeated at the pace of the progress
 lines while the trouble lasts, and one line says when Segment answers again, after how long.
+
+In a watch, once a request has spent its retry budget (an outage: the watch holds its files and lists no new one
+until Segment answers), the progress line goes on with how long Segment has been down and how many events read it
+holds:
+
+    ...  Segment down 0:04:10, holding 1,234 events read
+
+and instead of the trouble warning, an outage warning comes at once and every OUTAGE_WARNING_SECONDS: how long
+Segment has been down, what the watch holds (files not read yet, events read and not delivered), and when it gives
+up (--max_outage_hours).
 """
 import datetime
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
+from typing import Optional
 
 from currents_to_segment.transforms import metrics
+from currents_to_segment.transforms.segment.pacing import OUTAGE_PROBE_SECONDS
 
 TROUBLE_AFTER = 3  # failed attempts in a row before a warning
 TROUBLE_SECONDS = 10.0  # or failures for this long
 TALLY_SECONDS = 1.0  # how often a process writes its tally, when the settings name a folder for it
+OUTAGE_WARNING_SECONDS = 300.0  # in a watch, how often the outage warning is repeated while Segment is down
+_OUTAGE_LOOK_SECONDS = 1.0  # how often the reporter looks whether the outage warning is due
 # How every line the reporter prints starts: a launcher that keeps worker processes' other output in a log copies
 # these lines to the terminal (see pipeline.run_log).
 LINE_PREFIXES = ("progress ", "warning: Segment ", "Segment answers again ")
@@ -36,11 +51,15 @@ LINE_PREFIXES = ("progress ", "warning: Segment ", "Segment answers again ")
 class ProgressSettings:
     """interval_seconds between progress lines (0: none); retry_budget: the retry budget of one request, in words;
     tally_dir: a local folder where each process writes its counters every TALLY_SECONDS ("": none), for the
-    summary of a run whose worker processes fail (see metrics.write_tally)."""
+    summary of a run whose worker processes fail (see metrics.write_tally); max_outage_seconds: a watch's
+    (--max_outage_hours), which holds its files while Segment is down (None: a batch run); probe_seconds: how often
+    Segment is probed during an outage."""
 
     interval_seconds: float = 10.0
     retry_budget: str = ""
     tally_dir: str = ""
+    max_outage_seconds: Optional[float] = None
+    probe_seconds: float = OUTAGE_PROBE_SECONDS
 
 
 def _clock_text(epoch_seconds):
@@ -60,6 +79,7 @@ class WatchState:
         self._lock = threading.Lock()
         self._last_listing = None
         self._waiting = {}
+        self._holders = {}  # stop marker of a watch → what says when this process holds its files
 
     def listed(self, when):
         """The inputs were listed at `when` (UNIX seconds)."""
@@ -75,6 +95,23 @@ class WatchState:
         """A file was read (or could not be)."""
         with self._lock:
             self._waiting.pop(path, None)
+
+    def waiting(self):
+        """How many files found are not read yet."""
+        with self._lock:
+            return len(self._waiting)
+
+    def holds_with(self, watch, holder):
+        """`holder.holding` (a Segment breaker of this process, kept as long as something else keeps it) says when
+        this process holds the files of the watch of this stop marker (Segment fails): it then lists none."""
+        with self._lock:
+            self._holders.setdefault(watch, weakref.WeakSet()).add(holder)
+
+    def holding(self, watch):
+        """True while this process holds the files of the watch of this stop marker (see `holds_with`)."""
+        with self._lock:
+            holders = list(self._holders.get(watch, ()))
+        return any(holder.holding for holder in holders)
 
     def describe(self, now):
         """"  last listing 12:00:01 UTC  waiting 2 files (oldest landed 0:00:41 ago)", or "" outside a watch."""
@@ -93,6 +130,12 @@ _watch_state = WatchState()
 def watch_state():
     """This process's WatchState."""
     return _watch_state
+
+
+def events_held(counters):
+    """Events read that no outcome accounts for yet: in flight, or held while Segment is down."""
+    return max(metrics.totals(counters, metrics.READ)
+               - sum(metrics.totals(counters, outcome) for outcome in metrics.OUTCOMES), 0)
 
 
 def progress_line(counters, elapsed):
@@ -121,6 +164,8 @@ class Reporter:
         self._last_failure = ""
         self._last_attempt = 0
         self._warned = False
+        self._outage_since = None  # in a watch, once a request has spent its budget: when the trouble began
+        self._outage_warned = 0.0  # when the outage warning was last printed
         self._open_line = False  # a progress line is on the terminal without its newline
         self._stop = threading.Event()
         self._thread = None
@@ -130,7 +175,7 @@ class Reporter:
         """Print progress every interval, and write the tally every TALLY_SECONDS, from a daemon thread (none
         when there is neither)."""
         settings = self._settings
-        if (settings.interval_seconds > 0 or settings.tally_dir) and self._thread is None:
+        if (settings.interval_seconds > 0 or settings.tally_dir or self._holds) and self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
             self._thread.start()
 
@@ -140,10 +185,16 @@ class Reporter:
         with self._lock:
             self._end_open_line()
 
+    @property
+    def _holds(self):
+        """True in a watch: Segment's outages are waited out."""
+        return self._settings.max_outage_seconds is not None
+
     def _loop(self):
         interval, tally_dir = self._settings.interval_seconds, self._settings.tally_dir
         next_line = self._clock() + interval
-        wake = min(seconds for seconds in (interval, TALLY_SECONDS if tally_dir else 0) if seconds > 0)
+        wake = min(seconds for seconds in (interval, TALLY_SECONDS if tally_dir else 0,
+                                           _OUTAGE_LOOK_SECONDS if self._holds else 0) if seconds > 0)
         while not self._stop.wait(wake):
             if tally_dir:
                 try:
@@ -153,17 +204,28 @@ class Reporter:
             if interval > 0 and self._clock() >= next_line:
                 next_line += interval
                 self.print_progress()
+            self.warn_of_outage_if_due()
+
+    def warn_of_outage_if_due(self):
+        """Repeat the outage warning every OUTAGE_WARNING_SECONDS while the outage lasts."""
+        with self._lock:
+            if self._outage_since is not None and self._clock() - self._outage_warned >= OUTAGE_WARNING_SECONDS:
+                self._warn_of_outage()
 
     def print_progress(self):
         """Print the progress line now, and repeat the trouble warning while it lasts."""
-        line = progress_line(metrics.process_totals(), self._clock() - self._started) + _watch_state.describe(time.time())
+        counters = metrics.process_totals()
+        line = progress_line(counters, self._clock() - self._started) + _watch_state.describe(self._clock())
         with self._lock:
+            if self._outage_since is not None:
+                line += (f"  Segment down {_elapsed_text(self._clock() - self._outage_since)}, holding "
+                         f"{events_held(counters):,} events read")
             if self._interactive:
                 self._stream.write("\r" + line + "\x1b[K")
                 self._open_line = True
             else:
                 self._stream.write(line + "\n")
-            if self._warned:
+            if self._warned and self._outage_since is None:  # an outage has a warning of its own, less often
                 self._write_line(self._trouble_text())
             self._stream.flush()
 
@@ -184,18 +246,40 @@ class Reporter:
                     self._warned = True
                     self._write_line(self._trouble_text())
                     self._stream.flush()
+                if self._holds and not attempt.retrying and self._outage_since is None:  # a budget is spent
+                    self._outage_since, self._warned = self._trouble_since, True
+                    self._warn_of_outage()
                 return
             if self._warned:
                 self._write_line(f"Segment answers again ({attempt.describe()}) after "
-                                 f"{_elapsed_text(self._clock() - self._trouble_since)} of failures")
+                                 f"{_elapsed_text(self._clock() - self._trouble_since)} of failures"
+                                 + ("; the watch goes on with the files it held" if self._outage_since else ""))
                 self._stream.flush()
-            self._failures, self._trouble_since, self._warned = 0, None, False
+            self._failures, self._trouble_since, self._warned, self._outage_since = 0, None, False, None
 
     def _trouble_text(self):
+        then = ("then the watch holds its files until Segment answers" if self._holds
+                else "then its events are dead-lettered as retries_exhausted")
         return (f"warning: Segment has failed {self._failures} attempt{'' if self._failures == 1 else 's'} in a row since "
                 f"{_clock_text(self._trouble_since)} (last: {self._last_failure}; attempt {self._last_attempt} of this "
-                f"request); each request is retried for up to {self._settings.retry_budget or 'its retry budget'}, then its "
-                "events are dead-lettered as retries_exhausted")
+                f"request); each request is retried for up to {self._settings.retry_budget or 'its retry budget'}, "
+                f"{then}")
+
+    def _warn_of_outage(self):
+        """Print the outage warning (with the lock held)."""
+        settings, now = self._settings, self._clock()
+        self._outage_warned = now
+        gives_up = datetime.datetime.fromtimestamp(self._outage_since + settings.max_outage_seconds,
+                                                   datetime.timezone.utc)
+        self._write_line(
+            f"warning: Segment has been down for {_elapsed_text(now - self._outage_since)} (since "
+            f"{_clock_text(self._outage_since)}; last: {self._last_failure}): the watch holds "
+            f"{_watch_state.waiting():,} files not read yet and {events_held(metrics.process_totals()):,} events read "
+            f"and not delivered, lists no new file, probes Segment every {settings.probe_seconds:g} s and goes on "
+            f"when it answers; if "
+            f"Segment is still down at {gives_up:%Y-%m-%d %H:%M:%S} UTC (--max_outage_hours "
+            f"{settings.max_outage_seconds / 3600:g}), it stops, exit 3, leaving them for the next watch")
+        self._stream.flush()
 
     def _write_line(self, text):
         self._end_open_line()

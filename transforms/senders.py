@@ -1,7 +1,9 @@
 """How a Delivery's requests go out: to Segment (`SegmentSender`), or, in a dry run, as the exact request bodies
 into files (`DryRunSender`). Both take requests as lists of calls, (event type, file account, messageId, payload)
 each, and return the requests answered as (calls, SendReport) pairs: `submit(calls)` those answered since (it may
-wait for room), `done()` likewise without waiting, `drain()` after waiting for every one.
+wait for room), `done()` likewise without waiting, `drain()` after waiting for every one. `wait_for_segment()` is
+where a watch holds its next file while Segment fails (False once it gave up on Segment: see
+transforms.segment.pacing.Breaker), and `gave_up` says why it did.
 
 Counts go to `count(name, n)`, which must be thread-safe: a SegmentSender counts from its sending threads. Knows
 nothing of Beam; imports no Beam module.
@@ -12,7 +14,7 @@ import threading
 
 from currents_to_segment.transforms.delivery import DEAD_LETTERS_MADE
 from currents_to_segment.transforms.segment.api import (
-    REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED, SendReport, format_sent_at, request_body)
+    HELD_BACK, REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED, SendReport, format_sent_at, request_body)
 from currents_to_segment.transforms.segment.client import SegmentClient
 from currents_to_segment.transforms.segment.in_flight import InFlight, SendingThreads
 from currents_to_segment.transforms.segment.pacing import Breaker, Pacer, ThrottledTime
@@ -27,10 +29,14 @@ class ProcessSending:
     costs one retry budget), one Pacer (the process's share of the event budget, and Retry-After pauses), the
     time the process had requests held back (ThrottledTime: waits of requests in flight together count once), and
     the threads that make the requests, at most `threads`, each with a SegmentClient of its own (a client is not
-    thread-safe): a runner that makes a sender per bundle it runs at once (Prism) does not multiply them."""
+    thread-safe): a runner that makes a sender per bundle it runs at once (Prism) does not multiply them.
 
-    def __init__(self, settings, threads):
-        self.breaker = Breaker()
+    In a watch (settings.max_outage_seconds), the breaker holds requests and files during an outage (`hooks`:
+    its stop_requested and on_give_up; see pacing.Breaker)."""
+
+    def __init__(self, settings, threads, **hooks):
+        self.breaker = Breaker(probe_seconds=settings.probe_seconds, max_outage_seconds=settings.max_outage_seconds,
+                               **hooks)
         self.pacer = Pacer(settings.events_per_second, settings.max_requests_per_second)
         self.throttled = ThrottledTime()
         self.threads = SendingThreads(threads)
@@ -90,8 +96,9 @@ class SegmentSender:
         """In a sending thread: POST one request's calls, and count what came of it."""
         report = self._sending.client(self._key).send([payload for _, _, _, payload in calls], self._observe)
         _count_sent(self._count, calls, report.accepted)
-        if report.rejected:
-            self._count(DEAD_LETTERS_MADE, len(report.rejected))
+        letters = sum(1 for rejection in report.rejected if rejection.reason != HELD_BACK)
+        if letters:
+            self._count(DEAD_LETTERS_MADE, letters)
             for reason in (RETRIES_EXHAUSTED, REJECTED_BY_SEGMENT):
                 n = sum(1 for rejection in report.rejected if rejection.reason == reason)
                 if n:
@@ -107,6 +114,13 @@ class SegmentSender:
 
     def drain(self):
         return self._in_flight.drain()
+
+    def wait_for_segment(self):
+        return self._sending.breaker.wait_while_open(self._sending.throttled.wait)
+
+    @property
+    def gave_up(self):
+        return self._sending.breaker.gave_up
 
     def close(self):
         self._in_flight.close()
@@ -133,6 +147,11 @@ class DryRunSender:
 
     def done(self):
         return []
+
+    def wait_for_segment(self):
+        return True
+
+    gave_up = None
 
     def drain(self):
         self._lines.commit()

@@ -26,6 +26,9 @@ EU_ENDPOINT = "https://events.eu1.segmentapis.com"
 EVENT_TOO_LARGE = "event_too_large"
 REJECTED_BY_SEGMENT = "rejected_by_segment"
 RETRIES_EXHAUSTED = "retries_exhausted"
+# Not a dead letter: in a watch that gave up on Segment (an outage too long, or a drain during one), events not
+# delivered are held back: their file is left unfinished, for the next watch to read again.
+HELD_BACK = "held_back"
 SPLIT_STATUSES = frozenset({400, 413})  # a request refused for some of its events: split to find them
 
 def format_sent_at(now: datetime) -> str:
@@ -80,7 +83,8 @@ class SegmentConfigError(Exception):
 
 @dataclass(frozen=True)
 class Rejection:
-    """An event that was not delivered: reason is "event_too_large", "rejected_by_segment" or "retries_exhausted"."""
+    """An event that was not delivered: reason is "event_too_large", "rejected_by_segment", "retries_exhausted" or
+    "held_back" (not dead-lettered: see HELD_BACK)."""
 
     index: int
     reason: str

@@ -6,9 +6,12 @@ transient failures are retried with exponential backoff and full jitter (honouri
 `max_retry_seconds` from the request's first attempt (the last attempt is made at that deadline, so an outage or
 hang shorter than the budget costs nothing; `max_attempts` adds a cap on attempts, none by default), a refused
 batch (400/413) is split to isolate the events Segment refuses, and configuration errors (401/403/404/3xx) stop the
-run. While one request is retried the caller waits. The `Breaker` and the `Pacer` it is given (see
-transforms.segment.pacing) are shared by the clients of a process; an optional observer is told of every attempt,
-with when it started (for progress lines and warnings), and `on_wait(seconds)` of every wait before it begins.
+run. While one request is retried the caller waits. Past the budget, its events are rejected as retries_exhausted;
+but with a Breaker that holds (a watch), the request waits instead, probing Segment now and then, until Segment
+answers, or its events are rejected as held_back once the watch has given up on Segment (see
+transforms.segment.pacing). The `Breaker` and the `Pacer` it is given are shared by the clients of a process; an
+optional observer is told of every attempt, with when it started (for progress lines and warnings), and
+`on_wait(seconds)` of every wait before it begins.
 
 Knows nothing of Beam; imports no Beam module. A client is not thread-safe: use one per thread.
 """
@@ -29,9 +32,9 @@ from requests.adapters import HTTPAdapter
 
 from currents_to_segment.transforms.segment.api import (
     BATCH_PATH, DEFAULT_MAX_REQUEST_BYTES, EVENT_TOO_LARGE, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, MAX_REQUEST_BYTES,
-    REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED, SPLIT_STATUSES, US_ENDPOINT, Attempt, Rejection, SendReport,
+    HELD_BACK, REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED, SPLIT_STATUSES, US_ENDPOINT, Attempt, Rejection, SendReport,
     config_error, envelope_bytes, format_sent_at, is_transient, plan_batches, request_body)
-from currents_to_segment.transforms.segment.pacing import OUTAGE_PROBE_SECONDS, Breaker, Pacer
+from currents_to_segment.transforms.segment.pacing import GIVEN_UP, OUTAGE_PROBE_SECONDS, PROBE, Breaker, Pacer
 
 _RETRY_AFTER_CAP_SECONDS = 300.0
 BACKOFF_CAP_SECONDS = 30.0  # the longest wait between two attempts (but for Retry-After): how late a recovery is seen
@@ -56,6 +59,9 @@ class ClientSettings:
     max_events: int = MAX_BATCH_EVENTS
     events_per_second: float | None = None  # the event budget of one process's clients together (its share)
     requests_in_flight: int = 1  # requests a sender keeps in flight, each with a client (and a thread) of its own
+    probe_seconds: float = OUTAGE_PROBE_SECONDS  # during an outage, one attempt this often
+    # A watch: requests are held during an outage (not dead-lettered) for up to this long; None: a batch run.
+    max_outage_seconds: float | None = None
 
     def retry_budget(self) -> str:
         """The retry budget of one request, in words."""
@@ -128,7 +134,8 @@ class SegmentClient:
         self._on_wait = on_wait
         self._observer = observer
         self._observing = observer  # this send's
-        self._breaker = breaker or Breaker(clock)
+        self._breaker = breaker or Breaker(clock, probe_seconds=settings.probe_seconds,
+                                           max_outage_seconds=settings.max_outage_seconds)
         self._sleep = sleep
         self._clock = clock
         self._rng = rng
@@ -164,7 +171,7 @@ class SegmentClient:
 
     def _send_group(self, group: list[int], payloads: Sequence[bytes], report: SendReport) -> None:
         """Send one request's events; on 400/413 split in halves so only the refused events end up rejected."""
-        answer, exhausted = self._deliver([payloads[index] for index in group], report)
+        answer, failure = self._deliver([payloads[index] for index in group], report)
         if answer.status is not None and 200 <= answer.status < 300:
             report.accepted.extend(group)
         elif answer.status in SPLIT_STATUSES and len(group) > 1:
@@ -172,17 +179,38 @@ class SegmentClient:
             self._send_group(group[:half], payloads, report)
             self._send_group(group[half:], payloads, report)
         else:
-            reason = RETRIES_EXHAUSTED if exhausted else REJECTED_BY_SEGMENT
             excerpt = answer.text[:_EXCERPT_CHARS]
-            report.rejected.extend(Rejection(index, reason, answer.status, excerpt) for index in group)
+            report.rejected.extend(Rejection(index, failure or REJECTED_BY_SEGMENT, answer.status, excerpt)
+                                   for index in group)
 
-    def _deliver(self, batch: list[bytes], report: SendReport) -> tuple[_Answer, bool]:
-        """POST until a non-transient answer or the retry budget is spent; return (last answer, exhausted)."""
+    def _deliver(self, batch: list[bytes], report: SendReport) -> tuple[_Answer, str | None]:
+        """POST until a non-transient answer, or the budget is spent (RETRIES_EXHAUSTED), or, with a breaker that
+        holds, the watch gave up on Segment (HELD_BACK); return (last answer, that failure or None)."""
         admitted, probe, last = self._breaker.admit()
-        if not admitted:
-            return _Answer(last.status, f"not sent: Segment's last answers failed (last: {last.status or ''} "
-                                        f"{last.text[:200]}); next probe within {OUTAGE_PROBE_SECONDS:g} s"), True
-        deadline = self._clock() + self._settings.max_retry_seconds
+        while True:
+            if not admitted:
+                if not self._breaker.holds:
+                    return _Answer(last.status, f"not sent: Segment's last answers failed (last: {last.status or ''} "
+                                                f"{last.text[:200]}); next probe within "
+                                                f"{self._settings.probe_seconds:g} s"), RETRIES_EXHAUSTED
+                turn = self._breaker.wait_for_turn(self._on_wait)  # a watch holds the request until Segment answers
+                if turn == GIVEN_UP:
+                    last = last or _Answer(None, "")
+                    return _Answer(last.status, f"held back: the watch gave up on Segment ({self._breaker.gave_up}); "
+                                                f"last answer: {last.status or ''} {last.text[:200]}"), HELD_BACK
+                probe = turn == PROBE
+            answer, exhausted = self._attempts(batch, report, probe)
+            if not exhausted:
+                return answer, None
+            if not self._breaker.holds:
+                return answer, RETRIES_EXHAUSTED
+            admitted, last = False, answer
+
+    def _attempts(self, batch: list[bytes], report: SendReport, probe: bool) -> tuple[_Answer, bool]:
+        """POST until a non-transient answer or the retry budget is spent (a probe: one attempt); return (last
+        answer, exhausted)."""
+        first = self._clock()
+        deadline = first + self._settings.max_retry_seconds
         attempt = 0
         while True:
             self._pacer.acquire(len(batch), self._on_wait)
@@ -199,10 +227,11 @@ class SegmentClient:
             attempt += 1
             remaining = deadline - self._clock()
             if probe or remaining <= 0 or (self._settings.max_attempts and attempt >= self._settings.max_attempts):
-                self._breaker.trip(answer)
+                self._breaker.trip(answer, since=first)
                 self._tell(answer, False, attempt - 1, started)
                 return answer, True
             self._tell(answer, True, attempt - 1, started)
+            self._breaker.failed()
             # The last wait ends at the deadline, where one more attempt is made.
             self._wait(min(self._backoff_seconds(attempt - 1, answer.retry_after), remaining))
             report.retries += 1

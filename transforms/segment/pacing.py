@@ -1,9 +1,11 @@
 """How fast requests to Segment go, and whether they go at all; thread-safe objects that every client of one
 process shares (see transforms.deliver, which holds them through Beam's Shared).
 
-- `Breaker`: once a request has used up its whole retry budget (Segment unreachable for longer), the following
-  requests are rejected as retries_exhausted without being sent, but for one probe every OUTAGE_PROBE_SECONDS,
-  until Segment answers again; so an outage costs one budget, not one per request.
+- `Breaker`: once a request has used up its whole retry budget (Segment unreachable for longer), only one probe
+  is sent every `probe_seconds` (OUTAGE_PROBE_SECONDS, or less), until Segment answers again; so an outage costs
+  one budget, not one per request. In a batch run the requests not sent meanwhile are rejected as
+  retries_exhausted; in a watch (`max_outage_seconds`) they are held, and so are the files not read yet, until
+  Segment answers, or until the watch gives up on it (an outage longer than max_outage_seconds, or a drain).
 - `Pacer`: the process's share of the event budget (a `TokenBucket`; a request carries at most REQUEST_SECONDS of
   it, so a workspace limit counted per second never sees a burst), lowered on 429 and restored as Segment
   answers 2xx again; a Retry-After pauses every request of the process; and --max_requests_per_second.
@@ -18,7 +20,13 @@ import threading
 import time
 from typing import Callable
 
-OUTAGE_PROBE_SECONDS = 30.0  # during an outage, one attempt this often; the other requests are not sent
+OUTAGE_PROBE_SECONDS = 30.0  # during an outage, one attempt at most this often; the other requests are not sent
+HOLD_CHECK_SECONDS = 1.0  # how often what a watch holds in an outage looks whether to give up
+# What a request held in an outage is told when it may go on (Breaker.wait_for_turn).
+CLOSED, PROBE, GIVEN_UP = "closed", "probe", "given up"
+# Why a watch gave up on Segment: an outage longer than its limit, or a drain (the stop marker) during an outage.
+OUTAGE_TOO_LONG = "outage_too_long"
+DRAINED_IN_OUTAGE = "drained_in_outage"
 # Under an event budget: a request carries at most this many seconds of it (and the bucket holds as much), the
 # rate is halved on a 429 at most once per _CUT_INTERVAL_SECONDS, down to _MIN_RATE_SHARE of the budget, and
 # each 2xx answer gives back _RECOVERY_STEP of it.
@@ -27,41 +35,155 @@ _CUT_INTERVAL_SECONDS = 1.0
 _MIN_RATE_SHARE = 1 / 16
 _RECOVERY_STEP = 0.05
 
-class Breaker:
-    """Whether requests are sent: closed (all are) until a request has used up its retry budget; then open, and
-    only one attempt every OUTAGE_PROBE_SECONDS is made (a probe), until one is answered. Thread-safe."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+class Breaker:  # pylint: disable=too-many-instance-attributes  # its state is one outage
+    """Whether requests are sent: closed (all are) until a request has used up its retry budget; then open, and
+    only one attempt every `probe_seconds` is made (a probe), until one is answered. Thread-safe.
+
+    In a batch run (`max_outage_seconds` None) the requests not let through are told so by `admit` (their events
+    are dead-lettered). In a watch they are held: `wait_for_turn` blocks until Segment answers (the breaker
+    closes), or it is the caller's turn to probe, or the watch gives up on Segment: after `max_outage_seconds` of
+    continuous outage (from the first attempt of the request that opened it), or when `stop_requested()` (asked
+    at most every HOLD_CHECK_SECONDS while open) says the watch is drained. Giving up is for good: nothing is sent
+    after it, and `on_give_up(reason)` is called once (OUTAGE_TOO_LONG or DRAINED_IN_OUTAGE). `wait_while_open`
+    is how a watch holds the files it has not read yet: from the first failed attempt (`failed`) until Segment
+    answers (`holding`: it then lists no new file either).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, probe_seconds: float = OUTAGE_PROBE_SECONDS,
+                 max_outage_seconds: float | None = None, stop_requested: Callable[[], bool] | None = None,
+                 on_give_up: Callable[[str], None] | None = None):
         self._clock = clock
-        self._lock = threading.Lock()
+        self._probe_seconds = probe_seconds
+        self._max_outage = max_outage_seconds
+        self._stop_requested = stop_requested
+        self._on_give_up = on_give_up
+        self._changed = threading.Condition()
         self._open = False
+        self._failing = False  # in a watch: a request has failed since Segment last answered
+        self._since: float | None = None  # when the outage began
         self._last_probe = 0.0
         self._last_answer: object | None = None
+        self._last_stop_check = -math.inf
+        self._stopping = False
+        self._gave_up: str | None = None
+
+    @property
+    def holds(self) -> bool:
+        """True in a watch: requests are held during an outage, not rejected."""
+        return self._max_outage is not None
+
+    @property
+    def gave_up(self) -> str | None:
+        """Why the watch gave up on Segment (OUTAGE_TOO_LONG, DRAINED_IN_OUTAGE), or None."""
+        with self._changed:
+            return self._gave_up
 
     def admit(self) -> tuple[bool, bool, object]:
         """(send this request, as a probe, the last failure): when open, one caller per probe interval is let
-        through, and the others are told the last failure."""
-        with self._lock:
+        through, and the others are told the last failure (in a watch, they then wait for their turn); after the
+        watch gave up, none is."""
+        with self._changed:
+            if self._gave_up:
+                return False, False, self._last_answer
             if not self._open:
                 return True, False, None
             now = self._clock()
-            if now - self._last_probe >= OUTAGE_PROBE_SECONDS:
+            if now - self._last_probe >= self._probe_seconds:
                 self._last_probe = now
                 return True, True, None
             return False, False, self._last_answer
 
-    def trip(self, answer: object) -> None:
-        """A request used up its budget (or a probe failed): open, with this last failure."""
-        with self._lock:
+    @property
+    def holding(self) -> bool:
+        """In a watch: True from a failed attempt until Segment answers (and after it gave up on Segment)."""
+        with self._changed:
+            return self.holds and (self._failing or self._open or self._gave_up is not None)
+
+    def failed(self) -> None:
+        """In a watch, an attempt failed (and will be retried): the files not read yet wait until Segment answers."""
+        with self._changed:
+            self._failing = self.holds
+
+    def trip(self, answer: object, since: float | None = None) -> None:
+        """A request used up its budget (or a probe failed): open, with this last failure; `since`: when that
+        request's first attempt began (the outage's start)."""
+        with self._changed:
             if not self._open:
-                self._open, self._last_probe = True, self._clock()
+                now = self._clock()
+                self._open, self._last_probe = True, now
+                self._since = now if since is None else min(since, now)
             self._last_answer = answer
 
     def reset(self) -> None:
-        """Segment answered: closed."""
-        with self._lock:
-            self._open = False
+        """Segment answered: closed; the requests and files held go on."""
+        with self._changed:
+            self._open, self._failing, self._since = False, False, None
+            self._changed.notify_all()
 
+    def _is_stopping(self, now: float) -> bool:
+        if not self._stopping and self._stop_requested is not None \
+                and now - self._last_stop_check >= HOLD_CHECK_SECONDS:
+            self._last_stop_check = now
+            self._stopping = bool(self._stop_requested())
+        return self._stopping
+
+    def _give_up_if_due(self, now: float) -> str | None:
+        """Under the lock, while open in a watch: give up when the outage is too long or the watch is drained; the
+        reason, when it gave up just now."""
+        if self._gave_up or not self._open or not self.holds:
+            return None
+        if now - self._since >= self._max_outage:
+            self._gave_up = OUTAGE_TOO_LONG
+        elif self._is_stopping(now):
+            self._gave_up = DRAINED_IN_OUTAGE
+        else:
+            return None
+        self._changed.notify_all()
+        return self._gave_up
+
+    def _wait(self, now: float, until: float | None, on_wait: Callable[[float], None] | None) -> None:
+        """Under the lock, while open in a watch: wait until `until` (None: no time of its own), a change, or the
+        next look at giving up."""
+        seconds = min(HOLD_CHECK_SECONDS, self._since + self._max_outage - now if self._open else math.inf,
+                      math.inf if until is None else until - now)
+        if on_wait is not None and seconds > 0:
+            on_wait(seconds)
+        self._changed.wait(max(seconds, 0.0))
+
+    def _hold(self, probe: bool, on_wait) -> str:
+        """Wait while open (a probe: until it is the caller's turn to probe; a file: while failing, too), or until
+        the watch gives up."""
+        gave_up = None
+        try:
+            with self._changed:
+                while True:
+                    now = self._clock()
+                    gave_up = self._give_up_if_due(now) or gave_up
+                    if self._gave_up:
+                        return GIVEN_UP
+                    if not self._open and (probe or not self._failing):
+                        return CLOSED
+                    if probe and now - self._last_probe >= self._probe_seconds:
+                        self._last_probe = now
+                        return PROBE
+                    self._wait(now, self._last_probe + self._probe_seconds if probe else None, on_wait)
+        finally:
+            if gave_up and self._on_give_up is not None:
+                self._on_give_up(gave_up)
+
+    def wait_for_turn(self, on_wait: Callable[[float], None] | None = None) -> str:
+        """In a watch, for a request not let through: wait until Segment answers (CLOSED: send it, with a whole
+        budget), or it is this request's turn to probe (PROBE: one attempt), or the watch gives up (GIVEN_UP: do
+        not send it). `on_wait(seconds)` is told of each wait before it begins."""
+        return self._hold(True, on_wait)
+
+    def wait_while_open(self, on_wait: Callable[[float], None] | None = None) -> bool:
+        """In a watch, before a file is read: wait while Segment fails (from the first failed attempt, and while
+        open); False once the watch gave up on it. In a batch run, True at once."""
+        if not self.holds:
+            return True
+        return self._hold(False, on_wait) == CLOSED
 
 
 def request_events(events_per_second: float) -> int:
