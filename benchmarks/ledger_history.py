@@ -567,11 +567,10 @@ def diagnosis_lines(found):
         took, reads = found[order]
         lines.append(f"| its ledger lookups (a Lookup as the watch keeps it), partitions {order}: {reads:,} ledger "
                      f"partition reads | {took:.1f} |")
-    return lines + ["", "`read_legacy` looks for the first layout's files, `<ledger>/entries-*.jsonl`, with Beam's "
-                    "`FileSystems.match`, which on a filesystem with folders lists every file below `<ledger>` (and "
-                    "stats each) before it filters: a `--plan` does it once (its Lookup), a run twice (its migrate "
-                    "and the Lookup of its SkipFilesInLedger), a watch three times (its migrate and the Lookups of its "
-                    "listing and of its new versions' step)."]
+    return lines + ["", "`read_legacy` looks for the first layout's files, `<ledger>/entries-*.jsonl`, at the top of "
+                    "the ledger (on a local disk through glob: Beam's match walked every file below `<ledger>` "
+                    "before it filtered); a `--plan` does it once, a run twice (its migrate and its "
+                    "SkipFilesInLedger), a watch three times (its migrate and the Lookups of two steps)."]
 
 
 # ---------------------------------------------------------------------------------------------------------

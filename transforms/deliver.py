@@ -103,16 +103,20 @@ class ListedUnlessHolding:
     files because Segment fails (progress.WatchState.holding; `stop_marker` names the watch): the runner then has
     no new file to hand to the deliveries that wait, so that an outage does not pile up waiting bundles, each a copy
     of the stage's DoFns that the worker keeps after it (the memory of a watch stays flat through an outage). The
-    files that land meanwhile are found by the first listing after Segment answers."""
+    files that land meanwhile are found by the first listing after Segment answers, a full one: a backlog after an
+    incident lands late into old hour partitions."""
 
     def __init__(self, watched, stop_marker):
         self._watched = watched
         self._stop_marker = stop_marker
+        self._skipped = False
 
-    def patterns(self, *args, **kwargs):
+    def patterns(self, full):
         if progress.watch_state().holding(self._stop_marker):
+            self._skipped = True
             return []
-        return self._watched.patterns(*args, **kwargs)
+        full, self._skipped = full or self._skipped, False
+        return self._watched.patterns(full=full)
 
     def __getattr__(self, name):
         if name.startswith("__") or name == "_watched":
