@@ -25,7 +25,7 @@ from currents_to_segment.transforms.currents import catalog, mapping_file
 from currents_to_segment.transforms.currents.partitions import parse_hour
 from currents_to_segment.transforms.currents.records import RecordFilter
 from currents_to_segment.transforms.currents.track_calls import TrackSettings
-from currents_to_segment.transforms.deliver import DeliverySettings, ListedUnlessHolding
+from currents_to_segment.transforms.deliver import DeliverySettings
 from currents_to_segment.transforms.progress import ProgressSettings
 from currents_to_segment.transforms.segment import api as segment_api
 from currents_to_segment.transforms.segment.batching import BatchSettings
@@ -98,6 +98,7 @@ class Job:
     config: Optional[JobConfig]
     mapping: catalog.Mapping  # the run's (also for --plan)
     destination: Optional[dict] = None  # for --plan with --ledger: the write key's part is None without a key
+    ledger: Optional[str] = None  # --ledger, absolute (for --plan too)
 
 
 # --- 1. the options ---------------------------------------------------------------------------------
@@ -394,8 +395,7 @@ def _watch(options, pipeline_options, mapping, run_id):
     runners.check_watch_runner(pipeline_options)
     pipeline_options.view_as(StandardOptions).streaming = True
     stop_marker = FileSystems.join(options.dead_letter_output, f".stop-{run_id}")
-    watched = ListedUnlessHolding(partitions.watched_input(options, pipeline_options, mapping), stop_marker)
-    return WatchSettings(watched, options.watch_interval, time.time(), stop_marker,
+    return WatchSettings(partitions.watched_input(options, pipeline_options, mapping), options.watch_interval, time.time(), stop_marker,
                          full_listing_interval=options.full_listing_interval)
 
 
@@ -420,8 +420,10 @@ def load(argv, run_id):
     mapping = load_mapping(options)
     source = key_source(options, key_flag)
     selection = _select(options, mapping)
+    ledger_dir = partitions.absolute(options.ledger) if options.ledger else None  # the same folder on any worker
     if options.plan:
-        return Job(pipeline_options, options, selection, None, mapping, _plan_destination(options, source, mapping))
+        return Job(pipeline_options, options, selection, None, mapping, _plan_destination(options, source, mapping),
+                   ledger_dir)
     unmatched = _require_input(options, selection)
     require_writable(options, run_id)
     write_key = _require_key(options, source)
@@ -433,7 +435,7 @@ def load(argv, run_id):
     config = JobConfig(
         run_id=run_id, started=datetime.datetime.now(datetime.timezone.utc), selection=selection,
         inputs=_inputs(options, selection, unmatched), dead_letter_output=options.dead_letter_output,
-        dry_run_output=options.dry_run_output, summary_output=options.summary_output, ledger=partitions.absolute(options.ledger) if options.ledger else None,
+        dry_run_output=options.dry_run_output, summary_output=options.summary_output, ledger=ledger_dir,
         rerun=options.rerun, by_event_time=options.by_event_time, fail_on_dead_letters=options.fail_on_dead_letters,
         delivery=DeliverySettings(
             track=track, record_filter=_record_filter(options, selection),
@@ -448,5 +450,5 @@ def load(argv, run_id):
         destination=ledger.destination_of(client.endpoint, write_key, track.shape()) if client else None,
         s3_options=pipeline_options.view_as(S3Options), run_dir=local_dir,
         watch=watch)
-    return Job(pipeline_options, options, selection, config, mapping)
+    return Job(pipeline_options, options, selection, config, mapping, ledger=ledger_dir)
 

@@ -25,11 +25,12 @@ import urllib.parse
 import urllib.request
 
 from apache_beam.options.pipeline_options import (
-    FlinkRunnerOptions, GoogleCloudOptions, JobServerOptions, PortableOptions, StandardOptions)
+    FlinkRunnerOptions, GoogleCloudOptions, JobServerOptions, PortableOptions)
 from apache_beam.runners.portability import flink_runner
 from apache_beam.runners.runner import PipelineState
 
 from currents_to_segment.pipeline.options import ConfigError, is_loopback
+from currents_to_segment.pipeline.runners import runner_name
 
 CANCEL_SECONDS = 30  # the longest a cancelled Flink job may take to end
 SUBMISSION_SECONDS = 30  # the longest a job submitted before its job server was stopped may take to reach the cluster
@@ -65,13 +66,8 @@ def runner(options, run_id):
     return OwnedFlinkRunner()
 
 
-def _runner_name(options):
-    """--runner, lower case, without a module path: "flinkrunner", "prismrunner", ..."""
-    return (options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1].lower()
-
-
 def _on_flink(options):
-    return _runner_name(options) == "flinkrunner"
+    return runner_name(options) == "flink"
 
 
 def _start_job_server_in_own_session(server):
@@ -206,13 +202,13 @@ def check_workers(options):
 
 def _runner_here(options):
     """Whether the runner that starts the workers runs on this machine."""
-    name = _runner_name(options)
-    if name == "prismrunner":
+    name = runner_name(options)
+    if name == "prism":
         return True
-    if name == "flinkrunner":
+    if name == "flink":
         master = options.view_as(FlinkRunnerOptions).flink_master or "[auto]"
         return master in flink_runner.MAGIC_HOST_NAMES or is_loopback(_host(master))
-    if name == "portablerunner":
+    if name == "portable":
         return is_loopback(_host(options.view_as(PortableOptions).job_endpoint or ""))
     return False
 

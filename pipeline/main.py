@@ -37,7 +37,6 @@ from apache_beam.options.pipeline_options import S3Options
 from currents_to_segment.pipeline import (
     assembly, compact, config, job_control, plan, replay, run_log, run_report, sample_bucket, summary)
 from currents_to_segment.pipeline.options import ConfigError, CurrentsToSegmentOptions, storage_reason
-from currents_to_segment.pipeline.partitions import absolute
 # The exit statuses of the table above, importable from the entry point as well as from the report that decides them.
 from currents_to_segment.pipeline.run_report import (  # pylint: disable=unused-import
     EXIT_ALL_REJECTED, EXIT_CONFIG_ERROR, EXIT_DEAD_LETTERS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED,
@@ -231,8 +230,7 @@ def run(argv, until_exit=False):
     options = job.options
     if job.config is None:  # --plan
         selection = job.selection
-        print(plan.describe(selection.patterns, None if options.rerun or not options.ledger else absolute(options.ledger),
-                            selection.ledger_scope,
+        print(plan.describe(selection.patterns, None if options.rerun else job.ledger, selection.ledger_scope,
                             FileAccess(job.pipeline_options.view_as(S3Options)), job.destination, job.mapping,
                             selection.event_types))
         return EXIT_OK

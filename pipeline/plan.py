@@ -42,8 +42,8 @@ def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE, access=None, de
     """A text plan of the files the patterns select: first, per event type, whether the mapping (a
     catalog.Mapping) sends it and as which Segment event; then per (event type, hour) partition, and per file.
 
-    Files the ledger holds (only the partitions that can hold these files are read) for this scope and destination (ledger.destination_of; its write key None when
-    unknown: entries of any key count) are listed as skipped; files whose path names a type not among
+    Files the ledger holds for this scope and destination (ledger.destination_of; its write key None when
+    unknown: entries of any key count; only the ledger partitions of these files are read) are listed as skipped; files whose path names a type not among
     `event_types` (when given) are left out. `access` lists and opens the files (a
     transforms.file_access.FileAccess; Beam's filesystems when None).
     """
@@ -60,8 +60,8 @@ def describe(patterns, ledger_dir=None, scope=ledger.WHOLE_FILE, access=None, de
             files[path])
     lines, total_files, total_bytes, total_events = [], 0, 0, 0
     for (event_type, hour), members in sorted(groups.items()):
-        entries = [_file_entry(access, m, lookup is not None and ledger.covers(
-            lookup.entries(m.path, m.size_in_bytes, m.last_updated_in_seconds), scope, where)) for m in members]
+        entries = [_file_entry(access, m, lookup is not None and lookup.held(
+            m.path, m.size_in_bytes, m.last_updated_in_seconds, scope, where) == ledger.RECORDED) for m in members]
         size, events = sum(m.size_in_bytes for m in members), sum(n for n, _ in entries)
         lines.append(f"{event_type}  date={hour}  {len(members)} files  {size:,} bytes  {events:,} events")
         lines.extend(line for _, line in entries)

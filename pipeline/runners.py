@@ -23,7 +23,7 @@ _PORTABLE_RUNNERS = ("prism", "flink", "spark", "portable")
 JOB_STREAMS_SECONDS = 10 * 365 * 24 * 3600
 
 
-def _runner(options):
+def runner_name(options):
     """The runner's short name: "fnapi", "prism", "flink", "dataflow", ..."""
     return (options.view_as(StandardOptions).runner or "").lower().rsplit(".", 1)[-1].replace("runner", "")
 
@@ -33,7 +33,7 @@ def keep_job_streams_open(options, argv):
     given: a timeout no run reaches. Beam uses it as the deadline of the streams that follow the whole job, and
     otherwise only to wait for a job server at --job_endpoint (whose wait this leaves as it is)."""
     given = {arg.split("=", 1)[0] for arg in argv}
-    if (_runner(options) in _PORTABLE_RUNNERS and not options.view_as(PortableOptions).job_endpoint
+    if (runner_name(options) in _PORTABLE_RUNNERS and not options.view_as(PortableOptions).job_endpoint
             and not given & {"--job_server_timeout", "--job-server-timeout"}):
         options.view_as(PortableOptions).job_server_timeout = JOB_STREAMS_SECONDS
 
@@ -45,7 +45,7 @@ _NO_WATCH = ("fnapi", "direct", "bundlebaseddirect", "switchingdirect", "")
 
 def check_watch_runner(options):
     """ConfigError when the runner cannot keep a --watch running (see _NO_WATCH), naming those that can."""
-    if _runner(options) in _NO_WATCH:
+    if runner_name(options) in _NO_WATCH:
         raise ConfigError(f"--watch runs for ever, and {options.view_as(StandardOptions).runner or 'DirectRunner'} "
                           "keeps every listing in memory: run it on --runner=PrismRunner (locally; ./run_local.sh "
                           "--watch picks it), FlinkRunner or DataflowRunner")
@@ -55,7 +55,7 @@ def budget_workers(options):
     """(how many worker processes share --max_events_per_second, the option that says so): each process's clients
     share one pacer, so the budget is split over the processes that send. Where the SDK workers run in this
     process (FnApiRunner in memory or multi-threaded, Prism and Flink in their LOOPBACK default) that is 1."""
-    runner = _runner(options)
+    runner = runner_name(options)
     environment = (options.view_as(PortableOptions).environment_type or "").upper()
     if runner == "dataflow":
         google = options.view_as(WorkerOptions)

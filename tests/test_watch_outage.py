@@ -22,7 +22,7 @@ from currents_to_segment.pipeline import summary
 from currents_to_segment.pipeline.main import main
 from currents_to_segment.pipeline.sample_bucket import make_record, write_currents_file
 from currents_to_segment.transforms import jsonl, metrics, progress
-from currents_to_segment.transforms.deliver import ListedUnlessHolding
+from currents_to_segment.transforms.watch import ListedUnlessHolding
 from currents_to_segment.transforms.currents import schemas as currents_schemas
 from currents_to_segment.transforms.currents.catalog import CLASSIC
 from currents_to_segment.transforms.currents.records import RecordFilter
@@ -138,8 +138,6 @@ def test_files_wait_from_the_first_failed_attempt_in_a_watch_only():
 
 
 class _Watched:
-    days = 3
-
     def patterns(self, full):
         return [f"root/{'*' if full else 'recent'}/**"]
 
@@ -147,7 +145,7 @@ class _Watched:
 def test_a_watch_lists_nothing_while_this_process_holds_its_files_then_everything(monkeypatch):
     monkeypatch.setattr(progress, "_watch_state", progress.WatchState())
     listed = pickle.loads(pickle.dumps(ListedUnlessHolding(_Watched(), ".stop-a")))  # as the workers get it
-    assert listed.patterns(full=True) == ["root/*/**"] and listed.days == 3
+    assert listed.patterns(full=True) == ["root/*/**"]
     breaker = Breaker(max_outage_seconds=60)
     progress.watch_state().holds_with(".stop-a", breaker)
     breaker.failed()

@@ -17,7 +17,7 @@ which Dataflow's autoscaler reads.
 
 In a watch (`stop_marker`), from a request's first failed attempt until Segment answers, `process` blocks before
 reading the next file (and while sending), holding what it has not delivered, and this process lists no new file
-(ListedUnlessHolding): the runner has none to give it (back-pressure). Once the process's breaker gives up on
+(transforms.watch): the runner has none to give it (back-pressure). Once the process's breaker gives up on
 Segment (after --max_outage_hours of outage, or when the stop marker of a drain appears during an outage), the stop
 marker is written (the watch's listings end), what was not delivered is held back and left unrecorded, and the
 pipeline ends as a drained watch does.
@@ -96,32 +96,6 @@ def _read_with_beam(path):
     """A file's bytes, from any Beam filesystem (a write key kept in a file)."""
     with FileSystems.open(path) as stream:
         return stream.read()
-
-
-class ListedUnlessHolding:
-    """What a watch lists (`watched`: a pipeline.partitions watched input), but nothing while this process holds its
-    files because Segment fails (progress.WatchState.holding; `stop_marker` names the watch): the runner then has
-    no new file to hand to the deliveries that wait, so that an outage does not pile up waiting bundles, each a copy
-    of the stage's DoFns that the worker keeps after it (the memory of a watch stays flat through an outage). The
-    files that land meanwhile are found by the first listing after Segment answers, a full one: a backlog after an
-    incident lands late into old hour partitions."""
-
-    def __init__(self, watched, stop_marker):
-        self._watched = watched
-        self._stop_marker = stop_marker
-        self._skipped = False
-
-    def patterns(self, full):
-        if progress.watch_state().holding(self._stop_marker):
-            self._skipped = True
-            return []
-        full, self._skipped = full or self._skipped, False
-        return self._watched.patterns(full=full)
-
-    def __getattr__(self, name):
-        if name.startswith("__") or name == "_watched":
-            raise AttributeError(name)
-        return getattr(self._watched, name)
 
 
 def _outage_hooks(settings):

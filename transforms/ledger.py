@@ -79,12 +79,16 @@ def covers(recorded, scope, destination):
     return any(where == destination and (kind == WHOLE_FILE or kind == scope) for kind, where in recorded)
 
 
+RECORDED = "recorded"  # Lookup.held: the file is recorded for this scope and destination
+ELSEWHERE = "elsewhere"  # ... only for other destinations
+
 
 class Lookup:
     """What a ledger holds of input files, read a partition at a time as files are asked about (see
-    transforms.ledger_files): `entries(path, size, modified)` → [(scope, destination key)]. A partition read is
-    kept `max_age` seconds (None: for the lookup's life; a watch asks again as files are recorded). A line that is
-    not an entry is told once per ledger file to `on_malformed(ledger file, first line number, lines)`."""
+    transforms.ledger_files): `entries(path, size, modified)` → [(scope, destination key)], and `held(...)` what
+    they mean for a run. A partition read is kept `max_age` seconds (None: for the lookup's life; a watch asks
+    again as files are recorded), at most `max_partitions` of them. A line that is not an entry is told once per
+    ledger file to `on_malformed(ledger file, line number)` (its first such line)."""
 
     def __init__(self, ledger_dir, any_key=False, on_malformed=None, max_age=None, max_partitions=None,
                  clock=time.monotonic):
@@ -104,9 +108,11 @@ class Lookup:
                 self._on_malformed(path, number)
 
     def _index(self, entries):
-        found = {}
-        for key, scope, destination, _ in entries:
-            found.setdefault(key, []).append((scope, destination_key(destination, self._any_key)))
+        found, keys = {}, {}
+        for key, scope, destination in entries:
+            if id(destination) not in keys:  # the entries under one header share their destination: keyed once
+                keys[id(destination)] = destination_key(destination, self._any_key)
+            found.setdefault(key, []).append((scope, keys[id(destination)]))
         return found
 
     def _partition(self, partition):
@@ -125,6 +131,14 @@ class Lookup:
         partition = partition_of(path)
         key = entry_key(path, size, modified)
         return self._partition(partition).get(key, []) + self._legacy.get(key, [])
+
+    def held(self, path, size, modified, scope, destination):
+        """RECORDED when the ledger holds this file version for `scope` and `destination` (a destination_key): a
+        run has nothing left to send of it; ELSEWHERE when it holds it only for other destinations; else None."""
+        entries = self.entries(path, size, modified)
+        if covers(entries, scope, destination):
+            return RECORDED
+        return ELSEWHERE if any(where != destination for _, where in entries) else None
 
     def forget(self):
         """Forget the partitions read."""
@@ -155,11 +169,12 @@ class _KeepUnrecordedFn(beam.DoFn):
         _, files = grouped
         self._lookup.forget()  # one partition at a time: memory follows a partition, not the ledger
         for metadata in files:
-            recorded = self._lookup.entries(metadata.path, metadata.size_in_bytes, metadata.last_updated_in_seconds)
-            if covers(recorded, self._scope, self._destination):
+            held = self._lookup.held(metadata.path, metadata.size_in_bytes, metadata.last_updated_in_seconds,
+                                     self._scope, self._destination)
+            if held == RECORDED:
                 self._skipped.inc()
                 continue
-            if any(where != self._destination for _, where in recorded):
+            if held == ELSEWHERE:
                 self._elsewhere.inc()
             yield metadata
 

@@ -111,9 +111,10 @@ def _read_text(path):
 
 
 def parse(text, path, on_malformed=None):
-    """The entries of one ledger file's text, as (file key, scope, destination, run) tuples; a line that is not
-    a ledger line is skipped, and told to on_malformed(path, line number, reason) (default: a warning)."""
-    context = {"scope": WHOLE_FILE, "destination": None, "run": None}
+    """The entries of one ledger file's text, as (file key, scope, destination) tuples (the entries under one header
+    share its destination object); a line that is not a ledger line is skipped, and told to on_malformed(path, line
+    number, reason) (default: a warning)."""
+    context = {"scope": WHOLE_FILE, "destination": None}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -122,8 +123,7 @@ def parse(text, path, on_malformed=None):
             if not isinstance(found, dict):
                 raise Malformed("not a JSON object")
             if "ledger" in found:  # a header: the lines after it share its run, scope and destination
-                context = {"scope": found.get("scope", WHOLE_FILE), "destination": found.get("destination"),
-                           "run": found.get("run")}
+                context = {"scope": found.get("scope", WHOLE_FILE), "destination": found.get("destination")}
                 if not isinstance(context["scope"], str):
                     raise Malformed("its scope is not a string")
                 continue
@@ -133,8 +133,7 @@ def parse(text, path, on_malformed=None):
             scope = found.get("scope", context["scope"])  # the first layout: every entry says its own
             if not isinstance(scope, str):
                 raise Malformed("its scope is not a string")
-            yield (entry_key(path_, size, modified), scope, found.get("destination", context["destination"]),
-                   found.get("run", context["run"]))
+            yield entry_key(path_, size, modified), scope, found.get("destination", context["destination"])
         except (ValueError, KeyError, TypeError, Malformed) as error:
             reason = (f"no {error}" if isinstance(error, KeyError) else str(error)).splitlines()[0]
             (on_malformed or warn_malformed)(path, number, reason)
@@ -173,14 +172,6 @@ def read_legacy(ledger_dir, on_malformed=None):
     return list(read_files(_match(ledger_dir, _LEGACY_FILES), on_malformed))
 
 
-def read_for(ledger_dir, paths, on_malformed=None):
-    """Every entry of the partitions that can hold these input files, and of the first layout's files."""
-    found = read_legacy(ledger_dir, on_malformed)
-    for partition in sorted({partition_of(path) for path in paths}):
-        found.extend(read_partition(ledger_dir, partition, on_malformed))
-    return found
-
-
 class PartitionWriter:
     """One writer's entry files: a PartFile per ledger partition, each starting with the header; `commit()`
     makes them final (and merges a partition that holds more than COMPACT_FILES files)."""
@@ -208,7 +199,8 @@ class PartitionWriter:
             try:
                 compact_partition(self._ledger_dir, partition, minimum=COMPACT_FILES + 1)
             except Exception as error:  # pylint: disable=broad-except  # the entries are written: merging can wait
-                logging.warning("could not merge the ledger partition %s: %s", partition_dir(self._ledger_dir, partition),
+                logging.warning("could not merge the ledger partition %s: %s",
+                                partition_dir(self._ledger_dir, partition),
                                 f"{type(error).__name__}: {error}".splitlines()[0])
         return list(parts)
 
@@ -222,20 +214,19 @@ def _started(file_name):
         tzinfo=datetime.timezone.utc).timestamp()
 
 
-def _mergeable(path, now, older_than, keep_run):
-    name = path.rsplit("/", 1)[-1]
-    if keep_run and name.startswith(f"{jsonl.LEDGER_ENTRIES}-{keep_run}-"):
-        return False
-    started = _started(name)
+def _mergeable(path, now, older_than):
+    started = _started(path.rsplit("/", 1)[-1])
     return started is None or started <= now - older_than
 
 
 def _write_merged(folder, entries):
     """One compacted file of these entries (deduplicated), a header per (scope, destination)."""
-    groups = {}
-    for key, scope, destination, _ in entries:
-        group = groups.setdefault(json.dumps([scope, destination], sort_keys=True), (scope, destination, {}))
-        group[2][key] = None
+    groups, texts = {}, {}
+    for key, scope, destination in entries:
+        text = texts.get(id(destination))  # the entries under one header share their destination
+        if text is None:
+            text = texts[id(destination)] = json.dumps(destination, sort_keys=True)
+        groups.setdefault((scope, text), (scope, destination, {}))[2][key] = None
     part = jsonl.PartFile(folder, COMPACTED, uuid.uuid4().hex[:8], "the compacted ledger")
     for scope, destination, keys in groups.values():
         part.write(json.dumps(header(None, scope, destination)))
@@ -245,20 +236,19 @@ def _write_merged(folder, entries):
     part.commit()
 
 
-def compact_partition(ledger_dir, partition, minimum=2, older_than=COMPACT_AFTER_SECONDS, keep_run=None,
-                      now=None):
+def compact_partition(ledger_dir, partition, minimum=2, older_than=COMPACT_AFTER_SECONDS):
     """Merge a partition's files into one when it holds at least `minimum` files, leaving out those of runs
-    started less than `older_than` seconds ago and of `keep_run`; the number of files merged (0: none)."""
+    started less than `older_than` seconds ago; the number of files merged (0: none)."""
     folder = partition_dir(ledger_dir, partition)
     files = _match(folder, ENTRY_FILES)
     if len(files) < minimum:
         return 0
-    now = datetime.datetime.now(datetime.timezone.utc).timestamp() if now is None else now
-    merged = [path for path in files if _mergeable(path, now, older_than, keep_run)]
-    if len(merged) < 2:
+    now = datetime.datetime.now(datetime.timezone.utc).timestamp()
+    mergeable = [path for path in files if _mergeable(path, now, older_than)]
+    if len(mergeable) < 2:
         return 0
     entries, whole = [], []
-    for path in merged:
+    for path in mergeable:
         malformed = []
         try:
             found = list(read_files([path], on_malformed=lambda *where: malformed.append(where)))
@@ -269,13 +259,12 @@ def compact_partition(ledger_dir, partition, minimum=2, older_than=COMPACT_AFTER
             whole.append(path)
     if len(whole) < 2:
         return 0
-    merged = whole
     _write_merged(folder, entries)
     try:
-        FileSystems.delete(merged)
+        FileSystems.delete(whole)
     except Exception:  # pylint: disable=broad-except  # deleted by a concurrent compaction: its copy is complete
         pass
-    return len(merged)
+    return len(whole)
 
 
 def partitions(ledger_dir):

@@ -90,11 +90,8 @@ class _ListingsFn(beam.DoFn):
         start, interval, stop_marker = element
         index = tracker.current_restriction().start
         due = listing_due(start, interval, index)
-        if _called_back_early(watermark) and _wait_until(due, stop_marker):
+        if (_called_back_early(watermark) and _wait_until(due, stop_marker)) or stop_requested(stop_marker):
             tracker.try_claim(tracker.current_restriction().stop)  # nothing more to claim: the listings end
-            return
-        if stop_requested(stop_marker):
-            tracker.try_claim(tracker.current_restriction().stop)
             return
         now = time.time()
         while due <= now:  # each listing due (several after a pause)
@@ -152,6 +149,27 @@ def is_full_listing(start, interval, full_interval, index):
     return int(due // full_interval) != int(before // full_interval)
 
 
+class ListedUnlessHolding:
+    """What a watch lists (`watched`: a pipeline.partitions watched input), but nothing while this process holds its
+    files because Segment fails (progress.WatchState.holding; `stop_marker` names the watch): the runner then has
+    no new file to hand to the deliveries that wait, so that an outage does not pile up waiting bundles, each a copy
+    of the stage's DoFns that the worker keeps after it (the memory of a watch stays flat through an outage). The
+    files that land meanwhile are found by the first listing after Segment answers, a full one: a backlog after an
+    incident lands late into old hour partitions."""
+
+    def __init__(self, watched, stop_marker):
+        self._watched = watched
+        self._stop_marker = stop_marker
+        self._skipped = False
+
+    def patterns(self, full):
+        if progress.watch_state().holding(self._stop_marker):
+            self._skipped = True
+            return []
+        full, self._skipped = full or self._skipped, False
+        return self._watched.patterns(full=full)
+
+
 class _ListFn(beam.DoFn):
     """Listing number → (path, FileMetadata) of every file the watched inputs hold now that the ledger does not
     hold for this scope and destination (its partitions read at most once per LEDGER_READ_SECONDS)."""
@@ -165,6 +183,7 @@ class _ListFn(beam.DoFn):
     def setup(self):
         self._skipped = metrics.counter(metrics.LEDGER_FILES_SKIPPED)
         self._elsewhere = metrics.counter(metrics.LEDGER_FILES_ELSEWHERE)
+        self._watched = ListedUnlessHolding(self._settings.watched, self._settings.stop_marker)
         ledger_dir = self._ledger[0]
         self._lookup = ledger.Lookup(ledger_dir, on_malformed=ledger.count_malformed, max_age=LEDGER_READ_SECONDS,
                                      max_partitions=LEDGER_PARTITIONS_KEPT) if ledger_dir else None
@@ -175,19 +194,16 @@ class _ListFn(beam.DoFn):
         if self._lookup is None:
             return False
         _, scope, destination = self._ledger
-        entries = self._lookup.entries(metadata.path, metadata.size_in_bytes, metadata.last_updated_in_seconds)
-        if ledger.covers(entries, scope, destination):
-            if first:
-                self._skipped.inc()
-            return True
-        if first and any(where != destination for _, where in entries):
-            self._elsewhere.inc()
-        return False
+        held = self._lookup.held(metadata.path, metadata.size_in_bytes, metadata.last_updated_in_seconds, scope,
+                                 destination)
+        if first and held:
+            (self._skipped if held == ledger.RECORDED else self._elsewhere).inc()
+        return held == ledger.RECORDED
 
     def process(self, index):
         settings = self._settings
         full = is_full_listing(settings.start, settings.interval, settings.full_listing_interval, index)
-        for pattern in settings.watched.patterns(full=full):
+        for pattern in self._watched.patterns(full=full):
             for metadata in self._files.match(pattern):
                 if not self._recorded(metadata, index == 0):
                     yield metadata.path, metadata
@@ -236,7 +252,7 @@ class _NewVersionsFn(beam.DoFn):
     def forget_path(self, fired=beam.DoFn.TimestampParam, version=beam.DoFn.StateParam(VERSION),
                     forgetting=beam.DoFn.StateParam(FORGETTING), forget=beam.DoFn.TimerParam(FORGET)):
         if stop_requested(self._stop_marker) or fired.micros / 1e6 > time.time() + _AHEAD_SECONDS:
-            return  # the watch is ending (a drain: the watermark jumps to the end of time): nothing to forget  # the watermark went past the listings' time: the watch is ending, nothing to forget
+            return  # the watch is ending (a drain: the watermark jumps to the end of time): nothing to forget
         if forgetting.read():
             version.clear()
             forgetting.clear()
@@ -251,8 +267,7 @@ class _NewVersionsFn(beam.DoFn):
         if self._lookup is None or key is None:
             return False
         _, scope, destination = self._ledger
-        path, size, modified = json.loads(key)
-        return ledger.covers(self._lookup.entries(path, size, modified), scope, destination)
+        return self._lookup.held(*json.loads(key), scope, destination) == ledger.RECORDED
 
 
 @dataclass(frozen=True)
