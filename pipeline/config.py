@@ -6,6 +6,7 @@
 3. the write key (found, readable, sendable in an HTTP header, and leaving room for an event in a request).
 """
 import datetime
+import difflib
 import json
 import math
 import os
@@ -18,10 +19,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, S3Options, Sta
 
 from currents_to_segment.pipeline import partitions, runners
 from currents_to_segment.pipeline.options import (
-    WRITE_KEY_ENV, ConfigError, CurrentsToSegmentOptions, field_names, key_source, resolve_endpoint,
-    resolve_write_key, split_write_key, storage_reason, unknown_flags)
+    MAX_REQUESTS_IN_FLIGHT, WRITE_KEY_ENV, ConfigError, CurrentsToSegmentOptions, field_names, key_source,
+    resolve_endpoint, resolve_write_key, split_write_key, storage_reason, unknown_flags)
 from currents_to_segment.transforms import ledger
-from currents_to_segment.transforms.currents import catalog, mapping_file
+from currents_to_segment.transforms.currents import catalog, mapping_file, schemas
 from currents_to_segment.transforms.currents.partitions import parse_hour
 from currents_to_segment.transforms.currents.records import RecordFilter
 from currents_to_segment.transforms.currents.track_calls import TrackSettings
@@ -104,15 +105,20 @@ class Job:
 # --- 1. the options ---------------------------------------------------------------------------------
 
 def parse_integrations(text):
-    """The --integrations JSON object, or None."""
-    if not text:
+    """The --integrations JSON object, or None: destination names (each once) to true or false, or to an object
+    of that destination's options (Segment's integrations object)."""
+    if text is None:
         return None
     try:
-        integrations = json.loads(text, parse_constant=_reject_constant)
+        integrations = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=mapping_file.objects_without_duplicates)
     except ValueError as error:
         raise ConfigError(f"--integrations is not JSON: {error}") from error
     if not isinstance(integrations, dict):
         raise ConfigError('--integrations must be a JSON object, e.g. {"All": false}')
+    wrong = [name for name, value in integrations.items() if not isinstance(value, (bool, dict))]
+    if wrong:
+        raise ConfigError(f"--integrations {wrong[0]!r} is {json.dumps(integrations[wrong[0]])}: each destination "
+                          'takes true or false (or an object of its options), e.g. {"All": false, "Mixpanel": true}')
     return integrations
 
 
@@ -165,6 +171,9 @@ def _check_numbers(options):
     if not 1 <= options.max_batch_events <= segment_api.MAX_BATCH_EVENTS:
         raise ConfigError(f"--max_batch_events must be between 1 and {segment_api.MAX_BATCH_EVENTS}, "
                           f"got {options.max_batch_events}")
+    if options.max_requests_in_flight > MAX_REQUESTS_IN_FLIGHT:
+        raise ConfigError(f"--max_requests_in_flight must be at most {MAX_REQUESTS_IN_FLIGHT} (each is a thread and a "
+                          f"connection per family in every worker), got {options.max_requests_in_flight}")
     if options.max_batch_bytes > segment_api.MAX_REQUEST_BYTES:
         raise ConfigError(f"--max_batch_bytes must be at most {segment_api.MAX_REQUEST_BYTES}, "
                           f"got {options.max_batch_bytes}")
@@ -176,6 +185,9 @@ def check_options(options):
     _check_numbers(options)
     parse_integrations(options.integrations)
     resolve_endpoint(options)
+    if options.message_id_namespace is not None and not options.message_id_namespace.strip():
+        raise ConfigError("--message_id_namespace is empty (an unset variable?): it would change every messageId; "
+                          "give a namespace, or leave the option out to send the Currents ids")
     overlap = field_names(options.redact_fields) & field_names(options.hash_fields)
     if overlap:
         raise ConfigError(f"{', '.join(sorted(overlap))}: in both --redact_fields and --hash_fields")
@@ -189,8 +201,21 @@ def check_options(options):
                           "takes no --ledger (use --plan with --ledger to see what the ledger would skip)")
 
 
+def _check_event_types(options, mapping):
+    """ConfigError naming an --event_types name that is no Currents type and no family of the mapping (it would
+    select nothing, silently, with --input)."""
+    known = set(mapping.families) | set(mapping.events) | set(schemas.event_types())
+    for name in sorted(field_names(options.event_types)):
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"--event_types {name} is no Currents event type and no family of the {mapping.name} "
+                              f"mapping ({', '.join(mapping.families)}){hint}")
+
+
 def _select(options, mapping):
-    """What the run reads; ConfigError when the root cannot be listed."""
+    """What the run reads; ConfigError when an event type is unknown or the root cannot be listed."""
+    _check_event_types(options, mapping)
     try:
         return partitions.select_input(options, mapping)
     except Exception as error:  # pylint: disable=broad-except  # missing folder, bucket, credentials or extra
@@ -365,6 +390,16 @@ def load_mapping(options):
         raise ConfigError(str(error)) from None
 
 
+def check_field_names(options, mapping):
+    """ConfigError naming a --redact_fields or --hash_fields name that nothing the mapping sends carries (what it
+    is instead, its close matches): a misspelt name would otherwise send the value in clear."""
+    for flag in ("redact_fields", "hash_fields"):
+        for name in sorted(field_names(getattr(options, flag))):
+            problem = catalog.field_name_problem(mapping, name, options.passthrough_fields)
+            if problem:
+                raise ConfigError(f"--{flag} {name}: {problem}")
+
+
 def _track(options, mapping):
     return TrackSettings(options.message_id_namespace, options.passthrough_fields,
                          parse_integrations(options.integrations), field_names(options.redact_fields),
@@ -418,6 +453,7 @@ def load(argv, run_id):
     options = pipeline_options.view_as(CurrentsToSegmentOptions)
     check_options(options)
     mapping = load_mapping(options)
+    check_field_names(options, mapping)
     source = key_source(options, key_flag)
     selection = _select(options, mapping)
     ledger_dir = partitions.absolute(options.ledger) if options.ledger else None  # the same folder on any worker

@@ -40,7 +40,7 @@ from currents_to_segment.pipeline.options import ConfigError, CurrentsToSegmentO
 # The exit statuses of the table above, importable from the entry point as well as from the report that decides them.
 from currents_to_segment.pipeline.run_report import (  # pylint: disable=unused-import
     EXIT_ALL_REJECTED, EXIT_CONFIG_ERROR, EXIT_DEAD_LETTERS, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED,
-    EXIT_SEGMENT_UNREACHABLE, EXIT_TERMINATED, EXIT_UNBALANCED)
+    EXIT_SEGMENT_UNREACHABLE, EXIT_TERMINATED, EXIT_UNBALANCED, KEEP_RUN_DIR)
 from currents_to_segment.transforms import ledger, ledger_files, metrics, progress
 from currents_to_segment.transforms import watch as transforms_watch
 from currents_to_segment.transforms.file_access import FileAccess
@@ -157,7 +157,7 @@ def _execute(job, until_exit):
             log.close()
         if job_config.watch:
             _remove_stop_marker(job_config.watch.stop_marker)
-    if status == EXIT_OK and job_config.run_dir:
+    if status not in KEEP_RUN_DIR and job_config.run_dir:  # kept only where the run's last line names its log
         shutil.rmtree(job_config.run_dir, ignore_errors=True)
     return status
 

@@ -20,6 +20,7 @@ WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
 REGION_ENDPOINTS = {"us": segment_api.US_ENDPOINT, "eu": segment_api.EU_ENDPOINT}
 DEFAULT_MAX_BATCH_BYTES = segment_api.DEFAULT_MAX_REQUEST_BYTES
 DEFAULT_REQUESTS_IN_FLIGHT = 8
+MAX_REQUESTS_IN_FLIGHT = 64  # each is a thread with a connection of its own, per family, in every worker process
 DEFAULT_MAX_OUTAGE_HOURS = 120.0
 
 
@@ -144,7 +145,8 @@ class CurrentsToSegmentOptions(PipelineOptions):
         parser.add_argument(
             "--integrations", default=None, metavar="JSON",
             help='Segment `integrations` object added to every call, e.g. \'{"All": false}\' to reach only '
-                 "warehouses when replaying days Segment can no longer deduplicate.")
+                 "warehouses when replaying days Segment can no longer deduplicate: each destination named once, "
+                 "with true or false (or an object of its options).")
         parser.add_argument(
             "--segment_write_key", default=None, metavar="KEY",
             help=f"Segment source write key. Prefer, in this order: the {WRITE_KEY_ENV} environment "
@@ -227,7 +229,8 @@ class CurrentsToSegmentOptions(PipelineOptions):
                  "that many threads (each with a connection of its own) per family, which all its deliveries "
                  "share. A bundle still ends only when each of its events "
                  "is accepted or dead-lettered. The slower Segment answers, the more this speeds a run up (see "
-                 f"docs/delivery.md); 1 sends one request at a time. Default {DEFAULT_REQUESTS_IN_FLIGHT}.")
+                 f"docs/delivery.md); 1 sends one request at a time, at most {MAX_REQUESTS_IN_FLIGHT}. "
+                 f"Default {DEFAULT_REQUESTS_IN_FLIGHT}.")
         parser.add_argument(
             "--max_retry_attempts", type=int, default=None, metavar="N",
             help="At most this many attempts per request on transient errors (429, 5xx, network, no answer), "
@@ -238,7 +241,8 @@ class CurrentsToSegmentOptions(PipelineOptions):
                  f"{segment_client.BACKOFF_CAP_SECONDS:g} s) unless Segment's Retry-After says longer. Default 0.5.")
         parser.add_argument(
             "--request_timeout_seconds", type=float, default=30.0, metavar="SECONDS",
-            help="How long to wait for Segment's answer to one request before retrying it. Default 30.")
+            help="How long one attempt may take, from sending the request to the last byte of Segment's answer "
+                 "(headers and body), before it is cut off and retried. Default 30.")
         parser.add_argument(
             "--max_retry_seconds", type=float, default=300.0, metavar="SECONDS",
             help="How long one request is retried while Segment fails (unreachable, 429, 5xx, no answer), from its "
@@ -297,8 +301,11 @@ def key_source(options, key_flag):
 
 
 def _read_with_beam(path):
-    with FileSystems.open(path) as stream:
-        return stream.read()
+    try:
+        with FileSystems.open(path) as stream:
+            return stream.read()
+    except BeamIOError as error:  # Beam wraps the cause in a dict keyed by path: keep the cause's words
+        raise OSError(storage_reason(error)) from None
 
 
 def resolve_write_key(source):
@@ -333,6 +340,11 @@ def resolve_endpoint(options):
     if options.segment_endpoint:
         endpoint = options.segment_endpoint.rstrip("/")
         scheme, _, rest = endpoint.partition("://")
+        authority, slash, path = rest.partition("/")
+        if "@" in authority:  # never shown, written to the summary or recorded in the ledger
+            shown = f"{scheme}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
+            raise ConfigError(f"--segment_endpoint {shown} holds credentials (user:password@): Segment takes only the "
+                              "write key; give the endpoint without them")
         if scheme not in ("http", "https") or not rest:
             raise ConfigError(f"--segment_endpoint must be an http(s) URL, got {options.segment_endpoint!r}")
         parts = urllib.parse.urlsplit(endpoint)

@@ -30,6 +30,13 @@ EXIT_UNBALANCED = 5
 EXIT_ALL_REJECTED = 6
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
+# The exit statuses whose last line names the run's log (see _log_note): the run's folder is kept for them.
+KEEP_RUN_DIR = (EXIT_CONFIG_ERROR, EXIT_RUN_FAILED)
+# The summary's "outcome" for each exit status (the JSON has both: "exit_code" and this).
+OUTCOMES = {EXIT_OK: "completed", EXIT_CONFIG_ERROR: "refused_by_segment",
+            EXIT_DEAD_LETTERS: "completed_with_dead_letters", EXIT_SEGMENT_UNREACHABLE: "segment_unreachable",
+            EXIT_RUN_FAILED: "failed", EXIT_UNBALANCED: "unbalanced", EXIT_ALL_REJECTED: "all_rejected",
+            EXIT_INTERRUPTED: "interrupted", EXIT_TERMINATED: "terminated"}
 # Segment keeps messageIds for about a day: a replay of older events is not deduplicated.
 DEDUP_WINDOW = datetime.timedelta(hours=24)
 # The failures the job raises on purpose, as runners re-raise them: by type, or as text in another error.
@@ -64,11 +71,22 @@ def report_job_graph_written():
 
 
 def report_completed(counters, job_config):
-    """Print and write the summary of a run that completed; return the exit status it calls for."""
-    run_summary = _summary(counters, job_config, "completed")
+    """Print and write the summary of a run that completed; return the exit status it calls for (the summary says
+    it too: its exit_code and outcome are the status's, decided before it is written)."""
+    run_summary = _summary(counters, job_config, EXIT_OK)
+    status, say = _completed_run_status(run_summary, counters, job_config)
+    _set_status(run_summary, status)
     written = _print_summary(run_summary, job_config)
     _warn_malformed_ledger(counters)
-    return _completed_run_status(run_summary, counters, job_config, written)
+    for line in say:
+        line()
+    if not written and status in (EXIT_OK, EXIT_DEAD_LETTERS):
+        return EXIT_RUN_FAILED
+    return status
+
+
+def _set_status(run_summary, status):
+    run_summary.update(exit_code=status, outcome=OUTCOMES[status])
 
 
 def _warn_malformed_ledger(counters):
@@ -81,8 +99,10 @@ def _warn_malformed_ledger(counters):
 
 def report_stopped(job_config, signum, signal_name, counters, log_path):
     """A run stopped by Ctrl-C or SIGTERM: the summary so far and one line; exit 130 or 143."""
-    _report_unfinished(job_config, f"interrupted by {signal_name}", counters, log_path, interrupted=True)
-    return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+    status = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+    # A run stopped on purpose leaves nothing behind (its run folder is removed): its line names no log.
+    _report_unfinished(job_config, f"interrupted by {signal_name}", counters, None, status, interrupted=True)
+    return status
 
 
 def report_failed(job_config, error, counters, log_path):
@@ -91,7 +111,7 @@ def report_failed(job_config, error, counters, log_path):
     if failure.status == EXIT_CONFIG_ERROR:
         _report_refused_config(job_config, failure.line, counters, log_path)
     else:
-        _report_unfinished(job_config, failure.line, counters, log_path)
+        _report_unfinished(job_config, failure.line, counters, log_path, failure.status)
     return failure.status
 
 
@@ -118,42 +138,56 @@ def _known_failure(error):
     return None
 
 
-def _completed_run_status(run_summary, counters, job_config, written):
-    """The exit status of a run that completed, with the line that says why when it is not 0."""
+def _completed_run_status(run_summary, counters, job_config):
+    """(the exit status of a run that completed, what to say about it: callables that print its lines, after the
+    summary); a summary that does not balance takes back the run's ledger entries here."""
     where = job_config.dead_letter_output
     if not run_summary["balanced"]:
         _forget_run(job_config)
-        print(f"error: the summary does not balance: {summary.unaccounted(run_summary):,} events read are neither "
-              "sent, dropped nor dead-lettered (or a type's row does not add up); nothing was recorded in the "
-              "ledger; run again", file=sys.stderr)
-        return EXIT_UNBALANCED
+        return EXIT_UNBALANCED, [lambda: print(
+            f"error: the summary does not balance: {summary.unaccounted(run_summary):,} events read are neither "
+            "sent, dropped nor dead-lettered (or a type's row does not add up); nothing was recorded in the "
+            "ledger; run again", file=sys.stderr)]
+    say = []
+    resent = run_summary.get("ledger", {}).get("files_sent_otherwise_within_24h")
+    if resent:
+        say.append(lambda: _warn(
+            f"{resent:,} files were sent to this endpoint and write key less than 24 h ago with another mapping or "
+            "other options shaping the calls: their calls keep their messageIds, which Segment drops as duplicates "
+            "for about a day, so the changed calls were most likely not taken. To send them changed, run again with "
+            "--message_id_namespace NAME (new messageIds: the old calls stay too) or after the 24 h"))
+    throttled, took = run_summary.get("throttled_seconds", 0), run_summary.get("duration_seconds") or 0
+    budget = job_config.delivery.client.events_per_second if job_config.delivery.client else None
+    if budget and took >= 10 and throttled >= took / 2:
+        say.append(lambda: print(
+            f"note: requests waited {throttled:,} s of the run's {took:,.0f} s for the budget (or Segment's 429s): "
+            f"{budget:g} events/s per worker was the limit; a larger --max_events_per_second (within the "
+            "workspace's limit) makes such runs shorter", file=sys.stderr))
     rejected = run_summary["rejected_by_segment"]
     if rejected:
-        _warn(f"Segment rejected {rejected:,} events (400/413): they are in the dead letters under {where} with "
-              "reason rejected_by_segment and Segment's answer; fix them and replay with: python -m pipeline "
-              f"replay-dead-letters {where}")
+        say.append(lambda: _warn(
+            f"Segment rejected {rejected:,} events (400/413): they are in the dead letters under {where} with "
+            "reason rejected_by_segment and Segment's answer; fix them and replay with: python -m pipeline "
+            f"replay-dead-letters {where}"))
     gave_up = _gave_up_line(run_summary, counters, job_config)
     if gave_up:
-        print(gave_up, file=sys.stderr)
-        return EXIT_SEGMENT_UNREACHABLE
+        return EXIT_SEGMENT_UNREACHABLE, say + [lambda: print(gave_up, file=sys.stderr)]
     unreachable = counters.get(metrics.RETRIES_EXHAUSTED, 0)
     if unreachable:
-        print(f"error: Segment stayed unreachable past the retry budget for {unreachable:,} events; they are in "
-              f"the dead letters under {where} (replay them with: python -m pipeline replay-dead-letters {where})",
-              file=sys.stderr)
-        return EXIT_SEGMENT_UNREACHABLE
+        return EXIT_SEGMENT_UNREACHABLE, say + [lambda: print(
+            f"error: Segment stayed unreachable past the retry budget for {unreachable:,} events; they are in "
+            f"the dead letters under {where} (replay them with: python -m pipeline replay-dead-letters {where})",
+            file=sys.stderr)]
     if rejected and not run_summary["sent"]:
-        print(f"error: Segment rejected every event it was sent ({rejected:,}) and accepted none: check the "
-              "endpoint and what the source accepts (Segment's answer is in each dead letter)", file=sys.stderr)
-        return EXIT_ALL_REJECTED
-    if not written:
-        return EXIT_RUN_FAILED
+        return EXIT_ALL_REJECTED, say + [lambda: print(
+            f"error: Segment rejected every event it was sent ({rejected:,}) and accepted none: check the "
+            "endpoint and what the source accepts (Segment's answer is in each dead letter)", file=sys.stderr)]
     dead, unreadable = run_summary["dead_lettered"], run_summary["unreadable_files"]
     if (dead or unreadable) and job_config.fail_on_dead_letters:
-        print(f"error: --fail_on_dead_letters: {dead:,} events dead-lettered and {unreadable:,} unreadable parts "
-              f"of files (their letters are under {where})", file=sys.stderr)
-        return EXIT_DEAD_LETTERS
-    return EXIT_OK
+        return EXIT_DEAD_LETTERS, say + [lambda: print(
+            f"error: --fail_on_dead_letters: {dead:,} events dead-lettered and {unreadable:,} unreadable parts "
+            f"of files (their letters are under {where})", file=sys.stderr)]
+    return EXIT_OK, say
 
 
 def _gave_up_line(run_summary, counters, job_config):
@@ -174,12 +208,12 @@ def _gave_up_line(run_summary, counters, job_config):
             f"none dead-lettered); {then}")
 
 
-def _report_unfinished(job_config, what, counters, log_path, interrupted=False):
+def _report_unfinished(job_config, what, counters, log_path, status, interrupted=False):
     """The summary of a run that stopped after it started, as far as it is known, one line saying what failed,
     and nothing in the ledger (but what an interrupted watch recorded)."""
     _forget_run(job_config, interrupted)
     known = counters.get(metrics.FILES_LISTED) or metrics.totals(counters, metrics.READ)
-    run_summary = _summary(counters, job_config, "failed")
+    run_summary = _summary(counters, job_config, status)
     _print_summary(run_summary, job_config)
     lost = (f"{summary.unaccounted(run_summary):,} events read were neither delivered nor dead-lettered"
             if known else "events may have been read that were neither delivered nor dead-lettered")
@@ -193,7 +227,7 @@ def _report_unfinished(job_config, what, counters, log_path, interrupted=False):
 def _report_refused_config(job_config, line, counters, log_path):
     """Segment refused the key or the endpoint during the run: the summary so far and one line."""
     _forget_run(job_config)
-    _print_summary(_summary(counters, job_config, "failed"), job_config)
+    _print_summary(_summary(counters, job_config, EXIT_CONFIG_ERROR), job_config)
     sent = metrics.totals(counters, metrics.SENT)
     before = f" ({sent:,} events were sent before it; nothing was recorded in the ledger)" if sent else ""
     print(f"error: {line}{before}{_log_note(log_path)}", file=sys.stderr)
@@ -213,8 +247,9 @@ def _forget_run(job_config, interrupted=False):
               f"{storage_reason(error)}; remove them by hand", file=sys.stderr)
 
 
-def _summary(counters, job_config, outcome):
-    run = dict(_run_facts(job_config, datetime.datetime.now(datetime.timezone.utc)), outcome=outcome)
+def _summary(counters, job_config, status):
+    run = dict(_run_facts(job_config, datetime.datetime.now(datetime.timezone.utc)), exit_code=status,
+               outcome=OUTCOMES[status])
     return summary.summarize(counters, by_event_time=job_config.by_event_time,
                              include_anonymous=job_config.delivery.track.include_anonymous,
                              with_ledger=bool(job_config.ledger), dry_run=bool(job_config.dry_run_output),

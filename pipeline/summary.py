@@ -84,6 +84,10 @@ def summarize(counters, *, by_event_time=False, include_anonymous=False, with_le
         "retries": counters.get(metrics.RETRIES, 0),
         "throttled_seconds": counters.get(metrics.THROTTLING_SECONDS, 0),
         "rejected_by_segment": counters.get(metrics.REJECTED_BY_SEGMENT, 0),
+        "dead_letters_by_reason": dict(sorted(
+            (name.split(":", 1)[1], value) for name, value in counters.items()
+            if name.startswith(metrics.LETTERS_BY_REASON + ":") and value)),
+        "records_lost": counters.get(metrics.RECORDS_LOST, 0),
         "duplicate_ids": counters.get(metrics.DUPLICATE_IDS, 0),
         "files_read": counters.get(metrics.FILES_READ, 0),
         "dry_run": dry_run,
@@ -98,12 +102,16 @@ def summarize(counters, *, by_event_time=False, include_anonymous=False, with_le
             summary["ledger"]["files_not_recorded"] = counters[metrics.LEDGER_FILES_UNBALANCED]
         if counters.get(metrics.LEDGER_FILES_ELSEWHERE):
             summary["ledger"]["files_recorded_for_other_destinations"] = counters[metrics.LEDGER_FILES_ELSEWHERE]
+        if counters.get(metrics.LEDGER_FILES_RESENT_WITHIN_DEDUP):
+            summary["ledger"]["files_sent_otherwise_within_24h"] = counters[metrics.LEDGER_FILES_RESENT_WITHIN_DEDUP]
         malformed = sorted(name.split(":", 1)[1] for name in counters if name.startswith(metrics.LEDGER_MALFORMED + ":"))
         if malformed:
             summary["ledger"]["malformed_lines"] = malformed  # "<ledger file> line <n>", each skipped
     summary["balanced"] = is_balanced(summary)
     if run:
         summary.update(run)
+        if run.get("duration_seconds") is not None:  # waits of several worker processes overlap in time too
+            summary["throttled_seconds"] = min(summary["throttled_seconds"], int(run["duration_seconds"]))
     return summary
 
 
@@ -144,7 +152,12 @@ def format_table(summary):
                  f"retries: {summary['retries']:,}   "
                  + (f"throttled: {summary['throttled_seconds']:,} s   " if summary.get("throttled_seconds") else "")
                  + f"duplicate ids: {summary['duplicate_ids']:,}   "
-                 f"balanced: {'yes' if summary['balanced'] else 'NO'}")
+                 f"balanced: {'yes' if summary['balanced'] else 'NO'}"
+                 + (f" (and {summary['records_lost']:,} records lost in unreadable parts of files, each part in a "
+                    "dead letter)" if summary.get("records_lost") else ""))
+    if summary.get("dead_letters_by_reason"):
+        lines.append("dead letters by reason: " + ", ".join(f"{reason} {n:,}"
+                                                            for reason, n in summary["dead_letters_by_reason"].items()))
     if summary.get("files_held_back"):
         lines.append(f"held back: {summary['files_held_back']:,} files not delivered while Segment was down ("
                      f"{summary['held_back']:,} events read from them neither sent nor dead-lettered): not recorded in the "

@@ -1,12 +1,13 @@
 """A Segment-compatible /v1/batch server on loopback, for tests.
 
 It enforces Segment's documented HTTP API contract the way real Segment would (auth, gzip, 500,000-byte bodies,
-32,000-byte events, 2,500 events per request answered 200 but dropped, required fields), records every request,
-every accepted event and every contract violation, and can be scripted to answer with errors, drop connections
-or stall, so tests assert on what actually arrived. It can also answer each request only after a latency, play
-a workspace's rate limit (`workspace_limit`: past N events in the last second, 429 with Retry-After), and write
-each answer (status line, headers and body) in one send (`one_write`, for benchmarks: two small writes meet
-Nagle's algorithm and delayed ACKs).
+32,000-byte events, 2,500 events per request answered 200 but dropped, required fields; a 2xx answers Segment's
+`{"success": true}`, scripted ones too unless given a body of their own), records every request, every accepted
+event and every contract violation, and can be scripted to answer with errors, drop connections, stall, or trickle
+an answer's headers or body a piece at a time, so tests assert on what actually arrived. It can also answer each
+request only after a latency, play a workspace's rate limit (`workspace_limit`: past N events in the last second,
+429 with Retry-After), and write each answer (status line, headers and body) in one send (`one_write`, for
+benchmarks: two small writes meet Nagle's algorithm and delayed ACKs).
 
     with SegmentServer(write_key="k") as server:
         server.script(429, "drop")
@@ -37,13 +38,19 @@ REQUIRED_STRING_FIELDS = ("event", "messageId", "timestamp")
 USER_FIELDS = ("userId", "anonymousId")  # one of them, at least
 
 
+SUCCESS_BODY = b'{"success": true}'  # what Segment answers a request it took
+TRICKLE_SECONDS = 1.0  # the default pace of "trickle_headers" and "trickle_body": one piece a second
+TRICKLE_PIECES = 100  # header lines, or body bytes, trickled: about as many seconds (unless the client leaves)
+
+
 @dataclass(frozen=True)
 class Answer:
-    """A scripted HTTP answer."""
+    """A scripted HTTP answer; its body by default (None) is Segment's {"success": true} for a 2xx (as JSON), else
+    empty."""
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | str = b""
+    body: bytes | str | None = None
 
 
 @dataclass(eq=False)  # identity equality: two identical requests are still two records
@@ -134,7 +141,7 @@ class SegmentServer:
         self._window: deque = deque()  # (UNIX time, events) of the requests accepted in the last second
         self._window_events = 0
         self.poison: Callable[[dict], bool] | None = None
-        self.always: int | None = None
+        self.always: int | Answer | str | None = None  # the answer to every request: as `script` takes them
         self._faults: tuple[float, random.Random, tuple] | None = None
         self.requests: list[RequestRecord] = []
         self.accepted: list[dict] = []
@@ -167,12 +174,13 @@ class SegmentServer:
 
     def script(self, *answers: int | Answer | str) -> None:
         """Queue answers, one per coming request, before normal processing: a status, an Answer, "drop",
-        "stall:SECONDS" (wait, then answer 200 having accepted nothing), "accept_then_fail", or "hold" (wait until
-        `release()`, then answer as Segment would)."""
+        "stall:SECONDS" (wait, then answer 200 having accepted nothing), "accept_then_fail", "hold" (wait until
+        `release()`, then answer as Segment would), "trickle_headers" (answer 200 having accepted nothing, its
+        status line at once, then one header line every TRICKLE_SECONDS, TRICKLE_PIECES of them, before the
+        rest), or "trickle_body" (the same, with the headers at once and a padded {"success": true} one byte
+        every TRICKLE_SECONDS); "trickle_headers:SECONDS" and "trickle_body:SECONDS" set the pace."""
         for answer in answers:
-            if isinstance(answer, str) and answer not in ("drop", "accept_then_fail", "hold") \
-                    and not answer.startswith("stall:"):
-                raise ValueError(f"unknown scripted answer {answer!r}")
+            _check_action(answer)
         with self._lock:
             self._script.extend(answers)
 
@@ -248,8 +256,8 @@ class SegmentServer:
             self.violations.append(f"request {self.requests.index(record) + 1}: {problem}")
 
     def _next_action(self, record: RequestRecord, document: Any) -> Answer | str:
-        """The outage's answer while one lasts, else the scripted answer if one is queued, else the `always`
-        status, else the contract's answer."""
+        """The outage's answer while one lasts, else the scripted answer if one is queued (or a fault drawn), else
+        the `always` answer, else the contract's answer."""
         outage = self._outage_answer(record)
         if outage is not None:
             return outage
@@ -258,6 +266,9 @@ class SegmentServer:
             always = self.always
             if scripted is None and self._faults and self._faults[1].random() < self._faults[0]:
                 scripted = self._faults[1].choice(self._faults[2])
+        if scripted is None and always is not None:
+            _check_action(always)
+            scripted = always
         if scripted == "hold":
             self._released.wait()
             return self._process(record, document)
@@ -268,8 +279,6 @@ class SegmentServer:
             return Answer(scripted)
         if scripted is not None:
             return scripted
-        if always is not None:
-            return Answer(always)
         return self._process(record, document)
 
     def _process(self, record: RequestRecord, document: Any) -> Answer:
@@ -324,6 +333,17 @@ class SegmentServer:
         return _json_answer(200, {"success": True})
 
 
+def _check_action(answer: int | Answer | str) -> None:
+    """Raise ValueError unless `answer` is a scripted answer SegmentServer.script takes."""
+    if isinstance(answer, str) and answer not in ("drop", "accept_then_fail", "hold") \
+            and not answer.startswith(("stall:", "trickle_headers", "trickle_body")):
+        raise ValueError(f"unknown scripted answer {answer!r}")
+    if isinstance(answer, str) and answer.startswith("trickle_"):
+        kind, _, seconds = answer.partition(":")
+        if kind not in ("trickle_headers", "trickle_body") or (seconds and not float(seconds) > 0):
+            raise ValueError(f"unknown scripted answer {answer!r}")
+
+
 class _Listener(ThreadingHTTPServer):
     """A threading HTTP server with room for many connections waiting to be accepted (socketserver's default of
     5 resets connections when a job opens dozens at once, with requests in flight on every sending stage)."""
@@ -353,6 +373,11 @@ def _handler_for(server: SegmentServer) -> type[BaseHTTPRequestHandler]:
                 return
             if isinstance(action, str) and action.startswith("stall:"):
                 action = server._stall(float(action.removeprefix("stall:")))
+            if isinstance(action, str) and action.startswith("trickle_"):
+                kind, _, seconds = action.partition(":")
+                record.status = 200
+                self._trickle(kind == "trickle_headers", float(seconds) if seconds else TRICKLE_SECONDS)
+                return
             if server.latency:
                 server._closing.wait(record.received_at + server.latency - time.time())
             record.status = action.status
@@ -360,11 +385,35 @@ def _handler_for(server: SegmentServer) -> type[BaseHTTPRequestHandler]:
 
         do_GET = do_PUT = do_DELETE = do_PATCH = do_POST
 
+        def _trickle(self, headers: bool, seconds: float) -> None:
+            """Answer 200 a piece at a time (see SegmentServer.script), until done, the client leaves or the
+            server closes; then close the connection."""
+            self.close_connection = True
+            body = SUCCESS_BODY + b" " * (TRICKLE_PIECES - len(SUCCESS_BODY))
+            head = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n" + (b"" if headers else head))
+                pieces = ([f"X-Trickle-{n}: .\r\n".encode() for n in range(TRICKLE_PIECES)] if headers
+                          else [body[n:n + 1] for n in range(len(body))])
+                for piece in pieces:
+                    if server._closing.wait(seconds):
+                        return
+                    self.wfile.write(piece)
+                if headers:
+                    self.wfile.write(head + body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up
+
         def _write(self, answer: Answer) -> None:
-            body = answer.body.encode() if isinstance(answer.body, str) else answer.body
+            body, headers = answer.body, dict(answer.headers)
+            if body is None:  # Segment's own body
+                body = SUCCESS_BODY if 200 <= answer.status < 300 else b""
+                if body:
+                    headers.setdefault("Content-Type", "application/json")
+            body = body.encode() if isinstance(body, str) else body
             try:
                 self.send_response(answer.status)
-                for name, value in answer.headers.items():
+                for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 if server.one_write:  # BaseHTTPRequestHandler buffers the status line and headers until here

@@ -6,6 +6,7 @@ record is sent or dead-lettered (or counted as an unsupported type), every file 
 has a dead letter naming it with the byte range lost, and the intact blocks after a corrupt one are
 delivered.
 """
+import collections
 import datetime
 import io
 import json
@@ -515,6 +516,9 @@ def test_the_job_accounts_for_every_record_of_a_corpus_of_bad_files(tmp_path):
 
     unreadable = [l for l in letters if l["reason"] == "unreadable_file"]
     assert summary["unreadable_files"] == len(unreadable)
+    # The records of unreadable blocks are in the summary, and so is every letter, by its reason.
+    assert summary["records_lost"] == sum(l["records_lost"] or 0 for l in unreadable) > 0
+    assert summary["dead_letters_by_reason"] == dict(collections.Counter(l["reason"] for l in letters))
     for case in cases:
         mine = [l for l in unreadable if l["source_file"] == case.path]
         assert bool(mine) == case.lost, case.path

@@ -85,3 +85,84 @@ def test_a_portable_run_is_not_cut_off_by_beams_job_server_timeout(args, timeout
     options = PipelineOptions(args)
     runners.keep_job_streams_open(options, args)
     assert options.view_as(PortableOptions).job_server_timeout == timeout
+
+
+# --- options that would do nothing, or the wrong thing, silently ---------------------------------------
+
+@pytest.mark.parametrize("args,line", [
+    (["--event_types", "emial"],
+     "error: --event_types emial is no Currents event type and no family of the classic mapping (push, email, sms, "
+     "in_app, content_card, news_feed, canvas_campaign, other) (did you mean email?)"),
+    (["--event_types", "push,users.messages.email.Sned"],
+     "error: --event_types users.messages.email.Sned is no Currents event type and no family of the classic mapping "
+     "(push, email, sms, in_app, content_card, news_feed, canvas_campaign, other) (did you mean "
+     "users.messages.email.Send, users.messages.email.Bounce, users.messages.email.Open?)"),
+    (["--message_id_namespace", ""],
+     "error: --message_id_namespace is empty (an unset variable?): it would change every messageId; give a "
+     "namespace, or leave the option out to send the Currents ids"),
+    (["--message_id_namespace", "  "],
+     "error: --message_id_namespace is empty (an unset variable?): it would change every messageId; give a "
+     "namespace, or leave the option out to send the Currents ids"),
+    (["--max_requests_in_flight", "10000"],
+     "error: --max_requests_in_flight must be at most 64 (each is a thread and a connection per family in every "
+     "worker), got 10000"),
+    (["--integrations", '{"All": false, "All": true}'], 'error: --integrations is not JSON: "All" is given twice'),
+    (["--integrations", '{"All": "false"}'],
+     "error: --integrations 'All' is \"false\": each destination takes true or false (or an object of its "
+     'options), e.g. {"All": false, "Mixpanel": true}'),
+    (["--integrations", '{"Mixpanel": 1}'],
+     "error: --integrations 'Mixpanel' is 1: each destination takes true or false (or an object of its "
+     'options), e.g. {"All": false, "Mixpanel": true}'),
+    (["--integrations", ""], "error: --integrations is not JSON: Expecting value: line 1 column 1 (char 0)"),
+    (["--segment_endpoint", "http://user:s3cret@127.0.0.1:9/v"],
+     "error: --segment_endpoint http://***@127.0.0.1:9/v holds credentials (user:password@): Segment takes only "
+     "the write key; give the endpoint without them"),
+])
+def test_an_option_that_would_do_nothing_or_harm_silently_is_an_error(args, line, one_file, capsys, tmp_path):
+    status = main(["--runner=FnApiRunner", "--input", one_file, "--segment_write_key", "k",
+                   "--dead_letter_output", str(tmp_path / "letters"), "--summary_output", str(tmp_path / "s.json"),
+                   *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (status, err) == (1, [line])
+    assert "s3cret" not in line and not (tmp_path / "s.json").exists() and not (tmp_path / "letters").exists()
+
+
+def test_integrations_take_booleans_and_a_destinations_options():
+    from currents_to_segment.pipeline.config import parse_integrations  # pylint: disable=import-outside-toplevel
+    assert parse_integrations('{"All": false, "Amplitude": {"session_id": 1}}') == {
+        "All": False, "Amplitude": {"session_id": 1}}
+    assert parse_integrations(None) is None
+
+
+# hash/redact names and mapping files
+
+@pytest.mark.parametrize("args,line", [
+    (["--hash_fields", "emial"],
+     "error: --hash_fields emial: no property or trait of the classic mapping is named emial (close matches: email)"),
+    (["--redact_fields", "Email"],
+     "error: --redact_fields Email: no property or trait of the classic mapping is named Email (close matches: "
+     "email)"),
+    (["--hash_fields", "email_address"], "error: --hash_fields email_address: email_address is the Currents field; "
+                                         "it is sent as context.traits.email: give email"),
+    (["--hash_fields", "campaign_name,context.traits.email"],
+     "error: --hash_fields context.traits.email: context.traits.email is a path: give the trait's name, email"),
+    (["--mapping", "current", "--passthrough_fields", "--redact_fields", "email,email_address"],
+     "error: --redact_fields email_address: email_address is the Currents field; it is sent as "
+     "context.traits.email: give email"),
+])
+def test_a_name_no_call_carries_stops_the_run_with_one_line(args, line, one_file, capsys):
+    status = main(["--runner=FnApiRunner", "--input", one_file, "--segment_write_key", "k", *args])
+    assert status == 1
+    assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_a_mapping_file_with_conflicting_context_paths_stops_the_run_with_one_line(one_file, tmp_path, capsys):
+    path = tmp_path / "m.json"
+    path.write_text('{"add": {"users.messages.banner.Click": {"family": "in_app", "event": "Banner Clicked", '
+                    '"context": {"device.model": "device_model", "device.model.name": "platform"}}}}')
+    status = main(["--runner=FnApiRunner", "--input", one_file, "--segment_write_key", "k", "--mapping_file",
+                   str(path)])
+    assert status == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f'error: --mapping_file {path}: add["users.messages.banner.Click"].context["device.model.name"]: it sets a '
+        'field inside context.device.model, which "device.model" sets whole: give one or the other']

@@ -99,6 +99,11 @@ def _hours_ago_run(hours):
     return f"{started:%Y%m%dT%H%M%SZ}-0000000{int(hours) % 10}"
 
 
+def _unix(run_id):
+    import datetime  # pylint: disable=import-outside-toplevel
+    return datetime.datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
 def test_merging_keeps_every_entry_and_leaves_recent_runs_and_their_files_alone(tmp_path):
     files = [(HOUR_FILE.replace("a.avro", f"{n}.avro"), n, 1.0) for n in range(6)]
     old_a, old_b, recent = _hours_ago_run(30), _hours_ago_run(20), _hours_ago_run(1)
@@ -115,9 +120,9 @@ def test_merging_keeps_every_entry_and_leaves_recent_runs_and_their_files_alone(
     assert after == sorted(set(before))
     merged = _lines(folder / names[0])
     headers = [line for line in merged if "ledger" in line]
-    assert sorted(headers, key=json.dumps) == sorted([
-        {"ledger": 2, "run": None, "scope": "", "destination": DESTINATION},
-        {"ledger": 2, "run": None, "scope": "", "destination": None}], key=json.dumps)
+    assert sorted(headers, key=json.dumps) == sorted([  # each keeps when the newest run it merged started
+        {"ledger": 2, "run": None, "scope": "", "destination": DESTINATION, "started": _unix(old_a)},
+        {"ledger": 2, "run": None, "scope": "", "destination": None, "started": _unix(old_b)}], key=json.dumps)
     # Merged again with the recent run: one file, every entry still there.
     assert ledger_files.compact_partition(str(tmp_path), "date=2024-03-01-09", older_than=0) == 2
     assert len(_files(folder)) == 1

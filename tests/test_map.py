@@ -4,8 +4,12 @@ import uuid
 
 import pytest
 
+from currents_to_segment.transforms.currents.avro_blocks import UndecodableRecord
 from currents_to_segment.transforms.currents.catalog import CLASSIC
-from currents_to_segment.transforms.currents.track_calls import iso_timestamp, message_id, namespace_uuid, serialize, to_track
+from currents_to_segment.transforms.currents.track_calls import (
+    RecordProtection, iso_timestamp, message_id, namespace_uuid, protect, serialize, to_track)
+from currents_to_segment.transforms.delivery import undecodable_letter
+from currents_to_segment.transforms.letters import record_letter
 
 ID = "2f6f5a8e-1b1c-4d7e-9a51-0b8e2d1c3f40"
 
@@ -103,3 +107,58 @@ def test_serialize_is_compact_utf8_and_refuses_nan():
     with pytest.raises(ValueError):
         serialize({"a": float("nan")})
     assert json.loads(serialize(to_track(record(), "users.canvas.Conversion")))["event"] == "Canvas Converted"
+
+
+# --- dead letters keep no value the run would not have sent (--redact_fields, --hash_fields) -------------------
+
+ANN = "ann@example.com"
+ANN_SHA256 = "71d4f55f72fa128dfb468a1a3901507c804b74316488744d769d7f4b16696476"
+SUBSCRIBED_SHA256 = "25c4797cdc7f6c547b7bdf2c003a883f041f61a946dc4a5e07eca8048494d2a6"  # of "Subscribed"
+UTC_SHA256 = "7e5f76c94a635c217e282f79db4fc7ee4bfd9b64044166714067602cc4be620c"
+
+
+def test_a_record_letter_leaves_out_redacted_values_and_hashes_hashed_ones_as_they_are_sent():
+    protection = RecordProtection(CLASSIC, redact=frozenset({"campaign_name"}), hashed=frozenset({"email"}))
+    bad = record(email_address=ANN, campaign_name="Spring sale", url="https://x", timezone="UTC", time=1709294400000)
+    letter = record_letter("users.messages.email.Click", "f.avro", bad, "invalid_record", "ValueError: time",
+                           protection)
+    assert letter["record"] == {"id": ID, "user_id": "5e1a", "external_user_id": "user-1", "time": 1709294400000,
+                                "email_address": ANN_SHA256, "url": "https://x", "timezone": "UTC"}
+    assert bad["email_address"] == ANN  # the record itself is left as it is
+    # What protect sends for the same value: a replay or a fix of the record matches the calls sent.
+    sent = protect(to_track(record(email_address=ANN), "users.messages.email.Click"), hashed=frozenset({"email"}))
+    assert sent["context"]["traits"] == {"email": ANN_SHA256}
+
+
+def test_a_hashed_property_with_a_converter_is_hashed_as_converted():
+    protection = RecordProtection(CLASSIC, hashed=frozenset({"subscription_status"}))
+    kept = protection.protected("users.behaviors.subscriptiongroup.StateChange",
+                                record(subscription_status="subscribed", subscription_group_id="g"))
+    assert kept["subscription_status"] == SUBSCRIBED_SHA256 and kept["subscription_group_id"] == "g"
+
+
+def test_with_passthrough_a_field_named_directly_is_protected_too():
+    bad = record(timezone="UTC", email_address=ANN)
+    assert RecordProtection(CLASSIC, hashed=frozenset({"timezone"})).protected(
+        "users.behaviors.Uninstall", bad)["timezone"] == "UTC"  # not sent: nothing to hash
+    passthrough = RecordProtection(CLASSIC, redact=frozenset({"email_address"}), hashed=frozenset({"timezone"}),
+                                   passthrough=True)
+    assert passthrough.protected("users.behaviors.Uninstall", bad) == {
+        "id": ID, "user_id": "5e1a", "external_user_id": "user-1", "time": 1709294400, "timezone": UTC_SHA256}
+
+
+def test_a_type_the_mapping_does_not_send_is_protected_as_any_of_its_types():
+    protection = RecordProtection(CLASSIC, hashed=frozenset({"email"}))
+    assert protection.protected("users.messages.email.Deferral", record(email_address=ANN))["email_address"] == (
+        ANN_SHA256)
+
+
+def test_an_undecodable_record_letter_shows_no_bytes_of_a_protected_field():
+    undecodable = UndecodableRecord(record(email_address="ann\\xff@example.com", campaign_name="Spring\\xfe"),
+                                    ["email_address", "campaign_name"], [b"ann\xff@example.com", b"Spring\xfe"])
+    letter = undecodable_letter("f.avro", "users.messages.email.Open", undecodable,
+                                RecordProtection(CLASSIC, redact=frozenset({"email"})))
+    assert "email_address" not in letter["record"] and "ann" not in letter["error"]
+    assert letter["error"] == ("email_address is not valid UTF-8; campaign_name is not valid UTF-8: "
+                               "b'Spring\\xfe' (the record shows those bytes as \\x escapes)")
+    assert letter["record"]["campaign_name"] == "Spring\\xfe"

@@ -240,6 +240,43 @@ def test_a_mapping_file_renames_drops_adds_and_changes_properties(tmp_path, buck
     ({"add": {BANNER: {"family": "in_app"}}}, f'add["{BANNER}"]: "event" is missing'),
     ({"properties": {"users.messages.email.Open": {"remove": ["colour"]}}},
      'properties["users.messages.email.Open"].remove: users.messages.email.Open has no property "colour"'),
+    # Context paths that overwrite each other: traits would replace the email; device.model cannot go into a text.
+    ({"add": {BANNER: {"family": "in_app", "event": "Banner", "context": {"traits": "user_id",
+                                                                       "traits.email": "email_address"}}}},
+     f'add["{BANNER}"].context["traits"]: context.traits is an object of Segment\'s: give a path under it, such '
+     "as traits.email"),
+    ({"add": {BANNER: {"family": "in_app", "event": "Banner", "context": {"device": "platform",
+                                                                       "device.model": "device_model"}}}},
+     f'add["{BANNER}"].context["device"]: context.device is an object of Segment\'s: give a path under it'),
+    ({"add": {BANNER: {"family": "in_app", "event": "Banner", "context": {"screen.size": "platform",
+                                                                       "screen.size.width": "device_model"}}}},
+     f'add["{BANNER}"].context["screen.size.width"]: it sets a field inside context.screen.size, which '
+     '"screen.size" sets whole: give one or the other'),
+    ({"add": {BANNER: {"family": "in_app", "event": "Banner", "context": {"ip": "platform", "ip.v4": "x"}}}},
+     f'add["{BANNER}"].context["ip.v4"]: it sets a field inside context.ip, which "ip" sets whole'),
+    ({"base": ["current"]}, 'base: ["current"] is not a built-in mapping: use one of classic, current'),
+    ('{"drop": ' + "[" * 100_000 + "]" * 100_000 + "}",
+     "arrays and objects nest 100001 deep, the format at most 4 (the file -> add -> a type -> its properties)"),
+    ({"drop": [[["users.messages.email.Open"]]]}, "drop: an event type must be a non-empty string"),  # depth 3
+    ({"rename": {"users.messages.email.Open": "E" * 40_000}},
+     'rename["users.messages.email.Open"]: the name "EEEE'),
+    ({"rename": {"users.messages.email.Open": "E" * 201}},
+     "EEE...\" has 201 characters: Segment takes at most 200 here"),
+    ({"add": {BANNER: {"family": "in_app", "event": "B" * 201}}},
+     f'add["{BANNER}"].event: the name "BBBB'),
+    ({"rename": {"users.messages.email.Open": "Email\nOpened"}},
+     'the name "Email\\nOpened" holds control characters'),
+    ({"properties": {"users.messages.email.Open": {"add": {"k" * 257: "link_alias"}}}},
+     "has 257 characters: Segment takes at most 256 here"),
+    ({"add": {BANNER: {"family": "in_app", "event": "Banner", "properties": {"": "banner_placement_id"}}}},
+     f'add["{BANNER}"].properties[""]: a property key must be a non-empty string'),
+    ({"add": {BANNER: {"family": "in_app", "event": "Banner", "context": {"traits." + "t" * 257: "user_id"}}}},
+     "has 264 characters: Segment takes at most 256 here"),
+    ({"add": {BANNER: {"family": "in_app", "event": "Banner", "context": {"a." * 128 + "b": "user_id"}}}},
+     "the context path \"a.a.a."),
+    ({"add": {BANNER: {"family": "in_app", "event": "Banner", "context": {"traits. ": "user_id"}}}},
+     "a part of the context path must be a non-empty string"),
+    ({"properties": {"users.messages.email.Open": {"remove": [["user_agent"]]}}}, "nest 5 deep"),
 ])
 def test_a_mapping_file_that_cannot_be_used_is_one_line_naming_the_entry_and_nothing_runs(
         tmp_path, bucket, server, capsys, document, message):
@@ -272,3 +309,61 @@ def test_the_documented_mapping_example_is_valid_and_does_what_it_says(tmp_path,
     assert f'my-mapping.json mapping: {BANNER} is sent as "Banner Clicked" (in_app)' in plan
     assert 'users.messages.email.Open is sent as "Email Opened (Braze)"' in plan
     assert "users.messages.email.Delivery is not sent" in plan
+
+
+# --- what --redact_fields and --hash_fields protect: the calls, and every dead letter ----------------------------
+
+ANN = "ann@example.com"
+ANN_SHA256 = "71d4f55f72fa128dfb468a1a3901507c804b74316488744d769d7f4b16696476"
+SEND = "users.messages.email.Send"
+
+
+def test_no_dead_letter_holds_a_value_the_run_would_not_have_sent(tmp_path, server):
+    """Segment down (503) with --hash_fields email --redact_fields campaign_name: the retries_exhausted letters hold
+    the calls as sent, the invalid_record letter the record with the address hashed and the campaign name left out,
+    the unreadable_file letter no value of the records it lost."""
+    root = tmp_path / "bucket"
+    schema = currents_schemas.schema(SEND)
+    sent = [make_record(SEND, schema, n, email_address=ANN, campaign_name="Spring sale") for n in (1, 2)]
+    write_currents_file(currents_path(str(root), SEND, HOUR), schema, sent)
+    millis = make_record(SEND, schema, 3, email_address=ANN, campaign_name="Spring sale", time=1709294400000)
+    write_currents_file(currents_path(str(root), SEND, HOUR, offset=1), schema, [millis])
+    whole = tmp_path / "whole.avro"
+    write_currents_file(str(whole), schema, [make_record(SEND, schema, n, email_address=ANN,
+                                                         campaign_name="Spring sale") for n in range(4, 40)])
+    cut = currents_path(str(root), SEND, HOUR, offset=2)
+    with open(cut, "wb") as stream:  # the header and part of the blocks: the records of the last one are lost
+        stream.write(whole.read_bytes()[:-200])
+    server.always = 503
+    status, summary, letters = send(tmp_path, server, "--input", f"{root}/**", "--hash_fields", "email",
+                                    "--redact_fields", "campaign_name", "--max_retry_seconds", "0.3",
+                                    "--retry_backoff_seconds", "0.01")
+    assert status == 3 and summary["sent"] == 0
+    reasons = [letter["reason"] for letter in letters]
+    assert (reasons.count("invalid_record"), reasons.count("unreadable_file")) == (1, 1)
+    assert reasons.count("retries_exhausted") == summary["dead_lettered"] - 1 >= 2  # the cut file's blocks before
+    assert ANN not in json.dumps(letters) and "Spring sale" not in json.dumps(letters)
+    for letter in letters:
+        if letter["reason"] == "retries_exhausted":
+            assert letter["message"]["context"]["traits"] == {"email": ANN_SHA256}
+            assert "campaign_name" not in letter["message"]["properties"]
+        elif letter["reason"] == "invalid_record":
+            assert letter["record"]["email_address"] == ANN_SHA256 and "campaign_name" not in letter["record"]
+            assert letter["record"]["id"] == millis["id"] and letter["record"]["time"] == 1709294400000
+        else:
+            assert letter["record"] is None and letter["message"] is None and letter["source_file"] == cut
+    assert all(request.status == 503 for request in server.requests)
+
+
+def test_a_property_a_mapping_file_adds_can_be_hashed_and_without_the_file_it_cannot(tmp_path, bucket, capsys):
+    root, _ = bucket
+    path = write_mapping(tmp_path, {"base": "current", "add": {BANNER: {
+        "family": "in_app", "event": "Banner Clicked", "properties": {"placement_id": "banner_placement_id"}}}})
+    assert run_job(tmp_path, "--input", f"{root}/**", "--mapping_file", path, "--hash_fields", "placement_id",
+                   "--plan")[0] == 0
+    capsys.readouterr()
+    assert run_job(tmp_path, "--input", f"{root}/**", "--mapping", "current", "--hash_fields", "placement_id",
+                   "--plan")[0] == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == ("error: --hash_fields placement_id: no property or trait of the current mapping is named "
+                    "placement_id (see docs/events.md for the names each event sends)")

@@ -161,12 +161,26 @@ def test_throttled_time_counts_overlapping_waits_once_and_hands_out_whole_second
     throttled.wait(1.0)  # 0.5 to 1.5: within the first
     fake.now = 1.5
     throttled.wait(1.0)  # 1.5 to 2.5: half a second more
+    fake.now = 3.0
     assert throttled.total == pytest.approx(2.5)
     assert throttled.take_whole_seconds() == 2 and throttled.take_whole_seconds() == 0
     fake.now = 10.0
     throttled.wait(0.6)
+    fake.now = 10.6
     assert throttled.take_whole_seconds() == 1  # 3.1 s in all: the half second kept counts now
     assert throttled.total == pytest.approx(3.1)
+
+
+def test_throttled_time_counts_a_wait_only_as_far_as_it_has_gone():
+    fake = FakeTime()
+    throttled = ThrottledTime(clock=fake.clock)
+    throttled.wait(300.0)  # a Retry-After of 300 s, announced at 0
+    fake.now = 45.0  # the run ends here
+    assert throttled.total == pytest.approx(45.0)
+    assert throttled.take_whole_seconds() == 45
+    throttled.wait(10.0)  # within the first: nothing more
+    fake.now = 50.0
+    assert throttled.take_whole_seconds() == 5
 
 
 def test_in_flight_runs_up_to_its_limit_at_once_and_hands_back_every_result_once():
@@ -497,10 +511,10 @@ def test_requests_in_flight_overlap_and_deliver_everything_once(tmp_path, bucket
     assert any(line.startswith("note: Segment queues events") for line in capsys.readouterr().err.splitlines())
 
 
-def test_a_budget_below_the_workspace_limit_gets_no_429_and_keeps_to_the_budget_on_two_workers(tmp_path, big_bucket):
+def test_a_budget_at_the_workspace_limit_gets_no_429_and_keeps_to_the_budget_on_two_workers(tmp_path, big_bucket):
     root, manifest = big_bucket
     with SegmentServer(write_key=KEY) as server:
-        server.workspace_limit(3_000)
+        server.workspace_limit(2_000)  # the budget itself: Segment sees no second with more (a sliding window)
         status, summary, _ = run_job(tmp_path, "--input", f"{root}/**", "--segment_endpoint", server.url,
                                      "--segment_write_key", KEY, "--quiet", "--max_events_per_second", "2000",
                                      *TWO_WORKERS)
@@ -509,7 +523,7 @@ def test_a_budget_below_the_workspace_limit_gets_no_429_and_keeps_to_the_budget_
     assert status == 0 and 429 not in statuses
     assert received_calls(server.accepted) == expected_calls(manifest)
     assert_balanced(summary)
-    assert 2000 * 0.95 <= rate <= 2000 * 1.05, rate
+    assert 2000 * 0.75 <= rate <= 2000, rate
     assert summary["delivery"]["events_per_second_per_worker"] == 1000
     assert summary["throttled_seconds"] > 0
 

@@ -5,16 +5,26 @@ import hashlib
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 
 import pytest
 
 from currents_to_segment.pipeline import replay
 from currents_to_segment.pipeline.sample_bucket import make_sample_bucket
+from currents_to_segment.transforms import jsonl
 from tests.pipeline_runs import expected_calls, read_jsonl, received_calls, run_job
 from tests.segment_server import Answer, SegmentServer
 
 KEY = "replay-test-key-5f3c9e"
+# transforms.ledger.key_fingerprint of the keys, worked out by hand: "sha256:" + the first 16 hex digits of
+# SHA-256("currents-to-segment write key " + key).
+KEY_FINGERPRINT = "sha256:a7c94e5b9f73ca45"
+OTHER_KEY = "other-source-key-b71"
+OTHER_FINGERPRINT = "sha256:c332b79a10838325"
 
 
 def track(message_id, **properties):
@@ -91,8 +101,10 @@ def test_a_message_refused_again_is_the_only_letter_written_back(tmp_path, serve
     assert [one["message_id"] for one in again] == ["m2"]
     assert again[0]["reason"] == "rejected_by_segment" and again[0]["http_status"] == 400
     assert again[0]["replay_attempts"] == 1 and '"invalid event"' in again[0]["response_excerpt"]
+    # It failed at this replay's destination now: the letter names it (a letter of an older version named none).
+    assert again[0]["destination"] == {"endpoint": server.url, "write_key": KEY_FINGERPRINT}
     assert {k: v for k, v in again[0].items() if k not in ("reason", "http_status", "response_excerpt",
-                                                             "replay_attempts")} == {
+                                                             "replay_attempts", "destination")} == {
         k: v for k, v in MIXED[1].items() if k not in ("reason", "http_status", "response_excerpt")}
     assert sorted(server.accepted_ids()) == ["m1", "m3"]
     # Replaying the replay folder counts attempts on.
@@ -154,17 +166,18 @@ def test_bad_options_stop_with_one_line(tmp_path, server, capsys, args, message)
 def test_a_run_that_found_segment_down_is_delivered_in_full_by_the_replay(tmp_path, capsys):
     root = tmp_path / "bucket"
     manifest = make_sample_bucket(str(root), events_per_file=4)
-    with SegmentServer(write_key=KEY) as down:
-        down.always = 503
-        status, _, letters = run_job(tmp_path, "--input", f"{root}/**", "--segment_endpoint", down.url,
+    with SegmentServer(write_key=KEY) as healthy:  # down for the run, back for the replay (the same endpoint)
+        healthy.always = 503
+        status, _, letters = run_job(tmp_path, "--input", f"{root}/**", "--segment_endpoint", healthy.url,
                                      "--segment_write_key", KEY, "--max_retry_attempts", "1")
-    assert status in (0, 3)
-    assert {one["reason"] for one in letters} == {"retries_exhausted", "event_too_large", "unreadable_file"}
-    capsys.readouterr()
-    # The sample's one event that Currents delivered twice was dead-lettered twice, byte for byte: replayed once.
-    twice = Counter(call for call, count in expected_calls(manifest).items() if count == 2)
-    assert len(twice) == 1 and max(expected_calls(manifest).values()) == 2
-    with SegmentServer(write_key=KEY) as healthy:
+        assert status in (0, 3)
+        assert {one["reason"] for one in letters} == {"retries_exhausted", "event_too_large", "unreadable_file"}
+        assert healthy.accepted == []
+        healthy.always = None
+        capsys.readouterr()
+        # The sample's one event that Currents delivered twice was dead-lettered twice, byte for byte: replayed once.
+        twice = Counter(call for call, count in expected_calls(manifest).items() if count == 2)
+        assert len(twice) == 1 and max(expected_calls(manifest).values()) == 2
         assert run_replay(tmp_path / "dead_letters", healthy) == 0
         assert received_calls(healthy.accepted) == expected_calls(manifest) - twice
         assert not healthy.violations
@@ -321,3 +334,253 @@ def test_lines_that_are_not_letters_are_counted_as_unreadable_and_make_the_exit_
     assert capsys.readouterr().out.strip() == ("replayed 1: accepted 1, failed again 0, skipped 0, unreadable lines 1 "
                                                "(left in the input)")
     assert server.accepted_ids() == {"m1": 1}
+
+
+# --- destinations: a letter is replayed only to the Segment source it was meant for ---------------------------------
+
+def to(endpoint, fingerprint):
+    return {"endpoint": endpoint, "write_key": fingerprint}
+
+
+def test_the_job_names_its_destination_in_every_letter_and_a_replay_with_another_key_sends_nothing(tmp_path, capsys):
+    root = tmp_path / "bucket"
+    make_sample_bucket(str(root), events_per_file=4)
+    with SegmentServer(write_key=KEY) as down:
+        down.always = 503
+        status, _, letters = run_job(tmp_path, "--input", f"{root}/**", "--segment_endpoint", down.url,
+                                     "--segment_write_key", KEY, "--max_retry_attempts", "1")
+        endpoint = down.url
+    assert status in (0, 3)
+    assert {one["reason"] for one in letters} == {"retries_exhausted", "event_too_large", "unreadable_file"}
+    assert all(one["destination"] == to(endpoint, KEY_FINGERPRINT) for one in letters)
+    assert not glob.glob(str(tmp_path / "dead_letters" / ".*"))  # no temporary left behind
+    exhausted = sum(one["reason"] == "retries_exhausted" for one in letters)
+    capsys.readouterr()
+    # Source B's letters, replayed with source A's key (on the same endpoint): refused, nothing sent.
+    with SegmentServer(write_key=OTHER_KEY) as other:
+        args = [str(tmp_path / "dead_letters"), "--segment_endpoint", other.url, "--segment_write_key", OTHER_KEY]
+        assert replay.main(args) == 1
+        assert other.requests == []
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"error: {exhausted} letters in {tmp_path / 'dead_letters'} are for another Segment destination than this "
+        f"replay's ({other.url} key {OTHER_FINGERPRINT}): {exhausted} for {endpoint} key {KEY_FINGERPRINT}; "
+        "nothing sent. Replay with the write key (and --segment_region or --segment_endpoint) of those letters, "
+        "or give --to_other_destination to send them to this one"]
+    assert KEY not in captured.err and OTHER_KEY not in captured.err
+
+
+def test_a_dry_runs_letters_name_no_destination(tmp_path):
+    root = tmp_path / "bucket"
+    make_sample_bucket(str(root), events_per_file=4)
+    status, _, letters = run_job(tmp_path, "--input", f"{root}/**", "--dry_run_output", str(tmp_path / "requests"))
+    assert status == 0
+    assert {one["reason"] for one in letters} == {"event_too_large", "unreadable_file"}
+    assert all("destination" in one and one["destination"] is None for one in letters)
+
+
+def test_letters_of_other_destinations_are_refused_with_one_line_saying_which(tmp_path, server, capsys):
+    eu = "https://events.eu1.segmentapis.com"
+    directory = write_letters(tmp_path / "dl", [
+        letter("retries_exhausted", track("b1"), destination=to(server.url, OTHER_FINGERPRINT)),
+        letter("retries_exhausted", track("b2"), destination=to(server.url + "/", OTHER_FINGERPRINT)),
+        letter("rejected_by_segment", track("e1"), destination=to(eu, KEY_FINGERPRINT)),
+        letter("retries_exhausted", track("a1"), destination=to(server.url, KEY_FINGERPRINT)),
+        # Not replayed (its reason is not asked for): not counted.
+        letter("event_too_large", track("b3"), destination=to(server.url, OTHER_FINGERPRINT)),
+    ])
+    assert run_replay(directory, server) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"error: 3 letters in {directory} are for another Segment destination than this replay's ({server.url} key "
+        f"{KEY_FINGERPRINT}): 2 for {server.url} key {OTHER_FINGERPRINT}; 1 for {eu} key {KEY_FINGERPRINT}; "
+        "nothing sent. Replay with the write key (and --segment_region or --segment_endpoint) of those letters, "
+        "or give --to_other_destination to send them to this one"]
+    assert server.requests == [] and delivered_records(directory) == {}
+
+
+def test_letters_of_another_destination_already_delivered_do_not_stop_the_replay(tmp_path, server, capsys):
+    directory = write_letters(tmp_path / "dl", [
+        letter("retries_exhausted", track("b1"), destination=to(server.url, OTHER_FINGERPRINT)),
+        letter("retries_exhausted", track("a1"), destination=to(server.url, KEY_FINGERPRINT))])
+    with open(os.path.join(directory, "delivered-20260101T000000Z-0a0b0c0d.jsonl"), "w", encoding="utf-8") as stream:
+        stream.write(json.dumps(record_of(track("b1"))) + "\n")
+    assert run_replay(directory, server) == 0
+    assert capsys.readouterr().out.strip() == ("replayed 1: accepted 1, failed again 0, skipped 0, "
+                                               "already delivered 1")
+    assert server.accepted == [track("a1")]
+
+
+def test_to_other_destination_sends_them_here_on_purpose(tmp_path, server, capsys):
+    directory = write_letters(tmp_path / "dl", [
+        letter("retries_exhausted", track("b1"), destination=to(server.url, OTHER_FINGERPRINT)),
+        letter("retries_exhausted", track("a1"), destination=to(server.url, KEY_FINGERPRINT))])
+    assert run_replay(directory, server, "--to_other_destination") == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "replayed 2: accepted 2, failed again 0, skipped 0"
+    assert captured.err.splitlines() == [
+        f"note: --to_other_destination: 1 letters of other destinations are sent to {server.url} key "
+        f"{KEY_FINGERPRINT}"]
+    assert server.accepted == [track("b1"), track("a1")]
+
+
+def test_letters_without_a_destination_are_replayed_as_before(tmp_path, server, capsys):
+    older = letter("retries_exhausted", track("o1"))  # written before letters named their destination
+    del older["message_id"]
+    directory = write_letters(tmp_path / "dl", [
+        older,
+        letter("retries_exhausted", track("d1"), destination=None),  # a dry run's
+        letter("retries_exhausted", track("a1"), destination=to(server.url, KEY_FINGERPRINT))])
+    assert run_replay(directory, server) == 0
+    assert capsys.readouterr().out.strip() == "replayed 3: accepted 3, failed again 0, skipped 0"
+    assert sorted(server.accepted_ids()) == ["a1", "d1", "o1"]
+
+
+# --- budget, progress, interruption -----------------------------------------------------------------------------
+
+def test_the_event_budget_paces_the_replay(tmp_path, server):
+    messages = [track(f"p{n:02d}") for n in range(40)]
+    directory = write_letters(tmp_path / "dl", [letter("retries_exhausted", one) for one in messages])
+    assert run_replay(directory, server, "--max_events_per_second", "40", "--progress_seconds", "0") == 0
+    # A quarter of a second of the budget per request, each after its quarter of a second.
+    assert [request.events for request in server.requests] == [10, 10, 10, 10]
+    assert server.requests[-1].received_at - server.requests[0].received_at >= 0.7
+    assert server.accepted == messages
+
+
+@pytest.mark.parametrize("flag,value", [("--max_events_per_second", "0"), ("--max_requests_per_second", "-1"),
+                                        ("--progress_seconds", "-1")])
+def test_a_bad_budget_or_progress_interval_stops_with_one_line(tmp_path, server, capsys, flag, value):
+    directory = write_letters(tmp_path / "dl", MIXED)
+    assert run_replay(directory, server, flag, value) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {flag} must be ") and server.requests == []
+
+
+def test_the_replay_shows_its_progress_on_stderr(tmp_path, server, capsys):
+    directory = write_letters(tmp_path / "dl", [letter("retries_exhausted", track(f"p{n:02d}")) for n in range(40)])
+    assert run_replay(directory, server, "--max_events_per_second", "40", "--progress_seconds", "0.1") == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "replayed 40: accepted 40, failed again 0, skipped 0"
+    lines = captured.err.splitlines()
+    assert len(lines) >= 5
+    shown = []
+    for line in lines:
+        found = re.fullmatch(r"progress 0:00:0\d  sent (\d+) \(\d+/s\)  failed 0  left (\d+)", line)
+        assert found, line
+        shown.append((int(found[1]), int(found[2])))
+    assert all(sent + left == 40 for sent, left in shown)
+    assert any(0 < sent < 40 for sent, _ in shown)  # while it sends
+    assert [sent for sent, _ in shown] == sorted(sent for sent, _ in shown)
+
+
+class _StopsAtSend(replay.SegmentClient):
+    """A client that receives `signum` as it begins its send number `at` (1-based)."""
+
+    sends, at, signum = 0, 2, signal.SIGTERM
+
+    def send(self, payloads, observer=None):
+        type(self).sends += 1
+        if type(self).sends == self.at:
+            os.kill(os.getpid(), self.signum)
+        return super().send(payloads, observer)
+
+
+@pytest.mark.parametrize("signum,name,status", [(signal.SIGTERM, "SIGTERM", 143), (signal.SIGINT, "Ctrl-C", 130)])
+def test_a_signal_stops_the_replay_with_one_line_keeping_what_was_delivered(tmp_path, server, capsys, monkeypatch,
+                                                                           signum, name, status):
+    monkeypatch.setattr(replay, "CHUNK", 1)  # one send() per message
+    monkeypatch.setattr(_StopsAtSend, "sends", 0)
+    monkeypatch.setattr(_StopsAtSend, "signum", signum)
+    monkeypatch.setattr(replay, "SegmentClient", _StopsAtSend)
+    directory = write_letters(tmp_path / "dl", MIXED)
+    before = signal.getsignal(signum)
+    assert run_replay(directory, server, "--progress_seconds", "0") == status
+    assert signal.getsignal(signum) is before  # the handlers are given back
+    captured = capsys.readouterr()
+    [(record_name, records)] = delivered_records(directory).items()
+    assert records == [record_of(MIXED[0]["message"])]
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"interrupted ({name}): sent 1, failed again 0, left 2; what was delivered is recorded in "
+        f"{os.path.join(directory, record_name)}; replay the folder again to send the rest"]
+    assert [os.path.basename(path) for path in glob.glob(os.path.join(tmp_path, "**", "*"), recursive=True)
+            if ".tmp" in path] == []
+    monkeypatch.setattr(replay, "SegmentClient", replay.SegmentClient.__mro__[1])
+    assert run_replay(directory, server, "--progress_seconds", "0") == 0
+    assert capsys.readouterr().out.strip() == (f"replayed 2: accepted 2, failed again 0, {SKIPPED_MIXED}, "
+                                               "already delivered 1")
+    assert sorted(server.accepted_ids().items()) == [("m1", 1), ("m2", 1), ("m3", 1)]
+
+
+def test_ctrl_c_at_the_terminal_ends_the_replay_with_one_line_and_status_130(tmp_path):
+    directory = write_letters(tmp_path / "dl", MIXED)
+    with SegmentServer(write_key=KEY, latency=30) as slow:  # the first request hangs
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "replay-dead-letters", directory, "--segment_endpoint", slow.url,
+             "--segment_write_key", KEY], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not slow.requests and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert slow.requests, process.communicate(timeout=5)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert out == ""
+    assert err.splitlines() == ["interrupted (Ctrl-C): sent 0, failed again 0, left 3; replay the folder again to "
+                                "send the rest"]
+
+
+# --- temporary files of interrupted runs ------------------------------------------------------------------------
+
+def _write_one_line_then(tmp_path, ending):
+    """Run a process that writes one dead letter to an uncommitted part file of tmp_path/dl, then ends by
+    `ending` (Python source); the names of the files it left in tmp_path/dl."""
+    script = ("import os, signal, sys\n"
+              "from currents_to_segment.transforms import jsonl\n"
+              f"part = jsonl.PartFile({str(tmp_path / 'dl')!r}, jsonl.DEAD_LETTERS, '20260101T000000Z-0a0b0c0d', "
+              "'dead letters')\n"
+              "part.write('{}')\n"
+              f"{ending}\n")
+    os.makedirs(tmp_path / "dl", exist_ok=True)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    return done, sorted(os.listdir(tmp_path / "dl"))
+
+
+@pytest.mark.parametrize("ending", ["raise KeyboardInterrupt", "sys.exit(1)", "os.kill(os.getpid(), signal.SIGINT)"])
+def test_a_process_that_stops_leaves_no_temporary_letter_file(tmp_path, ending):
+    done, left = _write_one_line_then(tmp_path, ending)
+    assert done.returncode != 0 and left == []
+
+
+def test_temporaries_of_killed_processes_of_this_host_are_removed_by_the_next_replay(tmp_path, server, capsys):
+    done, left = _write_one_line_then(tmp_path, "os.kill(os.getpid(), signal.SIGKILL)")
+    assert done.returncode == -signal.SIGKILL
+    [killed] = left
+    assert re.fullmatch(r"\.dead_letters-20260101T000000Z-0a0b0c0d-[0-9a-f]{12}\.jsonl\.\d+@.+\.tmp", killed)
+    directory = write_letters(tmp_path / "dl", MIXED[:1])
+    host = killed.rpartition("@")[2][:-len(".tmp")]
+    kept = [f".dead_letters-r-0a.jsonl.{os.getpid()}@{host}.tmp",  # a process that runs
+            ".dead_letters-r-0b.jsonl.1@another-host.tmp",  # another host's: cannot tell
+            ".dead_letters-r-0c.jsonl.tmp"]  # an older version's, without its writer
+    for name in kept:
+        with open(os.path.join(directory, name), "w", encoding="utf-8") as stream:
+            stream.write(json.dumps(letter("retries_exhausted", track("t1"))) + "\n")
+    assert run_replay(directory, server, "--progress_seconds", "0") == 0
+    assert capsys.readouterr().out.strip() == "replayed 1: accepted 1, failed again 0, skipped 0"
+    assert server.accepted_ids() == {"m1": 1}  # temporaries are never letters
+    assert sorted(name for name in os.listdir(directory) if name.endswith(".tmp")) == sorted(kept)
+
+
+def test_a_writer_discards_its_uncommitted_lines_and_their_temporary(tmp_path):
+    lines = jsonl.AccountedLines(str(tmp_path), jsonl.DEAD_LETTERS, "run", "dead letters")
+    lines.write("{}", (("file", 1),))
+    assert len(os.listdir(tmp_path)) == 1
+    lines.discard()
+    assert os.listdir(tmp_path) == []
+    lines.write('{"a": 1}', (("file", 2),))
+    assert lines.commit() == [("file", 2)]  # what was discarded is not accounted for
+    assert read_jsonl(tmp_path, "dead_letters") == [{"a": 1}]

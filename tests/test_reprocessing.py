@@ -169,8 +169,11 @@ def test_a_second_destination_with_the_same_ledger_receives_everything(tmp_path,
         assert received == result["sent"] == len(events)
         result, received = run(other, "second")
         assert received == result["sent"] == len(events)
+        # Sent again within a day with the same messageIds (only a field redacted): Segment drops them, and the
+        # run says so; another namespace, write key or endpoint has new messageIds, or another source.
+        resent = {"files_sent_otherwise_within_24h": 27} if second == "redacted field" else {}
         assert result["ledger"] == {"files_skipped": 0, "files_recorded": 27,
-                                    "files_recorded_for_other_destinations": 27}
+                                    "files_recorded_for_other_destinations": 27, **resent}
         result, received = run(other, "second-again")
         assert received == 0 and result["ledger"] == {"files_skipped": 27, "files_recorded": 0}
         result, received = run(first, "first-again")

@@ -12,6 +12,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 
@@ -82,6 +83,8 @@ def test_two_runs_into_one_dead_letter_folder_keep_each_others_letters(tmp_path,
                                "--max_retry_attempts", "2", "--retry_backoff_seconds", "0.001")
     assert status == 3 and first["sent"] == 0
     push_calls = expected_calls(only(manifest, PUSH))
+    assert (first["exit_code"], first["outcome"]) == (3, "segment_unreachable")
+    assert first["dead_letters_by_reason"] == {"retries_exhausted": sum(push_calls.values())}
     letters_of_a = read_jsonl(dead, "dead_letters")
     assert received_calls(l["message"] for l in letters_of_a) == push_calls
     assert {l["reason"] for l in letters_of_a} == {"retries_exhausted"}
@@ -100,10 +103,10 @@ def test_two_runs_into_one_dead_letter_folder_keep_each_others_letters(tmp_path,
     assert all(re.fullmatch(r"dead_letters-\d{8}T\d{6}Z-[0-9a-f]{8}-[0-9a-f]{12}\.jsonl", n) for n in names)
 
     capsys.readouterr()
-    with SegmentServer(write_key=KEY) as healthy:
-        assert job_main.main(["replay-dead-letters", dead, "--segment_endpoint", healthy.url,
-                              "--segment_write_key", KEY]) == 0
-        assert received_calls(healthy.accepted) == push_calls
+    accepted_before = len(server.accepted)
+    assert job_main.main(["replay-dead-letters", dead, "--segment_endpoint", server.url,
+                          "--segment_write_key", KEY]) == 0
+    assert received_calls(server.accepted[accepted_before:]) == push_calls
     assert f"replayed {len(letters_of_a)}: accepted {len(letters_of_a)}, failed again 0" in capsys.readouterr().out
 
 
@@ -168,7 +171,8 @@ def test_a_wrong_key_found_mid_run_is_one_line_after_the_summary(tmp_path, bucke
     assert job.returncode == 1
     assert len(lines) == 1 and lines[0].startswith("error: Segment answered 401 Unauthorized"), err
     assert "Traceback" not in err and "wrong-key-0000" not in err + out
-    assert "TOTAL" in out and json.loads((tmp_path / "s.json").read_text())["outcome"] == "failed"
+    written = json.loads((tmp_path / "s.json").read_text())
+    assert "TOTAL" in out and (written["exit_code"], written["outcome"]) == (1, "refused_by_segment")
     assert server.accepted == []
 
 
@@ -287,6 +291,8 @@ def test_segment_rejecting_every_event_is_a_warning_with_the_count_and_where_and
     err = capsys.readouterr().err
     rejected = sum(expected_calls(manifest).values())
     assert status == 6 and result["sent"] == 0 and result["rejected_by_segment"] == rejected
+    assert (result["exit_code"], result["outcome"]) == (6, "all_rejected")
+    assert result["dead_letters_by_reason"]["rejected_by_segment"] == rejected
     assert sum(1 for letter in letters if letter["reason"] == "rejected_by_segment") == rejected
     assert (f"WARNING: Segment rejected {rejected:,} events (400/413): they are in the dead letters under "
             f"{tmp_path / 'out' / 'dead_letters'} with reason rejected_by_segment") in err
@@ -329,7 +335,7 @@ def test_the_summary_reads_each_row_balances_and_says_what_ran(tmp_path, bucket,
     assert result["started_at"] < result["ended_at"] and result["duration_seconds"] > 0
     assert result["inputs"] == {"input": [f"{root}/**"], "unmatched": []}
     assert result["delivery"]["window_seconds"] == 120 and result["delivery"]["integrations"] == {"All": False}
-    assert result["outcome"] == "completed"
+    assert (result["exit_code"], result["outcome"]) == (0, "completed")
     assert [name for name in os.listdir(tmp_path / "req") if result["run_id"] in name]
 
 
@@ -428,14 +434,19 @@ def wait_for_accepted(server, job, count, seconds=120):
         time.sleep(0.05)
 
 
-def assert_one_line_after_the_summary(tmp_path, out, err, starts):
-    """stderr is exactly one error line; stdout has the summary table, and the summary JSON says the run failed
-    and what it read."""
+def assert_one_line_after_the_summary(tmp_path, out, err, starts, status):
+    """stderr is exactly one error line; stdout has the summary table, and the summary JSON says how the run ended
+    (its exit status and the outcome that goes with it) and what it read."""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(starts), err
     assert "TOTAL" in out
     written = json.loads((tmp_path / "s.json").read_text())
-    assert written["outcome"] == "failed" and written["events_read"] > 0 and written["sent"] > 0
+    outcome = {4: "failed", 130: "interrupted", 143: "terminated"}[status]
+    assert (written["exit_code"], written["outcome"]) == (status, outcome)
+    # A failed run keeps its folder, which its line names (Beam's log); a run stopped on purpose leaves nothing.
+    run_folder = os.path.join(tempfile.gettempdir(), f"currents-to-segment-{written['run_id']}")
+    assert os.path.isdir(run_folder) == (status == 4) == ("Beam's log of the run" in err)
+    assert written["events_read"] > 0 and written["sent"] > 0
 
 
 def test_a_worker_process_killed_on_multi_processing_is_one_line_and_a_summary(tmp_path, bucket, server):
@@ -449,7 +460,7 @@ def test_a_worker_process_killed_on_multi_processing_is_one_line_and_a_summary(t
     os.kill(workers[0], signal.SIGKILL)
     out, err = job.communicate(timeout=120)
     assert job.returncode == 4, err
-    assert_one_line_after_the_summary(tmp_path, out, err, "error: the run failed: ")
+    assert_one_line_after_the_summary(tmp_path, out, err, "error: the run failed: ", 4)
     assert "events read were neither delivered nor dead-lettered; run again" in err and "Beam's log of the run" in err
 
 
@@ -461,7 +472,7 @@ def test_ctrl_c_on_multi_processing_is_one_line_and_a_summary(tmp_path, bucket, 
     os.killpg(job.pid, signal.SIGINT)  # as a terminal does: the job and its worker processes
     out, err = job.communicate(timeout=120)
     assert job.returncode == 130, err
-    assert_one_line_after_the_summary(tmp_path, out, err, "error: interrupted by Ctrl-C: ")
+    assert_one_line_after_the_summary(tmp_path, out, err, "error: interrupted by Ctrl-C: ", 130)
 
 
 def test_quiet_is_quiet_on_multi_processing(tmp_path, bucket, server):
@@ -546,3 +557,42 @@ def test_the_progress_line_counts_as_files_to_read_neither_the_ledgers_nor_those
                 "read:users.messages.email.Send": 40, "sent:users.messages.email.Send": 35, "requests": 2}
     assert progress.progress_line(counters, 70) == (
         "progress 0:01:10  files 4/5 read  events read 40  sent 35 (0/s)  requests 2  retries 0  dead-lettered 0")
+
+
+def test_a_rerun_with_another_mapping_within_a_day_warns_that_segment_drops_the_changed_calls(
+        tmp_path, bucket, server, capsys):
+    root, manifest = bucket
+    ledger = str(tmp_path / "ledger")
+    status, classic, _ = send(tmp_path / "classic", server, "--input", f"{root}/**", "--ledger", ledger)
+    assert status == 0 and "files_sent_otherwise_within_24h" not in classic["ledger"]
+    capsys.readouterr()
+    status, current, _ = send(tmp_path / "current", server, "--input", f"{root}/**", "--ledger", ledger,
+                              "--mapping", "current")
+    err = capsys.readouterr().err
+    files = len(manifest["files"])
+    assert status == 0 and current["ledger"]["files_sent_otherwise_within_24h"] == files
+    assert (f"WARNING: {files:,} files were sent to this endpoint and write key less than 24 h ago with another "
+            "mapping or other options shaping the calls") in err
+    assert "--message_id_namespace NAME" in err
+    # To another source (another key), the same messageIds are new: no warning.
+    other = SegmentServer(write_key="another-source-key")
+    with other:
+        tmp = tmp_path / "other"
+        tmp.mkdir()
+        status, elsewhere, _ = run_job(tmp, "--segment_endpoint", other.url, "--segment_write_key",
+                                       "another-source-key", "--quiet", "--input", f"{root}/**", "--ledger", ledger)
+    assert status == 0 and elsewhere["ledger"]["files_recorded_for_other_destinations"] == files
+    assert "files_sent_otherwise_within_24h" not in elsewhere["ledger"]
+    assert "less than 24 h ago" not in capsys.readouterr().err
+
+
+def test_a_run_that_waits_mostly_for_its_budget_says_so_and_its_throttled_time_fits_in_its_duration(
+        tmp_path, bucket, server, capsys):
+    root, manifest = bucket
+    status, result, _ = send(tmp_path / "out", server, "--input", f"{root}/**", "--max_events_per_second", "30")
+    err = capsys.readouterr().err
+    assert status == 0 and received_calls(server.accepted) == expected_calls(manifest)
+    assert 0 < result["throttled_seconds"] <= result["duration_seconds"]
+    [note] = [line for line in err.splitlines() if line.startswith("note: requests waited")]
+    assert note.endswith("30 events/s per worker was the limit; a larger --max_events_per_second (within the "
+                         "workspace's limit) makes such runs shorter")

@@ -243,7 +243,7 @@ def test_a_stopped_run_on_prism_is_one_line_and_a_summary(tmp_path, bucket, serv
     job.send_signal(signum)
     out, err = job.communicate(timeout=120)
     assert job.returncode == status, err
-    assert_one_line_after_the_summary(tmp_path, out, err, f"error: interrupted by {name}: ")
+    assert_one_line_after_the_summary(tmp_path, out, err, f"error: interrupted by {name}: ", status)
 
 
 def test_quiet_is_quiet_on_prism(tmp_path, bucket, server):

@@ -79,7 +79,8 @@ def test_key_from_a_file(tmp_path, bucket, monkeypatch, capsys):
         assert status == 0 and received_calls(server.accepted) == expected_calls(manifest)
     status = main(["--input", f"{root}/**", "--segment_write_key_file", str(tmp_path / "missing")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert status == 1 and err[-1].startswith("error: cannot read the write key from KeySource(file")
+    assert status == 1 and err[-1] == (f"error: cannot read the write key from --segment_write_key_file "
+                                       f"{tmp_path / 'missing'}: No such file or directory")
 
 
 def test_key_from_secret_manager(tmp_path, bucket, monkeypatch):

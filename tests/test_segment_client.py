@@ -5,6 +5,7 @@ import dataclasses
 import email.utils
 import json
 import socket
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -17,7 +18,7 @@ from currents_to_segment.transforms.segment.api import (
     DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, MAX_REQUEST_BYTES, Rejection, SegmentConfigError,
     envelope_bytes, format_sent_at, request_body)
 from currents_to_segment.transforms.segment.client import ClientSettings, SegmentClient
-from currents_to_segment.transforms.segment.pacing import OUTAGE_PROBE_SECONDS
+from currents_to_segment.transforms.segment.pacing import OUTAGE_PROBE_SECONDS, Pacer, RefusalBreaker
 
 WRITE_KEY = "test-key-s3cr3t"
 
@@ -74,6 +75,17 @@ def make_client(server, fake_time):
     yield make
     for client in clients:
         client.close()
+
+
+def send_within(client: SegmentClient, payloads: list[bytes], seconds: float):
+    """client.send(payloads) in a thread of its own; its report, or a failure if it has not returned within
+    `seconds` (a hang is bounded)."""
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(client.send(payloads)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"send still going after {seconds} s"
+    return outcome[0]
 
 
 def post_raw(server: SegmentServer, body: bytes, write_key: str = WRITE_KEY, path: str = "/v1/batch"):
@@ -210,6 +222,37 @@ def test_retry_after_accepts_http_dates_and_is_capped(server, make_client, fake_
     assert low <= fake_time.sleeps[0] <= high
 
 
+def test_a_retry_after_longer_than_the_budget_is_waited_only_until_the_budget_ends(server, make_client, fake_time):
+    server.always = Answer(429, {"Retry-After": "99999"})
+    seen = []
+    report = make_client(max_retry_seconds=5, observer=seen.append).send(serialized_events(2))
+
+    assert [(r.reason, r.status) for r in report.rejected] == [("retries_exhausted", 429)] * 2
+    assert fake_time.sleeps == [5.0]  # to the deadline, where the last attempt is made; no pause after it
+    assert [(a.status, a.retrying) for a in seen] == [(429, True), (429, False)]
+
+
+def test_a_retry_after_pauses_a_shared_pacer_only_as_long_as_the_budget_of_the_request_that_got_it(
+        server, make_client, fake_time):
+    pacer = Pacer(clock=fake_time.clock, sleep=fake_time.sleep)
+    first = make_client(max_retry_seconds=4, max_attempts=1, pacer=pacer)
+    second = make_client(max_retry_seconds=4, pacer=pacer)
+    server.script(Answer(429, {"Retry-After": "99999"}))
+    assert first.send(serialized_events(1)).rejected[0].status == 429
+    assert second.send(serialized_events(1)).accepted == [0]
+    assert fake_time.sleeps == [4.0]  # the first request's budget, not Retry-After's 300 s cap
+
+
+def test_a_pacer_pause_is_sat_out_for_no_longer_than_asked():
+    fake = FakeTime()
+    pacer = Pacer(clock=fake.clock, sleep=fake.sleep)
+    pacer.answered(429, retry_after=300.0)
+    assert pacer.acquire(1, max_pause=2.5) == 2.5
+    assert pacer.wait_for_turn(max_pause=1.0) == 1.0
+    assert fake.sleeps == [2.5, 1.0]
+    assert pacer.acquire(1) == 296.5  # without a cap: all of it
+
+
 @pytest.mark.parametrize("failure", [503, "drop", "accept_then_fail"])
 def test_transient_failure_then_success_delivers_every_event(server, make_client, fake_time, failure):
     server.script(failure)
@@ -228,6 +271,30 @@ def test_stalled_response_times_out_and_is_retried(server, make_client):
 
     assert report.accepted == [0, 1] and report.retries == 1
     assert server.accepted_ids() == {"m-0": 1, "m-1": 1}
+
+
+@pytest.mark.parametrize("trickle", ["trickle_body", "trickle_headers"])
+def test_an_answer_trickling_in_is_cut_off_at_the_attempts_deadline_and_retried(server, make_client, trickle):
+    """Each piece of the answer comes within the read timeout (0.5 s apart, for 2): only a deadline for the whole
+    attempt ends it."""
+    server.script(f"{trickle}:0.5")
+    seen = []
+    report = send_within(make_client(timeout=(1.0, 2.0), observer=seen.append), serialized_events(2), 20)
+
+    assert report.accepted == [0, 1] and report.retries == 1
+    assert [(a.status, a.timed_out, a.retrying) for a in seen] == [(None, True, True), (200, False, False)]
+    assert seen[0].detail.startswith("ReadTimeout: no")
+    assert server.accepted_ids() == {"m-0": 1, "m-1": 1}
+
+
+def test_an_answer_trickling_in_forever_exhausts_the_budget_within_it(server, make_client):
+    server.always = "trickle_body:0.5"
+    report = send_within(make_client(timeout=(1.0, 1.0), max_attempts=3), serialized_events(1), 20)
+
+    [rejection] = report.rejected
+    assert (rejection.reason, rejection.status, report.requests) == ("retries_exhausted", None, 3)
+    assert "within 1 s" in rejection.response_excerpt
+    assert server.accepted == []
 
 
 def test_retries_exhausted_rejects_every_event_with_the_last_status(server, make_client, fake_time):
@@ -288,6 +355,60 @@ def test_413_splits_the_batch(server, make_client):
     assert [record.events for record in server.requests] == [4, 2, 2]
 
 
+def test_a_few_bad_events_among_good_ones_are_isolated_and_the_good_ones_delivered(server, make_client):
+    bad = {f"m-{number}" for number in range(0, 200, 10)}  # 20 bad events, one in every ten
+    server.poison = lambda event: event["messageId"] in bad
+    report = make_client(max_events=100).send(serialized_events(200))
+
+    assert sorted(report.accepted) == [number for number in range(200) if number % 10]
+    assert sorted(r.index for r in report.rejected) == list(range(0, 200, 10))
+    assert {r.reason for r in report.rejected} == {"rejected_by_segment"}
+    assert len(server.accepted) == 180
+
+
+@pytest.mark.parametrize("status", [413, 400])
+def test_a_segment_refusing_everything_is_noticed_after_8_refusals_and_not_sent_to_again(
+        server, make_client, status):
+    server.always = status
+    client = make_client(max_events=40)
+    report = client.send(serialized_events(1_000))
+
+    assert report.accepted == [] and sorted(r.index for r in report.rejected) == list(range(1_000))
+    assert {(r.reason, r.status) for r in report.rejected} == {("rejected_by_segment", status)}
+    assert len(server.requests) <= 40  # splitting every request down to single events would make 1,975
+    last = report.rejected[-1].response_excerpt
+    assert last == f"not sent: Segment refused the last 8 requests whole (last: {status})"
+    requests_before = len(server.requests)
+    assert client.send(serialized_events(3)).rejected[0].response_excerpt == last  # later sends too
+    assert len(server.requests) == requests_before
+
+
+def test_a_refusal_breaker_shared_by_clients_stops_them_all_and_a_2xx_starts_its_count_again(
+        server, make_client, fake_time):
+    refusals = RefusalBreaker(fake_time.clock)
+    first, second = make_client(refusals=refusals), make_client(refusals=refusals)
+    server.always = 413
+    for number in range(7):
+        first.send([serialize(track(number))])
+    server.always = None
+    assert second.send(serialized_events(1)).accepted == [0]  # the count starts again
+    server.always = 413
+    for number in range(7):
+        first.send([serialize(track(number))])
+    assert len(server.requests) == 15 and refusals.stopped() is None
+    first.send(serialized_events(1))
+    assert refusals.stopped() == (413, "not sent: Segment refused the last 8 requests whole (last: 413)")
+    report = second.send(serialized_events(2))
+    assert [r.reason for r in report.rejected] == ["rejected_by_segment"] * 2 and len(server.requests) == 16
+    fake_time.now += OUTAGE_PROBE_SECONDS  # one request goes, now and then: refused, its halves are not sent
+    assert [r.response_excerpt[:9] for r in second.send(serialized_events(2)).rejected] == ["not sent:"] * 2
+    assert len(server.requests) == 17
+    server.always = None
+    fake_time.now += OUTAGE_PROBE_SECONDS  # the next probe is accepted: the sending goes on
+    assert second.send(serialized_events(2)).accepted == [0, 1]
+    assert first.send(serialized_events(2)).accepted == [0, 1] and refusals.stopped() is None
+
+
 def test_other_client_errors_reject_the_batch_without_retry(server, make_client):
     server.script(Answer(422, body="unprocessable"))
     report = make_client().send(serialized_events(2))
@@ -308,6 +429,39 @@ def test_oversize_event_is_rejected_and_never_sent(server, make_client):
 
 
 # --- configuration errors --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("answer, shown", [
+    (Answer(200, {"Content-Type": "text/html"}, "<html>\n<body>Welcome to nginx!</body>\n</html>"),
+     "('<html> <body>Welcome to nginx!</body> </html>')"),
+    (Answer(200, body=b""), "(an empty body)"),
+    (Answer(200, body="OK"), "('OK')"),
+    (Answer(200, body="[]"), "('[]')"),
+    (Answer(202, body="true"), "('true')"),
+    (Answer(200, body='{"success": false}'), """('{"success": false}')"""),
+])
+def test_a_2xx_that_is_not_segments_answer_stops_the_run(server, make_client, answer, shown):
+    server.script(answer)
+    with pytest.raises(SegmentConfigError) as raised:
+        make_client().send(serialized_events(2))
+
+    message = str(raised.value)
+    assert message == (f"Segment answered {answer.status} {'OK' if answer.status == 200 else 'Accepted'} for "
+                       f"{server.url}/v1/batch with a body that is not Segment's {shown}: the endpoint is not "
+                       f"Segment's API (a proxy or a wrong --segment_endpoint).")
+    assert len(server.requests) == 1
+
+
+def test_a_long_body_that_is_not_segments_is_shown_in_80_characters(server, make_client):
+    server.script(Answer(200, body="x" * 500))
+    with pytest.raises(SegmentConfigError, match=r"\('x{80}\.\.\.'\): the endpoint is not Segment's API"):
+        make_client().send(serialized_events(1))
+
+
+@pytest.mark.parametrize("body", ['{"success": true}', "{}", '{"success": true, "note": "queued"}'])
+def test_any_json_object_but_an_unsuccessful_one_is_segments_answer(server, make_client, body):
+    server.script(Answer(200, body=body))
+    assert make_client().send(serialized_events(2)).accepted == [0, 1]
+
 
 def test_wrong_write_key_stops_the_run_without_revealing_the_key(make_client):
     secret = "wrong-key-do-not-print"
@@ -331,6 +485,43 @@ def test_wrong_endpoint_stops_the_run(server, make_client, endpoint_suffix, scri
     with pytest.raises(SegmentConfigError, match=f"{status} .*region"):
         make_client(endpoint=server.url + endpoint_suffix).send(serialized_events(1))
     assert len(server.requests) == 1
+
+
+# --- the event budget ------------------------------------------------------------------------------------------
+
+def test_no_second_holds_more_events_than_the_budget_even_after_an_idle_spell():
+    fake = FakeTime()
+    pacer = Pacer(100, clock=fake.clock, sleep=fake.sleep)
+    starts = []
+    for _ in range(3):
+        fake.now += 5.0  # idle: the bucket fills up
+        for size in [1, 7, 25, 3, 1, 1, 12] * 10:
+            pacer.acquire(size)
+            starts.append((fake.now, size))
+    for start, _ in starts:
+        in_window = sum(size for at, size in starts if start <= at < start + 1.0)
+        assert in_window <= 100, (start, in_window)
+    assert fake.now < 15 + 3 * 500 / 100 + 3  # the budget is still used: 500 events a round, 5 s each
+
+
+def test_a_pause_does_not_let_the_requests_it_held_start_at_once():
+    fake = FakeTime()
+    pacer = Pacer(100, clock=fake.clock, sleep=fake.sleep)
+    fake.now = 10.0  # idle: the bucket is full
+    starts = []
+
+    def sleep(seconds):  # during the second wait, a 503 with Retry-After: 2 comes (another thread's answer)
+        fake.sleep(seconds)
+        if len(fake.sleeps) == 1:
+            pacer.answered(503, retry_after=2.0)
+
+    pacer._sleep = sleep  # pylint: disable=protected-access
+    for _ in range(8):
+        pacer.acquire(25)
+        starts.append(fake.now)
+    assert starts[:2] == [10.0, 12.25]  # the second request held by the pause (from 10.25 to 12.25)
+    for start in starts:
+        assert sum(25 for at in starts if start <= at < start + 1.0) <= 100, starts
 
 
 # --- the test server enforces the contract ---------------------------------------------------------------------

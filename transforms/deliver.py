@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.shared import Shared
 
-from currents_to_segment.transforms import jsonl, metrics, progress, watch
+from currents_to_segment.transforms import jsonl, ledger, letters as dead_letters, metrics, progress, watch
 from currents_to_segment.transforms.currents.catalog import Mapping
 from currents_to_segment.transforms.currents.records import RecordFilter
 from currents_to_segment.transforms.currents.track_calls import TrackSettings
@@ -121,13 +121,15 @@ class _DeliverFilesFn(beam.DoFn):
         self._settings = settings
         self._access = access
         self._shared = shared
-        self._delivery = self._sender = None
+        self._delivery = self._sender = self._letters = None
 
     def setup(self):
         settings = self._settings
         self._counts = CountsFromThreads()
         reporter = progress.reporter(settings.progress)
+        destination = None  # a dry run's letters say none
         if settings.dry_run_output:
+            jsonl.remove_stale_temporaries(settings.dry_run_output, jsonl.REQUESTS)
             self._sender = DryRunSender(jsonl.PartFile(settings.dry_run_output, jsonl.REQUESTS, settings.run_id,
                                                        "dry-run requests"), self._counts.add)
         else:
@@ -142,11 +144,16 @@ class _DeliverFilesFn(beam.DoFn):
                 progress.watch_state().holds_with(settings.stop_marker, sending.breaker)
             key = write_key.resolve(settings.key_source, read_file=_read_with_beam)
             self._sender = SegmentSender(key, client, sending, self._counts.add, observer=reporter.observe)
+            # Where the events go, as the ledger says it (the key's fingerprint, never the key), in every letter.
+            destination = dead_letters.destination(client.endpoint, ledger.key_fingerprint(key))
+        # The temporaries of this host's writers that were killed (an interrupted run): nothing reads them.
+        jsonl.remove_stale_temporaries(settings.dead_letter_output, jsonl.DEAD_LETTERS)
+        self._letters = jsonl.AccountedLines(settings.dead_letter_output, jsonl.DEAD_LETTERS, settings.run_id,
+                                             "dead letters")
         self._delivery = Delivery(
             track=settings.track, record_filter=settings.record_filter,
-            batch=settings.batch, sender=self._sender, count=self._counts.add,
-            letters=jsonl.AccountedLines(settings.dead_letter_output, jsonl.DEAD_LETTERS, settings.run_id,
-                                         "dead letters"))
+            batch=settings.batch, sender=self._sender, count=self._counts.add, letters=self._letters,
+            destination=destination)
 
     def process(self, file):
         file = CurrentsFile(*file)
@@ -183,6 +190,8 @@ class _DeliverFilesFn(beam.DoFn):
             yield GlobalWindows.windowed_value((done.path, done.size, done.modified))
 
     def teardown(self):
+        if self._letters is not None:  # letters never committed: their files are not finished, nor recorded
+            self._letters.discard()
         if self._sender is not None:
             self._sender.close()
 

@@ -29,6 +29,7 @@ The parts it is made of know one thing each (Currents: transforms.currents; Segm
 this module: it imports no Beam module. What it counts goes to a `count(name, n)` it is given; where letters go
 (`letters`: an AccountedLines) and how requests are sent (`sender`: see transforms.senders) too.
 """
+import re
 from typing import NamedTuple, Optional
 
 import orjson
@@ -36,7 +37,8 @@ import orjson
 from currents_to_segment.transforms import letters as dead_letters
 from currents_to_segment.transforms.currents import avro_blocks, records as currents_records
 from currents_to_segment.transforms.currents.records import RecordFilter
-from currents_to_segment.transforms.currents.track_calls import TrackBuilder, TrackSettings, namespace_uuid, protect
+from currents_to_segment.transforms.currents.track_calls import (
+    RecordProtection, TrackBuilder, TrackSettings, namespace_uuid, protect)
 from currents_to_segment.transforms.letters import INVALID_RECORD
 from currents_to_segment.transforms.segment.api import EVENT_TOO_LARGE, HELD_BACK, MAX_EVENT_BYTES
 from currents_to_segment.transforms.segment.batching import Batcher, BatchSettings, RecentIds
@@ -48,6 +50,8 @@ UNSUPPORTED_EVENT_TYPE = "unsupported_event_type"
 FILES_READ = "files_read"
 UNREADABLE_FILES = "unreadable_files"
 DEAD_LETTERS_MADE = "dead_letters_made"
+LETTERS = "dead_letters"  # letters written, by reason: "dead_letters:<reason>"
+RECORDS_LOST = "records_lost"  # records in unreadable parts of files, as far as their blocks say (never read)
 DUPLICATE_IDS = "duplicate_ids"
 FILES_UNBALANCED = "ledger_files_unbalanced"
 # A watch that gave up on Segment: events read and held back (per event type: "held_back:<event type>"), files left
@@ -98,11 +102,19 @@ def region_letter(path, event_type, region, events_read):
                                     region.records_lost)
 
 
-def undecodable_letter(path, event_type, undecodable):
-    """The invalid_record letter of a record some of whose strings are not UTF-8 (an UndecodableRecord)."""
-    problems = "; ".join(f"{field} is not valid UTF-8: {data!r}"[:300]
-                         for field, data in zip(undecodable.fields, undecodable.raw))
-    return dead_letters.record_letter(event_type, path, undecodable.record, INVALID_RECORD,
+def undecodable_letter(path, event_type, undecodable, protection=None):
+    """The invalid_record letter of a record some of whose strings are not UTF-8 (an UndecodableRecord); with a
+    RecordProtection, its redacted and hashed values protected (the bytes of the problem too)."""
+    record = undecodable.record
+    kept = protection.protected(event_type, record) if protection is not None else record
+
+    def shown(field, data):  # the bytes, unless the letter leaves out or hashes the field they are in
+        top = re.split(r"[.\[]", field, maxsplit=1)[0]
+        return f"{field} is not valid UTF-8: {data!r}"[:300] if kept.get(top) == record.get(top) else (
+            f"{field} is not valid UTF-8")
+
+    problems = "; ".join(shown(field, data) for field, data in zip(undecodable.fields, undecodable.raw))
+    return dead_letters.record_letter(event_type, path, kept, INVALID_RECORD,
                                       f"{problems} (the record shows those bytes as \\x escapes)")
 
 
@@ -112,11 +124,12 @@ class Delivery:
     track: the TrackSettings of the calls (its mapping: the catalog; types it has no row for are counted as
     unsupported_event_type); record_filter: a RecordFilter; batch: BatchSettings; sender: submit/done/drain
     of requests, each a list of (event type, file account, messageId, payload); letters: write(line, accounts) and
-    commit() → accounts; count(name, n): the counters.
+    commit() → accounts; count(name, n): the counters; destination: what every letter says of where its events
+    were going (transforms.letters.destination; None in a dry run).
     """
 
     def __init__(self, *, track: TrackSettings, record_filter: RecordFilter, batch: BatchSettings, sender, letters,
-                 count):
+                 count, destination=None):
         self._mapping = track.mapping
         self._track = track
         self._filter = record_filter
@@ -130,7 +143,11 @@ class Delivery:
         self._namespace = namespace_uuid(track.message_id_namespace)
         self._builders = {}
         self._protect = track.redact or track.hashed
+        # What a record's dead letter may keep of it: the values the run would have sent, as it would have.
+        self._record_protection = (RecordProtection(track.mapping, track.redact, track.hashed, track.passthrough)
+                                   if self._protect else None)
         self._gave_up = None  # why the sender gave up on Segment, once this delivery has seen it
+        self._destination = destination  # every letter's (letters.destination; None in a dry run)
 
     # --- the work of one file --------------------------------------------------------------------------------
 
@@ -151,7 +168,8 @@ class Delivery:
                 self._count(f"{READ}:{account.event_type}", decoded)
                 self._records(account, piece.records)
                 for undecodable in piece.undecodable:
-                    self._letter(account, undecodable_letter(file.path, account.event_type, undecodable))
+                    self._letter(account, undecodable_letter(file.path, account.event_type, undecodable,
+                                                             self._record_protection))
                 account.decoded += decoded
             elif isinstance(piece, avro_blocks.BadRegion):
                 account.units += 1
@@ -213,7 +231,7 @@ class Delivery:
                 payload = orjson.dumps(message)  # the builder has checked every value it took from the record
             except Exception as error:  # pylint: disable=broad-except  # any value that cannot be mapped costs its record
                 self._letter(account, dead_letters.record_letter(event_type, account.file.path, record,
-                                                                 INVALID_RECORD, error))
+                                                                 INVALID_RECORD, error, self._record_protection))
                 continue
             message_id = message["messageId"]
             if len(payload) > MAX_EVENT_BYTES:
@@ -244,8 +262,10 @@ class Delivery:
     # --- accounting ------------------------------------------------------------------------------------------
 
     def _letter(self, account, letter):
+        letter["destination"] = self._destination  # where its events were going: a replay sends it nowhere else
         self._count(DEAD_LETTERS_MADE, 1)
-        self._letters.write(dead_letters.to_line(letter), (((account, letter["reason"]), 1),))
+        lost = letter.get("records_lost") or 0  # records of an unreadable part of a file, never read
+        self._letters.write(dead_letters.to_line(letter), (((account, letter["reason"], lost), 1),))
 
     def _settle(self, answered):
         """Account for the requests answered: accepted events are handled, held-back ones counted (their file is
@@ -279,9 +299,12 @@ class Delivery:
 
     def _commit_letters(self):
         """Make the letters written so far durable, and account for them."""
-        for (account, reason), n in self._letters.commit():
+        for (account, reason, lost), n in self._letters.commit():
+            self._count(f"{LETTERS}:{reason}", n)
             if reason == dead_letters.UNREADABLE_FILE:
                 self._count(UNREADABLE_FILES, n)
+                if lost:
+                    self._count(RECORDS_LOST, lost * n)
             else:
                 self._count(f"{DEAD_LETTERED}:{account.event_type}", n)
             account.handled += n

@@ -63,6 +63,17 @@ def destination_key(recorded, any_key=False):
     return json.dumps(recorded, sort_keys=True)
 
 
+def route_key(recorded):
+    """What decides where a destination's calls go and their messageIds: its endpoint, write key and messageId
+    namespace, without what else shapes the calls (None: an entry without one). Two destinations of one route send
+    a file's events under the same messageIds, which Segment drops as duplicates for about a day."""
+    if not isinstance(recorded, dict):
+        return None
+    shape = recorded.get("mapping")
+    namespace = shape.get("message_id_namespace") if isinstance(shape, dict) else None
+    return json.dumps([recorded.get("endpoint"), recorded.get("write_key"), namespace])
+
+
 def time_scope(start, end):
     """The scope of a --by_event_time run over [start, end) (UNIX seconds)."""
     return f"time:{start}-{end}"
@@ -81,6 +92,9 @@ def covers(recorded, scope, destination):
 
 RECORDED = "recorded"  # Lookup.held: the file is recorded for this scope and destination
 ELSEWHERE = "elsewhere"  # ... only for other destinations
+# How long Segment drops a messageId it has seen (about a day): a file sent again within it, shaped otherwise, is
+# mostly dropped.
+DEDUP_SECONDS = 24 * 3600
 
 
 class Lookup:
@@ -109,10 +123,10 @@ class Lookup:
 
     def _index(self, entries):
         found, keys = {}, {}
-        for key, scope, destination in entries:
+        for key, scope, destination, started in entries:
             if id(destination) not in keys:  # the entries under one header share their destination: keyed once
-                keys[id(destination)] = destination_key(destination, self._any_key)
-            found.setdefault(key, []).append((scope, keys[id(destination)]))
+                keys[id(destination)] = (destination_key(destination, self._any_key), route_key(destination))
+            found.setdefault(key, []).append((scope, *keys[id(destination)], started))
         return found
 
     def _partition(self, partition):
@@ -126,11 +140,21 @@ class Lookup:
             self._partitions.popitem(last=False)
         return kept[1]
 
+    def _recorded(self, path, size, modified):
+        """(scope, destination key, route key, started) of each entry of this file version."""
+        key = entry_key(path, size, modified)
+        return self._partition(partition_of(path)).get(key, []) + self._legacy.get(key, [])
+
     def entries(self, path, size, modified):
         """The (scope, destination key) pairs recorded for this file version."""
-        partition = partition_of(path)
-        key = entry_key(path, size, modified)
-        return self._partition(partition).get(key, []) + self._legacy.get(key, [])
+        return [(scope, where) for scope, where, _, _ in self._recorded(path, size, modified)]
+
+    def sent_otherwise_since(self, path, size, modified, route, since):
+        """True when a run that started at `since` (UNIX seconds) or later recorded this file version as sent to
+        `route` (a route_key: the same endpoint, write key and messageIds) with other options shaping the calls:
+        Segment still drops those messageIds as duplicates (see DEDUP_SECONDS)."""
+        return any(where_route == route and started is not None and started >= since
+                   for _, _, where_route, started in self._recorded(path, size, modified))
 
     def held(self, path, size, modified, scope, destination):
         """RECORDED when the ledger holds this file version for `scope` and `destination` (a destination_key): a
@@ -159,10 +183,12 @@ class _KeepUnrecordedFn(beam.DoFn):
         self._ledger_dir = ledger_dir
         self._scope = scope
         self._destination = destination_key(destination)
+        self._route = route_key(destination)
 
     def setup(self):
         self._skipped = metrics.counter(metrics.LEDGER_FILES_SKIPPED)
         self._elsewhere = metrics.counter(metrics.LEDGER_FILES_ELSEWHERE)
+        self._resent = metrics.counter(metrics.LEDGER_FILES_RESENT_WITHIN_DEDUP)
         self._lookup = Lookup(self._ledger_dir, on_malformed=count_malformed)
 
     def process(self, grouped):
@@ -176,6 +202,10 @@ class _KeepUnrecordedFn(beam.DoFn):
                 continue
             if held == ELSEWHERE:
                 self._elsewhere.inc()
+                if self._lookup.sent_otherwise_since(metadata.path, metadata.size_in_bytes,
+                                                     metadata.last_updated_in_seconds, self._route,
+                                                     time.time() - DEDUP_SECONDS):
+                    self._resent.inc()
             yield metadata
 
 

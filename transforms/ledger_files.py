@@ -73,9 +73,13 @@ def entry_key(path, size, modified):
     return normalize_path(path), size, modified
 
 
-def header(run_id, scope, destination):
-    """The first line of an entry file: what its entries share."""
-    return {"ledger": LAYOUT, "run": run_id, "scope": scope, "destination": destination}
+def header(run_id, scope, destination, started=None):
+    """The first line of an entry file: what its entries share (a merged file's: when the newest run it merged
+    started, in UNIX seconds, which an entry file's name says otherwise)."""
+    found = {"ledger": LAYOUT, "run": run_id, "scope": scope, "destination": destination}
+    if started is not None:
+        found["started"] = started
+    return found
 
 
 def entry(file):
@@ -111,10 +115,12 @@ def _read_text(path):
 
 
 def parse(text, path, on_malformed=None):
-    """The entries of one ledger file's text, as (file key, scope, destination) tuples (the entries under one header
-    share its destination object); a line that is not a ledger line is skipped, and told to on_malformed(path, line
-    number, reason) (default: a warning)."""
-    context = {"scope": WHOLE_FILE, "destination": None}
+    """The entries of one ledger file's text, as (file key, scope, destination, started) tuples (the entries under
+    one header share its destination object; started: when the run that recorded them started, in UNIX seconds, or
+    None when unknown); a line that is not a ledger line is skipped, and told to on_malformed(path, line number,
+    reason) (default: a warning)."""
+    started = _started(path.rsplit("/", 1)[-1])
+    context = {"scope": WHOLE_FILE, "destination": None, "started": started}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -123,7 +129,9 @@ def parse(text, path, on_malformed=None):
             if not isinstance(found, dict):
                 raise Malformed("not a JSON object")
             if "ledger" in found:  # a header: the lines after it share its run, scope and destination
-                context = {"scope": found.get("scope", WHOLE_FILE), "destination": found.get("destination")}
+                merged = found.get("started")
+                context = {"scope": found.get("scope", WHOLE_FILE), "destination": found.get("destination"),
+                           "started": merged if isinstance(merged, (int, float)) else started}
                 if not isinstance(context["scope"], str):
                     raise Malformed("its scope is not a string")
                 continue
@@ -133,7 +141,8 @@ def parse(text, path, on_malformed=None):
             scope = found.get("scope", context["scope"])  # the first layout: every entry says its own
             if not isinstance(scope, str):
                 raise Malformed("its scope is not a string")
-            yield entry_key(path_, size, modified), scope, found.get("destination", context["destination"])
+            yield (entry_key(path_, size, modified), scope, found.get("destination", context["destination"]),
+                   context["started"])
         except (ValueError, KeyError, TypeError, Malformed) as error:
             reason = (f"no {error}" if isinstance(error, KeyError) else str(error)).splitlines()[0]
             (on_malformed or warn_malformed)(path, number, reason)
@@ -220,16 +229,19 @@ def _mergeable(path, now, older_than):
 
 
 def _write_merged(folder, entries):
-    """One compacted file of these entries (deduplicated), a header per (scope, destination)."""
-    groups, texts = {}, {}
-    for key, scope, destination in entries:
+    """One compacted file of these entries (deduplicated), a header per (scope, destination), which keeps when the
+    newest run of its entries started."""
+    groups, texts, newest = {}, {}, {}
+    for key, scope, destination, started in entries:
         text = texts.get(id(destination))  # the entries under one header share their destination
         if text is None:
             text = texts[id(destination)] = json.dumps(destination, sort_keys=True)
         groups.setdefault((scope, text), (scope, destination, {}))[2][key] = None
+        if started is not None:
+            newest[(scope, text)] = max(started, newest.get((scope, text), started))
     part = jsonl.PartFile(folder, COMPACTED, uuid.uuid4().hex[:8], "the compacted ledger")
-    for scope, destination, keys in groups.values():
-        part.write(json.dumps(header(None, scope, destination)))
+    for group, (scope, destination, keys) in groups.items():
+        part.write(json.dumps(header(None, scope, destination, newest.get(group))))
         for key in keys:
             path, size, modified = key
             part.write(json.dumps({"path": path, "size": size, "modified": modified}))

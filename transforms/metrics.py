@@ -49,6 +49,10 @@ REJECTED_BY_SEGMENT = segment_api.REJECTED_BY_SEGMENT  # events Segment answered
 # Dead letters as the stages make them, before they are written (for progress lines; the summary counts them
 # once their file is complete, under DEAD_LETTERED and UNREADABLE_FILES).
 DEAD_LETTERS_MADE = delivery.DEAD_LETTERS_MADE
+# Letters written (their file complete), by reason: "dead_letters:<reason>"; and the records of the unreadable parts
+# of files, as far as their blocks tell (never read, so in no event count: their letters account for them).
+LETTERS_BY_REASON = delivery.LETTERS
+RECORDS_LOST = delivery.RECORDS_LOST
 # Seconds the requests to Segment were held back (pacing, Retry-After, retry backoffs), under the name Beam's own IOs
 # give the time they are throttled, which Dataflow's autoscaler reads.
 THROTTLING_SECONDS = "cumulativeThrottlingSeconds"
@@ -57,6 +61,9 @@ LEDGER_FILES_SKIPPED = "ledger_files_skipped"
 LEDGER_FILES_RECORDED = "ledger_files_recorded"
 LEDGER_FILES_UNBALANCED = delivery.FILES_UNBALANCED  # read, but not every event accounted for: not recorded
 LEDGER_FILES_ELSEWHERE = "ledger_files_elsewhere"  # in the ledger for other destinations only: read and sent
+# ... of which, sent to this endpoint and write key with other options shaping the calls, less than a day ago: the
+# same messageIds, which Segment drops as duplicates for about a day.
+LEDGER_FILES_RESENT_WITHIN_DEDUP = "ledger_files_resent_within_dedup"
 # A watch that gave up on Segment: the files it left unfinished (read in part, or not read), and why it gave up
 # (counted once by each delivery that saw it): Segment down for --max_outage_hours, or a drain during an outage.
 FILES_HELD_BACK = delivery.FILES_HELD_BACK

@@ -17,7 +17,7 @@ from currents_to_segment.transforms.segment.api import (
     HELD_BACK, REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED, SendReport, format_sent_at, request_body)
 from currents_to_segment.transforms.segment.client import SegmentClient
 from currents_to_segment.transforms.segment.in_flight import InFlight, SendingThreads
-from currents_to_segment.transforms.segment.pacing import Breaker, Pacer, ThrottledTime
+from currents_to_segment.transforms.segment.pacing import Breaker, Pacer, RefusalBreaker, ThrottledTime
 
 SENT = "sent"  # per event type: "sent:<event type>"
 REQUESTS = "requests"  # HTTP attempts (retries included), or request bodies written in a dry run
@@ -26,7 +26,8 @@ RETRIES = "retries"
 
 class ProcessSending:
     """What the senders of one process share while they send to one endpoint in one run: one Breaker (an outage
-    costs one retry budget), one Pacer (the process's share of the event budget, and Retry-After pauses), the
+    costs one retry budget), one RefusalBreaker (once Segment has refused everything for a while, nothing more is
+    sent but a probe now and then), one Pacer (the process's share of the event budget, and Retry-After pauses), the
     time the process had requests held back (ThrottledTime: waits of requests in flight together count once), and
     the threads that make the requests, at most `threads`, each with a SegmentClient of its own (a client is not
     thread-safe): a runner that makes a sender per bundle it runs at once (Prism) does not multiply them.
@@ -38,6 +39,7 @@ class ProcessSending:
         self.breaker = Breaker(probe_seconds=settings.probe_seconds, max_outage_seconds=settings.max_outage_seconds,
                                **hooks)
         self.pacer = Pacer(settings.events_per_second, settings.max_requests_per_second)
+        self.refusals = RefusalBreaker(probe_seconds=settings.probe_seconds)
         self.throttled = ThrottledTime()
         self.threads = SendingThreads(threads)
         self._settings = settings
@@ -53,7 +55,8 @@ class ProcessSending:
         client = clients.get(write_key)
         if client is None:
             client = clients[write_key] = SegmentClient(write_key, self._settings, breaker=self.breaker,
-                                                        pacer=self.pacer, on_wait=self.throttled.wait)
+                                                        pacer=self.pacer, refusals=self.refusals,
+                                                        on_wait=self.throttled.wait)
             with self._lock:
                 self._clients.append(client)
         return client
@@ -76,13 +79,15 @@ class SegmentSender:
     """Requests POSTed to Segment, up to settings.requests_in_flight at once, by the threads and clients of the
     process's `sending` (a ProcessSending, which also holds the breaker, the pacer and the time throttled).
     `observer(attempt)` is told of every HTTP attempt, from the sending threads. A request waits for its turn with
-    the pacer in the caller's thread, so that requests do not queue in flight for it."""
+    the pacer in the caller's thread, so that requests do not queue in flight for it (a Retry-After pause is waited
+    out there for no longer than a request's retry budget: see transforms.segment.pacing.Pacer)."""
 
     def __init__(self, write_key, settings, sending, count, observer=None):
         self._key = write_key
         self._sending = sending
         self._count = count
         self._observer = observer
+        self._max_pause = settings.max_retry_seconds
         self._in_flight = InFlight(self._send, settings.requests_in_flight, sending.threads)
 
     def _observe(self, attempt):
@@ -106,7 +111,7 @@ class SegmentSender:
         return report
 
     def submit(self, calls):
-        self._sending.pacer.wait_for_turn(self._sending.throttled.wait)
+        self._sending.pacer.wait_for_turn(self._sending.throttled.wait, max_pause=self._max_pause)
         return self._in_flight.submit(calls)
 
     def done(self):

@@ -14,11 +14,19 @@ which property values are converted. Two mappings are built in:
 
 Adding an event type is adding a row; a user's mapping file (transforms.currents.mapping_file) changes a built-in mapping
 into another Mapping. A property or context value is sent when the record has the field and it is not null.
+
+The names --redact_fields and --hash_fields can give are a mapping's property keys and trait names (with
+--passthrough_fields, also the Currents fields sent under their own names): `field_name_problem` says what
+another name is instead, and its close matches.
 """
+import difflib
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Mapping as MappingType, NamedTuple, Tuple
+
+from currents_to_segment.transforms.currents import schemas
 
 Pairs = Tuple[Tuple[str, str], ...]  # (Segment key or context path, Avro field), in the order sent
 
@@ -75,6 +83,91 @@ class Mapping:
         """A short digest of `describe()`: two mappings that make the same calls have the same one."""
         text = json.dumps(self.describe(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# What --redact_fields and --hash_fields reach: the properties and context.traits of the calls.
+TRAITS = "traits"
+# Fields sent as userId, timestamp and messageId, never as properties (passthrough leaves them out too).
+ENVELOPE_FIELDS = {"id": "messageId", "time": "timestamp", "external_user_id": "userId"}
+BRAZE_ID_FIELD = "user_id"  # the Braze user id: anonymousId on every call of a mapping that sends it
+
+
+def trait_name(path):
+    """The trait a context path sets ("traits.email" -> "email"), or None for another path."""
+    head, _, rest = path.partition(".")
+    return rest if head == TRAITS and rest and "." not in rest else None
+
+
+def protectable_names(mapping):
+    """The names --redact_fields and --hash_fields can give for this mapping: the property keys of its events and
+    the names of the traits they set (context path traits.X -> X)."""
+    names = set()
+    for spec in mapping.events.values():
+        names.update(key for key, _ in spec.properties)
+        names.update(trait_name(path) for path, _ in spec.context if trait_name(path))
+    return frozenset(names)
+
+
+_KAFKA_CONNECT_FIELDS = frozenset({"_kafka_partition_key", "_producer_host"})
+
+
+@functools.cache
+def _schema_fields(event_type):
+    """Every field name of the stored Currents schemas of a type (none for a type without one), and the two a
+    Kafka-Connect producer adds."""
+    if event_type not in schemas.event_types():
+        return _KAFKA_CONNECT_FIELDS
+    return _KAFKA_CONNECT_FIELDS | {field["name"] for version in schemas.versions(event_type)
+                                    for field in schemas.schema(event_type, version)["fields"]}
+
+
+def passthrough_names(mapping):
+    """The Currents fields --passthrough_fields sends as properties of their own names, over every event of the
+    mapping: those of its schemas not sent otherwise (nor as ids, timestamp or messageId)."""
+    names = set()
+    for event_type, spec in mapping.events.items():
+        used = {field for _, field in spec.properties + spec.context}
+        names.update(_schema_fields(event_type) - used - set(ENVELOPE_FIELDS))
+    if mapping.anonymous_id:
+        names.discard(BRAZE_ID_FIELD)  # sent as anonymousId whenever the record has it
+    return frozenset(names)
+
+
+def field_name_problem(mapping, name, passthrough=False):
+    """Why `name`, given to --redact_fields or --hash_fields, names nothing the mapping's calls carry (None when
+    it does): what it is instead, and the close matches."""
+    valid = set(protectable_names(mapping))
+    if passthrough:
+        valid |= passthrough_names(mapping)
+    if name in valid:
+        return None
+    if name in ENVELOPE_FIELDS or (name == BRAZE_ID_FIELD and mapping.anonymous_id):
+        sent_as = ENVELOPE_FIELDS.get(name, "anonymousId")
+        return f"{name} is sent as {sent_as}, which is neither a property nor a trait: it cannot be redacted or hashed"
+    path = name.removeprefix("context.")
+    if trait_name(path) in valid:
+        return f"{name} is a path: give the trait's name, {trait_name(path)}"
+    if path.startswith("properties.") and path.removeprefix("properties.") in valid:
+        return f"{name} is a path: give the property's name, {path.removeprefix('properties.')}"
+    sent_as = sorted({(key, "properties." + key) for spec in mapping.events.values() for key, field in spec.properties
+                      if field == name} |
+                     {(trait_name(p) or "", "context." + p) for spec in mapping.events.values() for p, field in
+                      spec.context if field == name})
+    if sent_as:
+        where = " and ".join(shown for _, shown in sent_as)
+        keys = [key for key, _ in sent_as if key]
+        fix = f"give {', '.join(keys)}" if keys else ("only properties and context.traits can be redacted or "
+                                                        "hashed")
+        return f"{name} is the Currents field; it is sent as {where}: {fix}"
+    if not passthrough and name in passthrough_names(mapping):
+        return (f"{name} is a Currents field the {mapping.name} mapping does not send (--passthrough_fields would "
+                "send it as a property of its own name)")
+    by_lower = {}
+    for known in sorted(valid):
+        by_lower.setdefault(known.lower(), known)
+    close = [by_lower[match] for match in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)]
+    hint = f"close matches: {', '.join(close)}" if close else "see docs/events.md for the names each event sends"
+    return f"no property or trait of the {mapping.name} mapping is named {name} ({hint})"
 
 
 def pairs(text):

@@ -27,7 +27,7 @@ from typing import Any, Mapping as MappingType, Optional
 
 import orjson
 
-from currents_to_segment.transforms.currents.catalog import CLASSIC, CONVERTERS, Mapping
+from currents_to_segment.transforms.currents.catalog import CLASSIC, CONVERTERS, Mapping, trait_name
 from currents_to_segment.transforms.currents.records import BRAZE_ID_FIELD, has_text
 
 DISTRIBUTION = "braze-currents-to-segment"
@@ -182,6 +182,12 @@ def to_track(record, event_type, *, mapping=CLASSIC, namespace=None, passthrough
                         integrations=integrations).build(record)
 
 
+def hash_value(value):
+    """The SHA-256 hex digest --hash_fields sends for a value: of a string as is, of anything else as JSON."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def protect(message, redact=frozenset(), hashed=frozenset()):
     """Leave out the `redact` names and replace the `hashed` ones by the SHA-256 hex digest of their
     value (a string as is, anything else as JSON), in the properties and context.traits; in place."""
@@ -190,11 +196,71 @@ def protect(message, redact=frozenset(), hashed=frozenset()):
         for name in redact & fields.keys():
             del fields[name]
         for name in hashed & fields.keys():
-            value = fields[name] if isinstance(fields[name], str) else json.dumps(fields[name])
-            fields[name] = hashlib.sha256(value.encode("utf-8")).hexdigest()
+            fields[name] = hash_value(fields[name])
     if "traits" in context and not context["traits"]:
         del context["traits"]
     return message
+
+
+class RecordProtection:
+    """What --redact_fields and --hash_fields do to the Currents record a dead letter keeps: a field the mapping
+    sends under a redacted name (a property key, or the trait of a context.traits path) is left out, one sent
+    under a hashed name holds the SHA-256 hex digest of the value as it would have been sent (converted, as
+    `protect` hashes it); with passthrough, a field named directly is treated the same. A type the mapping does
+    not send is treated as any of its types would be. Call `protected(event_type, record)`."""
+
+    def __init__(self, mapping, redact=frozenset(), hashed=frozenset(), passthrough=False):
+        self._mapping = mapping
+        self._redact, self._hashed, self._passthrough = frozenset(redact), frozenset(hashed), passthrough
+        self._plans = {}
+
+    def _plan(self, event_type):
+        """(fields left out, {field: converter or None} of the fields hashed) of a type."""
+        try:
+            return self._plans[event_type]
+        except KeyError:
+            pass
+        spec = self._mapping.spec_for(event_type)
+        specs = [spec] if spec is not None else list(self._mapping.events.values())
+        left_out, hashed = set(), {}
+        for each in specs:
+            for key, field in each.properties:
+                if key in self._redact:
+                    left_out.add(field)
+                elif key in self._hashed:
+                    hashed.setdefault(field, CONVERTERS.get(self._mapping.converters.get(key)))
+            for path, field in each.context:
+                trait = trait_name(path)
+                if trait in self._redact:
+                    left_out.add(field)
+                elif trait in self._hashed:
+                    hashed.setdefault(field, None)
+        if self._passthrough:
+            left_out |= self._redact
+            for field in self._hashed:
+                hashed.setdefault(field, None)
+        plan = self._plans[event_type] = (frozenset(left_out), {f: c for f, c in hashed.items() if f not in left_out})
+        return plan
+
+    def protected(self, event_type, record):
+        """A copy of the record as a dead letter may keep it."""
+        left_out, hashed = self._plan(event_type)
+        kept = {}
+        for field, value in record.items():
+            if field in left_out:
+                continue
+            if field in hashed and value is not None:
+                value = _hashed_in_letter(value, hashed[field])
+            kept[field] = value
+        return kept
+
+
+def _hashed_in_letter(value, convert):
+    """The digest of a value as it would have been sent, or of what it holds when it could not be sent."""
+    try:
+        return hash_value(convert(value) if convert else value)
+    except Exception:  # pylint: disable=broad-except  # a value no call could carry (bytes, a wrong type)
+        return hash_value(repr(value))
 
 
 def serialize(message):

@@ -1,6 +1,7 @@
 """Segment's HTTP tracking API, as far as /v1/batch goes: its limits, how a request body is framed from events
 already serialized (so an event is never serialized twice and request sizes are known exactly), how bodies are
-cut into requests, what an answer means (retry, split, stop the run) and what a send reports.
+cut into requests, what an answer means (retry, split, stop the run: a 2xx whose body is not Segment's JSON too)
+and what a send reports.
 
 Knows nothing of Beam, of Currents or of the command line; imports no Beam module.
 """
@@ -78,7 +79,8 @@ def plan_batches(sizes, *, max_bytes, max_events, envelope):
 
 
 class SegmentConfigError(Exception):
-    """Segment refused the request in a way retrying cannot fix (401/403/404/3xx): the run must stop."""
+    """Segment refused the request in a way retrying cannot fix (401/403/404/3xx), or the endpoint answered 2xx with a
+    body that is not Segment's (see not_segments_answer): the run must stop."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,28 @@ def config_error(status: int, url: str) -> SegmentConfigError | None:
     else:
         return None
     return SegmentConfigError(f"Segment answered {status} {phrase(status)} for {url}: {cause}.")
+
+
+_BODY_EXCERPT_CHARS = 80
+
+
+def not_segments_answer(status: int, text: str, url: str) -> SegmentConfigError | None:
+    """For a 2xx answer: the error to stop the run with when its body is not Segment's, else None. Segment answers
+    `{"success": true}`: a JSON object is taken, unless its "success" is false; an empty body, an HTML page, a body
+    that is not JSON, or JSON that is not an object, is the answer of something else (a proxy, a wrong
+    --segment_endpoint), which did not deliver the events."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and document.get("success") is not False:
+        return None
+    flat = " ".join(text.split())
+    excerpt = repr(flat[:_BODY_EXCERPT_CHARS] + ("..." if len(flat) > _BODY_EXCERPT_CHARS else "")) if flat \
+        else "an empty body"
+    return SegmentConfigError(f"Segment answered {status} {phrase(status)} for {url} with a body that is not "
+                              f"Segment's ({excerpt}): the endpoint is not Segment's API (a proxy or a wrong "
+                              f"--segment_endpoint).")
 
 
 def phrase(status: int) -> str:

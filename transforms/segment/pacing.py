@@ -7,8 +7,13 @@ process shares (see transforms.deliver, which holds them through Beam's Shared).
   retries_exhausted; in a watch (`max_outage_seconds`) they are held, and so are the files not read yet, until
   Segment answers, or until the watch gives up on it (an outage longer than max_outage_seconds, or a drain).
 - `Pacer`: the process's share of the event budget (a `TokenBucket`; a request carries at most REQUEST_SECONDS of
-  it, so a workspace limit counted per second never sees a burst), lowered on 429 and restored as Segment
-  answers 2xx again; a Retry-After pauses every request of the process; and --max_requests_per_second.
+  it, so a workspace limit counted per second never sees a burst; and no sliding second holds more than the share,
+  an idle bucket's burst included), lowered on 429 and restored as Segment answers 2xx again; a Retry-After pauses
+  every request of the process (each request sits it out for no longer than what is left of its retry budget);
+  and --max_requests_per_second.
+- `RefusalBreaker`: once Segment has refused REFUSALS_TO_STOP requests of one event each in a row (400/413) and
+  accepted nothing since, it refuses everything: the events not sent yet are rejected without a request, but for
+  one request every `probe_seconds`; a 2xx answer to it ends this.
 - `ThrottledTime`: the seconds during which at least one request was held back (waits that overlap count once).
 
 Knows nothing of Beam; imports no Beam module.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 OUTAGE_PROBE_SECONDS = 30.0  # during an outage, one attempt at most this often; the other requests are not sent
@@ -31,9 +37,16 @@ DRAINED_IN_OUTAGE = "drained_in_outage"
 # rate is halved on a 429 at most once per _CUT_INTERVAL_SECONDS, down to _MIN_RATE_SHARE of the budget, and
 # each 2xx answer gives back _RECOVERY_STEP of it.
 REQUEST_SECONDS = 0.25
+# No window this long holds more events than the budget (started requests count): a tenth of a second more than
+# Segment's second, because a request reaches Segment a little after it starts (threads, network), and one started
+# just past a second's end must not land in it.
+WINDOW_SECONDS = 1.1
 _CUT_INTERVAL_SECONDS = 1.0
 _MIN_RATE_SHARE = 1 / 16
 _RECOVERY_STEP = 0.05
+# Requests of one event refused (400/413) in a row, nothing accepted since, after which Segment is taken to refuse
+# everything (a wrong endpoint, or a source that takes nothing): the RefusalBreaker stops sending.
+REFUSALS_TO_STOP = 8
 
 
 class Breaker:  # pylint: disable=too-many-instance-attributes  # its state is one outage
@@ -236,10 +249,14 @@ class Pacer:
 
     With `events_per_second` (a budget), a request of k events waits for k tokens of a TokenBucket holding one
     request's worth (`max_request_events`, REQUEST_SECONDS of the budget), which starts empty (workers that start
-    together do not burst together: from its start, a process never sends more than its budget); a 429 halves the rate (at most once per
-    _CUT_INTERVAL_SECONDS, down to _MIN_RATE_SHARE of the budget), and each 2xx answer gives back _RECOVERY_STEP of
-    the budget until the rate is the budget again. With `requests_per_second`, request starts are kept that far
-    apart. With or without them, an answer with Retry-After pauses every request until it has passed.
+    together do not burst together); and, whatever the bucket holds, until the requests started in the last
+    WINDOW_SECONDS (a sliding window: a log of the starts it let go) leave room for its k events, so that no second
+    ever holds more than the budget. A 429 halves the bucket's rate (at most once per _CUT_INTERVAL_SECONDS, down
+    to _MIN_RATE_SHARE of the budget), and each 2xx answer gives back _RECOVERY_STEP of the budget until the rate
+    is the budget again. With `requests_per_second`, request starts are kept that far apart. With or without them,
+    an answer with Retry-After pauses every request until it has passed (the caller caps what it reports by what
+    is left of its retry budget; and a request sits a pause out for at most `max_pause`, what is left of its own).
+    A request whose turn came during a pause takes its turn again once the pause is over.
     `acquire` blocks (with `sleep`) and tells `on_wait(seconds)` of each wait before it begins.
     """
 
@@ -256,6 +273,8 @@ class Pacer:
         self._requests = TokenBucket(requests_per_second, 1, now) if requests_per_second else None
         self._paused_until = -math.inf
         self._last_cut = -math.inf
+        self._starts: deque = deque()  # [start, events] of the requests let go in the last window, in start order
+        self._window_events = 0
 
     @property
     def rate(self) -> float | None:
@@ -263,34 +282,78 @@ class Pacer:
         with self._lock:
             return self._events.rate if self._events else None
 
-    def acquire(self, events: int, on_wait: Callable[[float], None] | None = None) -> float:
-        """Wait until a request of `events` events may start; the seconds waited."""
-        waited = self._sit_out_pause(on_wait)
-        with self._lock:
-            now = self._clock()
-            wait = max(self._events.reserve(events, now) if self._events else 0.0,
-                       self._requests.reserve(1, now) if self._requests else 0.0)
-        waited += self._wait(wait, on_wait)
-        # A pause that began while this request waited for its turn holds it too.
-        return waited + self._sit_out_pause(on_wait)
+    def acquire(self, events: int, on_wait: Callable[[float], None] | None = None,
+                max_pause: float | None = None) -> float:
+        """Wait until a request of `events` events may start; the seconds waited. A Retry-After pause is sat out
+        for at most `max_pause` seconds from now (None: all of it)."""
+        until = None if max_pause is None else self._clock() + max(max_pause, 0.0)
+        waited = 0.0
+        while True:
+            waited += self._sit_out_pause(on_wait, until)
+            with self._lock:
+                now = self._clock()
+                start = max(now + (self._events.reserve(events, now) if self._events else 0.0),
+                            now + (self._requests.reserve(1, now) if self._requests else 0.0))
+                logged = self._take_window(events, start) if self._events is not None else None
+                if logged is not None:
+                    start = logged[0]
+            waited += self._wait(start - now, on_wait)
+            if logged is not None:
+                with self._lock:  # logged as started when it did (a sleep ends late, never early)
+                    logged[0] = max(logged[0], self._clock())
+            # A pause that began while this request waited for its turn holds it too; its turn is taken again after
+            # it (what it took stays taken: the budget is only kept the better), so that the requests held by a
+            # pause do not all start at once when it ends.
+            if not self._pause_left(until) > 0:
+                return waited
 
-    def wait_for_turn(self, on_wait: Callable[[float], None] | None = None) -> float:
-        """Wait, without taking anything, until a request could start: no pause, nothing owed to the buckets by
-        the requests already let go; the seconds waited. A caller that hands requests to other threads waits here
-        first, so that the requests it hands on do not queue in the pacer, taking room in flight."""
+    def _take_window(self, events: int, start: float) -> list:
+        """Under the lock: the earliest start, not before `start` nor before the last start let go, at which the
+        requests started in the WINDOW_SECONDS up to it leave room for `events` more under the budget; they are
+        logged as started then: the log's [start, events] entry, which the caller may move to when it started."""
+        budget = self.events_per_second
+        if self._starts:
+            start = max(start, self._starts[-1][0])
+        while self._starts and self._starts[0][0] <= start - WINDOW_SECONDS:
+            self._window_events -= self._starts.popleft()[1]
+        # The oldest starts leave the window (t - WINDOW_SECONDS, t] one by one until the events fit (a request
+        # larger than the budget goes alone).
+        while self._starts and self._window_events + events > budget:
+            oldest, taken = self._starts.popleft()
+            self._window_events -= taken
+            start = max(start, oldest + WINDOW_SECONDS)
+        logged = [start, events]
+        self._starts.append(logged)
+        self._window_events += events
+        return logged
+
+    def wait_for_turn(self, on_wait: Callable[[float], None] | None = None, max_pause: float | None = None) -> float:
+        """Wait, without taking anything, until a request could start: no pause (sat out for at most `max_pause`
+        seconds), nothing owed to the buckets by the requests already let go, no start planned later; the seconds
+        waited. A caller that hands requests to other threads waits here first, so that the requests it hands on
+        do not queue in the pacer, taking room in flight."""
         with self._lock:
             now = self._clock()
-            owed = [self._paused_until - now]
+            pause = self._paused_until - now
+            owed = [pause if max_pause is None else min(pause, max_pause)]
             for bucket in (self._events, self._requests):
                 if bucket is not None:
                     owed.append(-bucket.tokens(now) / bucket.rate)
+            if self._starts:
+                owed.append(self._starts[-1][0] - now)
         return self._wait(max(owed), on_wait)
 
-    def _sit_out_pause(self, on_wait) -> float:
+    def _pause_left(self, until: float | None) -> float:
+        """The seconds of the pause still to sit out (cut at `until`, a clock time; None: not cut)."""
+        with self._lock:
+            now = self._clock()
+            end = self._paused_until if until is None else min(self._paused_until, until)
+        return end - now
+
+    def _sit_out_pause(self, on_wait, until: float | None = None) -> float:
         waited = 0.0
         while True:
-            with self._lock:
-                pause = self._paused_until - self._clock()
+            pause = self._pause_left(until)
             if pause <= 0:
                 return waited
             waited += self._wait(pause, on_wait)
@@ -304,7 +367,8 @@ class Pacer:
         return seconds
 
     def answered(self, status: int | None, retry_after: float | None = None) -> None:
-        """What an attempt got: a 429 lowers the rate, a 2xx restores some of it, a Retry-After pauses all."""
+        """What an attempt got: a 429 lowers the rate, a 2xx restores some of it, a Retry-After (in seconds, as the
+        caller caps it) pauses all."""
         with self._lock:
             now = self._clock()
             if retry_after:
@@ -320,12 +384,64 @@ class Pacer:
                 self._events.set_rate(min(self.events_per_second, rate + self.events_per_second * _RECOVERY_STEP), now)
 
 
+class RefusalBreaker:
+    """Whether Segment refuses everything; thread-safe, shared by the clients of a process like the Breaker.
+
+    A client tells it of each request of one event that Segment refused (400/413: `refused`, with the answer; a
+    request of more events is split, not counted) and of each 2xx (`accepted`, which starts the count again). After
+    `limit` refusals in a row with nothing accepted since, `stopped()` says why (the excerpt that the events not
+    sent are rejected with) until a 2xx comes: the clients send nothing more and reject the events they have yet to
+    send as rejected_by_segment, without a request; but one caller every `probe_seconds` (from the refusal that
+    stopped it) is told None: its request goes, and a 2xx to it starts the sending again (a watch is not stopped
+    for good)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, limit: int = REFUSALS_TO_STOP,
+                 probe_seconds: float = OUTAGE_PROBE_SECONDS):
+        if limit < 1:
+            raise ValueError(f"at least one refusal, got {limit}")
+        self._clock = clock
+        self._limit = limit
+        self._probe_seconds = probe_seconds
+        self._lock = threading.Lock()
+        self._refused = 0
+        self._last: tuple[int, str] | None = None
+        self._last_probe = -math.inf
+
+    def refused(self, status: int, text: str) -> None:
+        """A request of one event was refused whole with this answer."""
+        with self._lock:
+            self._refused += 1
+            self._last = (status, text)
+            if self._refused == self._limit:
+                self._last_probe = self._clock()
+
+    def accepted(self) -> None:
+        """Segment answered 2xx: the count starts again."""
+        with self._lock:
+            self._refused = 0
+
+    def stopped(self) -> tuple[int, str] | None:
+        """(last status, why) once Segment has refused `limit` requests in a row, else None (and for the probe)."""
+        with self._lock:
+            if self._refused < self._limit:
+                return None
+            now = self._clock()
+            if now - self._last_probe >= self._probe_seconds:
+                self._last_probe = now
+                return None
+            status, text = self._last
+            last = f"{status} {' '.join(text.split())[:200]}".rstrip()
+            return status, f"not sent: Segment refused the last {self._refused} requests whole (last: {last})"
+
+
 class ThrottledTime:
     """The seconds during which at least one of a stage's requests was held back; Beam-free, thread-safe.
 
     `wait(seconds)` is told of each wait as it begins: waits of requests in flight together that overlap count
-    once. `take_whole_seconds()` returns the whole seconds not taken yet (Beam's throttling counter is an
-    integer), keeping the fraction for later.
+    once, and only as far as they have gone (a wait announced but not over yet counts up to now; a run that ends
+    meanwhile never counts the rest), so the total never exceeds the time since the first wait.
+    `take_whole_seconds()` returns the whole seconds not taken yet (Beam's throttling counter is an integer),
+    keeping the fraction for later.
     """
 
     def __init__(self, clock=time.monotonic):
@@ -343,13 +459,17 @@ class ThrottledTime:
                 self._total += end - start
                 self._covered_until = end
 
+    def _elapsed(self):
+        """The seconds covered up to now (called with the lock held)."""
+        return self._total - max(0.0, self._covered_until - self._clock())
+
     @property
     def total(self):
         with self._lock:
-            return self._total
+            return self._elapsed()
 
     def take_whole_seconds(self):
         with self._lock:
-            whole = int(self._total) - self._taken
+            whole = int(self._elapsed()) - self._taken
             self._taken += whole
             return whole

@@ -28,7 +28,11 @@ class KeySource(NamedTuple):
         shown = "***" if self.kind == VALUE else self.reference
         return f"KeySource({self.kind}, {shown})"
 
-    __str__ = __repr__
+    def __str__(self):
+        """Where the key comes from, in words (never the key itself)."""
+        return {ENV: f"${self.reference}", FILE: f"--segment_write_key_file {self.reference}",
+                SECRET: f"--segment_write_key_secret {self.reference}",
+                VALUE: "--segment_write_key"}.get(self.kind, self.kind)
 
 
 def _read_local_file(path):
@@ -46,6 +50,13 @@ def _from_secret_manager(name):
     return response.payload.data.decode("utf-8").strip()
 
 
+def _reason(error):
+    """An error in one line without Python's quoting: "Is a directory", "No such file or directory"."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return (f"{type(error).__name__}: {error}".splitlines() or [type(error).__name__])[0]
+
+
 def resolve(source, read_file=_read_local_file):
     """The write key of a KeySource (`read_file(path)` → bytes reads a key file); WriteKeyError when it is missing
     or cannot be read."""
@@ -57,8 +68,7 @@ def resolve(source, read_file=_read_local_file):
     except WriteKeyError:
         raise
     except Exception as error:  # pylint: disable=broad-except  # each store fails its own way
-        raise WriteKeyError(f"cannot read the write key from {source}: {type(error).__name__}: {error}"
-                            .splitlines()[0]) from None
+        raise WriteKeyError(f"cannot read the write key from {source}: {_reason(error)}") from None
     if not key:
         raise WriteKeyError(f"the write key from {source} is empty")
     return key
