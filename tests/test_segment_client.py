@@ -390,23 +390,33 @@ def test_a_refusal_breaker_shared_by_clients_stops_them_all_and_a_2xx_starts_its
     server.always = 413
     for number in range(7):
         first.send([serialize(track(number))])
-    server.always = None
-    assert second.send(serialized_events(1)).accepted == [0]  # the count starts again
-    server.always = 413
-    for number in range(7):
-        first.send([serialize(track(number))])
-    assert len(server.requests) == 15 and refusals.stopped() is None
-    first.send(serialized_events(1))
+    assert len(server.requests) == 7 and refusals.stopped() is None
+    second.send(serialized_events(1))  # the 8th refusal in a row, nothing ever accepted: Segment refuses everything
     assert refusals.stopped() == (413, "not sent: Segment refused the last 8 requests whole (last: 413)")
-    report = second.send(serialized_events(2))
-    assert [r.reason for r in report.rejected] == ["rejected_by_segment"] * 2 and len(server.requests) == 16
+    report = first.send(serialized_events(2))
+    assert [r.reason for r in report.rejected] == ["rejected_by_segment"] * 2 and len(server.requests) == 8
     fake_time.now += OUTAGE_PROBE_SECONDS  # one request goes, now and then: refused, its halves are not sent
     assert [r.response_excerpt[:9] for r in second.send(serialized_events(2)).rejected] == ["not sent:"] * 2
-    assert len(server.requests) == 17
+    assert len(server.requests) == 9
     server.always = None
     fake_time.now += OUTAGE_PROBE_SECONDS  # the next probe is accepted: the sending goes on
     assert second.send(serialized_events(2)).accepted == [0, 1]
     assert first.send(serialized_events(2)).accepted == [0, 1] and refusals.stopped() is None
+
+
+def test_once_segment_accepted_events_only_64_refusals_in_a_row_stop_the_sending(server, make_client, fake_time):
+    """A run of bad events next to each other in a batch is no sign that Segment refuses everything, once it has
+    taken events: 63 single refusals in a row leave the sending on, the 64th stops it."""
+    refusals = RefusalBreaker(fake_time.clock)
+    client = make_client(refusals=refusals)
+    assert client.send(serialized_events(1)).accepted == [0]
+    server.always = 413
+    for number in range(63):
+        client.send([serialize(track(number))])
+    assert refusals.stopped() is None
+    client.send(serialized_events(1))
+    assert refusals.stopped() == (413, "not sent: Segment refused the last 64 requests whole (last: 413)")
+    assert len(server.requests) == 65
 
 
 def test_other_client_errors_reject_the_batch_without_retry(server, make_client):
