@@ -108,7 +108,7 @@ def protectable_names(mapping):
     return frozenset(names)
 
 
-_KAFKA_CONNECT_FIELDS = frozenset({"_kafka_partition_key", "_producer_host"})
+_ADDED_FIELDS = frozenset(schemas.KAFKA_CONNECT_FIELDS)  # what a Kafka-Connect producer adds to any type
 
 
 @functools.cache
@@ -116,9 +116,9 @@ def _schema_fields(event_type):
     """Every field name of the stored Currents schemas of a type (none for a type without one), and the two a
     Kafka-Connect producer adds."""
     if event_type not in schemas.event_types():
-        return _KAFKA_CONNECT_FIELDS
-    return _KAFKA_CONNECT_FIELDS | {field["name"] for version in schemas.versions(event_type)
-                                    for field in schemas.schema(event_type, version)["fields"]}
+        return _ADDED_FIELDS
+    return _ADDED_FIELDS | {field["name"] for version in schemas.versions(event_type)
+                            for field in schemas.schema(event_type, version)["fields"]}
 
 
 def passthrough_names(mapping):

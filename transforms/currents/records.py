@@ -12,9 +12,8 @@ import re
 from typing import NamedTuple, Optional
 
 from currents_to_segment.transforms.currents import avro_blocks
-from currents_to_segment.transforms.currents.catalog import KNOWN_TYPES
+from currents_to_segment.transforms.currents.catalog import BRAZE_ID_FIELD, KNOWN_TYPES
 
-BRAZE_ID_FIELD = "user_id"  # the Braze user id, sent as anonymousId
 
 # Why a record is not sent (each is also the name of its per-type counter).
 DROPPED_NO_EXTERNAL_ID = "dropped_no_external_id"

@@ -14,7 +14,7 @@ from importlib import resources
 LATEST = "latest"
 
 _CURRENTS_NAMESPACE_PREFIX = "dataexport.S3.inner."
-_KAFKA_CONNECT_FIELDS = ("_kafka_partition_key", "_producer_host")
+KAFKA_CONNECT_FIELDS = ("_kafka_partition_key", "_producer_host")
 
 
 @functools.cache
@@ -57,7 +57,7 @@ def kafka_connect_variant(schema_dict):
     event_type = full_name(schema_dict).removeprefix(_CURRENTS_NAMESPACE_PREFIX)
     namespace, _, name = event_type.rpartition(".")
     fields = [copy.deepcopy(f) for f in schema_dict["fields"] if not f["name"].endswith("_name")]
-    internal = [{"name": n, "type": ["null", "string"], "default": None} for n in _KAFKA_CONNECT_FIELDS]
+    internal = [{"name": n, "type": ["null", "string"], "default": None} for n in KAFKA_CONNECT_FIELDS]
     middle = len(fields) // 2
     variant = {key: copy.deepcopy(value) for key, value in schema_dict.items() if key != "fields"}
     variant.update({

@@ -27,12 +27,11 @@ from typing import Any, Mapping as MappingType, Optional
 
 import orjson
 
-from currents_to_segment.transforms.currents.catalog import CLASSIC, CONVERTERS, Mapping, trait_name
-from currents_to_segment.transforms.currents.records import BRAZE_ID_FIELD, has_text
+from currents_to_segment.transforms.currents.catalog import (
+    BRAZE_ID_FIELD, CLASSIC, CONVERTERS, ENVELOPE_FIELDS, Mapping, trait_name)
+from currents_to_segment.transforms.currents.records import has_text
 
 DISTRIBUTION = "braze-currents-to-segment"
-# Fields that become userId, timestamp and messageId rather than properties (and user_id, when it is anonymousId).
-_ENVELOPE_FIELDS = frozenset({"id", "time", "external_user_id"})
 # Timestamps Segment can be sent as ISO-8601 with a 4-digit year: 1970-01-01 up to 10000-01-01 (excluded).
 END_OF_YEAR_9999 = 253_402_300_800
 MAX_MESSAGE_ID_CHARS = 100  # Segment's limit
@@ -129,7 +128,7 @@ class TrackBuilder:
         self._anonymous_id = mapping.anonymous_id
         self._namespace = namespace
         self._integrations = integrations
-        used = _ENVELOPE_FIELDS | {field for _, field in spec.properties + spec.context}
+        used = ENVELOPE_FIELDS.keys() | {field for _, field in spec.properties + spec.context}
         # The fields a passthrough leaves out: those sent already, and user_id when it is the anonymousId.
         self._passthrough_used = {False: used, True: used | {BRAZE_ID_FIELD}} if passthrough else None
 
