@@ -253,7 +253,7 @@ def _summary(counters, job_config, status):
     return summary.summarize(counters, by_event_time=job_config.by_event_time,
                              include_anonymous=job_config.delivery.track.include_anonymous,
                              with_ledger=bool(job_config.ledger), dry_run=bool(job_config.dry_run_output),
-                             watch=bool(job_config.watch), run=run)
+                             watch=bool(job_config.watch), run=run, mapping=job_config.delivery.track.mapping)
 
 
 def _run_facts(job_config, ended):

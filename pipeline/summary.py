@@ -61,13 +61,15 @@ def _per_type_keys(by_event_time, include_anonymous, watch):
 
 
 def summarize(counters, *, by_event_time=False, include_anonymous=False, with_ledger=False, dry_run=False,
-              watch=False, run=None):
+              watch=False, run=None, mapping=None):
     """Build the summary dict from counter values.
 
     With by_event_time it also has `outside_time_range` (events read from late partitions whose time
     is outside the range); with include_anonymous, `dropped_no_id` (records with neither an external nor a
     Braze user id); with watch, `held_back` and `files_held_back`; with a ledger, `ledger` (files skipped as
-    already sent, files recorded, files read but not recorded, files the ledger holds only for other destinations). `run` (a dict: run id, times, inputs, delivery options) is added as it is.
+    already sent, files recorded, files read but not recorded, files the ledger holds only for other destinations). `run` (a dict: run id, times, inputs, delivery options) is added as it is; with
+    its duration, `events_per_second` (sent). With the run's `mapping` (a catalog.Mapping), `by_segment_event`: the
+    events sent by the Segment event name they were sent as.
     """
     keys = _per_type_keys(by_event_time, include_anonymous, watch)
     totals = collections.Counter()
@@ -84,10 +86,10 @@ def summarize(counters, *, by_event_time=False, include_anonymous=False, with_le
         "retries": counters.get(metrics.RETRIES, 0),
         "throttled_seconds": counters.get(metrics.THROTTLING_SECONDS, 0),
         "rejected_by_segment": counters.get(metrics.REJECTED_BY_SEGMENT, 0),
-        "dead_letters_by_reason": dict(sorted(
-            (name.split(":", 1)[1], value) for name, value in counters.items()
-            if name.startswith(metrics.LETTERS_BY_REASON + ":") and value)),
+        "dead_letters_by_reason": _by_suffix(counters, metrics.LETTERS_BY_REASON),
         "records_lost": counters.get(metrics.RECORDS_LOST, 0),
+        "requests_by_status": _by_suffix(counters, metrics.REQUESTS_BY_STATUS),
+        "bytes_sent": counters.get(metrics.BYTES_SENT, 0),
         "duplicate_ids": counters.get(metrics.DUPLICATE_IDS, 0),
         "files_read": counters.get(metrics.FILES_READ, 0),
         "dry_run": dry_run,
@@ -107,12 +109,28 @@ def summarize(counters, *, by_event_time=False, include_anonymous=False, with_le
         malformed = sorted(name.split(":", 1)[1] for name in counters if name.startswith(metrics.LEDGER_MALFORMED + ":"))
         if malformed:
             summary["ledger"]["malformed_lines"] = malformed  # "<ledger file> line <n>", each skipped
+    if mapping is not None:
+        by_event = collections.Counter()
+        for event_type, row in by_type.items():
+            spec = mapping.spec_for(event_type)
+            if spec is not None and row[metrics.SENT]:
+                by_event[spec.segment_event] += row[metrics.SENT]
+        summary["by_segment_event"] = dict(sorted(by_event.items()))
     summary["balanced"] = is_balanced(summary)
     if run:
         summary.update(run)
         if run.get("duration_seconds") is not None:  # waits of several worker processes overlap in time too
             summary["throttled_seconds"] = min(summary["throttled_seconds"], int(run["duration_seconds"]))
+            summary["events_per_second"] = round(summary["sent"] / run["duration_seconds"], 1) \
+                if run["duration_seconds"] > 0 else None
     return summary
+
+
+def _by_suffix(counters, name):
+    """{suffix: value} of the counters "<name>:<suffix>" (those not 0), sorted."""
+    prefix = name + ":"
+    return dict(sorted((key[len(prefix):], value) for key, value in counters.items()
+                       if key.startswith(prefix) and value))
 
 
 def _outcome_keys(summary):

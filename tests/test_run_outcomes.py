@@ -336,6 +336,7 @@ def test_the_summary_reads_each_row_balances_and_says_what_ran(tmp_path, bucket,
     assert result["inputs"] == {"input": [f"{root}/**"], "unmatched": []}
     assert result["delivery"]["window_seconds"] == 120 and result["delivery"]["integrations"] == {"All": False}
     assert (result["exit_code"], result["outcome"]) == (0, "completed")
+    assert result["requests_by_status"] == {} and result["bytes_sent"] > 0  # written, not sent: no status
     assert [name for name in os.listdir(tmp_path / "req") if result["run_id"] in name]
 
 
@@ -596,3 +597,21 @@ def test_a_run_that_waits_mostly_for_its_budget_says_so_and_its_throttled_time_f
     [note] = [line for line in err.splitlines() if line.startswith("note: requests waited")]
     assert note.endswith("30 events/s per worker was the limit; a larger --max_events_per_second (within the "
                          "workspace's limit) makes such runs shorter")
+
+
+def test_the_summary_says_what_segment_took_by_event_name_status_and_bytes(tmp_path, bucket, server):
+    root, manifest = bucket
+    server.script(503, 503)
+    status, result, _ = send(tmp_path / "out", server, "--input", f"{root}/**", "--retry_backoff_seconds", "0.01")
+    assert status == 0
+    # What Segment took, by the event names the reference gives them.
+    expected = Counter(json.loads(call)["event"] for call in expected_calls(manifest).elements())
+    assert result["by_segment_event"] == dict(sorted(expected.items()))
+    assert sum(result["by_segment_event"].values()) == result["sent"] == len(server.accepted)
+    # Every attempt by Segment's status: the two 503s, then 200s.
+    assert result["requests_by_status"] == {"200": len(server.requests) - 2, "503": 2}
+    assert sum(result["requests_by_status"].values()) == result["requests"]
+    # The JSON of the events Segment took, as compact UTF-8 (the form the job serializes them in).
+    taken = sum(len(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()) for event in server.accepted)
+    assert result["bytes_sent"] == taken
+    assert result["events_per_second"] == round(result["sent"] / result["duration_seconds"], 1) > 0

@@ -44,6 +44,8 @@ FILES_OF_OTHER_TYPES = "files_of_other_types"  # matched, but of a type --event_
 UNREADABLE_FILES = delivery.UNREADABLE_FILES
 REQUESTS = senders.REQUESTS  # HTTP attempts, retries included
 RETRIES = senders.RETRIES
+REQUESTS_BY_STATUS = senders.REQUESTS_BY_STATUS  # "requests_by_status:<HTTP status, or no_answer>"
+BYTES_SENT = senders.BYTES_SENT
 RETRIES_EXHAUSTED = segment_api.RETRIES_EXHAUSTED  # events dead-lettered because Segment stayed unreachable
 REJECTED_BY_SEGMENT = segment_api.REJECTED_BY_SEGMENT  # events Segment answered 400/413 for
 # Dead letters as the stages make them, before they are written (for progress lines; the summary counts them

@@ -22,6 +22,9 @@ from currents_to_segment.transforms.segment.pacing import Breaker, Pacer, Refusa
 SENT = "sent"  # per event type: "sent:<event type>"
 REQUESTS = "requests"  # HTTP attempts (retries included), or request bodies written in a dry run
 RETRIES = "retries"
+REQUESTS_BY_STATUS = "requests_by_status"  # HTTP attempts by Segment's status: "requests_by_status:<status>"
+NO_ANSWER = "no_answer"  # the status of an attempt without an answer (network error, timeout)
+BYTES_SENT = "bytes_sent"  # the JSON bytes of the events Segment accepted (as serialized, before gzip)
 
 
 class ProcessSending:
@@ -92,6 +95,7 @@ class SegmentSender:
 
     def _observe(self, attempt):
         self._count(REQUESTS, 1)
+        self._count(f"{REQUESTS_BY_STATUS}:{NO_ANSWER if attempt.status is None else attempt.status}", 1)
         if attempt.retrying:
             self._count(RETRIES, 1)
         if self._observer is not None:
@@ -101,6 +105,8 @@ class SegmentSender:
         """In a sending thread: POST one request's calls, and count what came of it."""
         report = self._sending.client(self._key).send([payload for _, _, _, payload in calls], self._observe)
         _count_sent(self._count, calls, report.accepted)
+        if report.accepted:
+            self._count(BYTES_SENT, sum(len(calls[i][3]) for i in report.accepted))
         letters = sum(1 for rejection in report.rejected if rejection.reason != HELD_BACK)
         if letters:
             self._count(DEAD_LETTERS_MADE, letters)
@@ -139,9 +145,11 @@ class DryRunSender:
         self._lines = lines
         self._count = count
         self._written = []
+        self._bytes = 0  # of the events written since the file was last made durable
 
     def submit(self, calls):
         self._count(REQUESTS, 1)
+        self._bytes += sum(len(payload) for _, _, _, payload in calls)
         sent_at = format_sent_at(datetime.datetime.now(datetime.timezone.utc))
         self._lines.write(request_body([payload for _, _, _, payload in calls], "", sent_at).decode("utf-8"))
         # Kept until the file is durable: who the calls are of, not the calls (their payloads are in the file).
@@ -161,6 +169,9 @@ class DryRunSender:
     def drain(self):
         self._lines.commit()
         written, self._written = self._written, []
+        if self._bytes:
+            self._count(BYTES_SENT, self._bytes)
+            self._bytes = 0
         answered = []
         for calls in written:
             accepted = list(range(len(calls)))
