@@ -28,19 +28,19 @@ class SendingThreads:
     def run(self, future, call, key):
         """Make `call(key)` in a thread, its result or exception into `future`."""
         with self._lock:
-            # A thread more, unless enough wait for the calls already handed over (up to `size`).
-            if self._waiting <= self._tasks.qsize() and len(self._threads) < self._size:
+            # An idle thread takes it (claimed here, so that the next call does not count on the same one), else
+            # a thread more (up to `size`); else it waits for the first thread to be free.
+            if self._waiting:
+                self._waiting -= 1
+            elif len(self._threads) < self._size:
                 thread = threading.Thread(target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True)
                 self._threads.append(thread)
                 thread.start()
         self._tasks.put((future, call, key))
 
     def _serve(self):
-        self._wait_for_call()
-        while True:
+        while True:  # started for a call, and then idle (counted as waiting) until `run` claims it for another
             task = self._tasks.get()
-            with self._lock:
-                self._waiting -= 1
             if task is None:
                 return
             future, call, key = task
