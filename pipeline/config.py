@@ -319,7 +319,7 @@ def _request_events(options):
     a process's share of it (so that a workspace limit counted per second never sees a burst). Decided here, once:
     requests are cut to it where they are made."""
     share = None if options.dry_run_output else _events_per_second_share(options)
-    return min(options.max_batch_events, request_events(share)) if share else options.max_batch_events
+    return request_events(share, options.max_batch_events)
 
 
 def _batching(options, write_key, request_size):

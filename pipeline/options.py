@@ -221,7 +221,8 @@ class CurrentsToSegmentOptions(PipelineOptions):
                  "on Flink with workers outside this process; 1 where "
                  "the workers run in this process (FnApiRunner in memory, Prism and Flink in their LOOPBACK "
                  "default). Events are paced with a token bucket (requests of at most a quarter of a second of "
-                 "the share), the rate is halved on a 429 and restored gradually as Segment answers again, and a "
+                 "the share) and no 1.25 s holds more than the share (a ceiling: runs average about 80%% of "
+                 "it), the rate is halved on a 429 and restored gradually as Segment answers again, and a "
                  "Retry-After pauses all of the process's requests. Default: no budget.")
         parser.add_argument(
             "--max_requests_in_flight", type=int, default=DEFAULT_REQUESTS_IN_FLIGHT, metavar="N",

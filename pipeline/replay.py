@@ -75,6 +75,7 @@ from currents_to_segment.transforms.segment.api import (
     DEFAULT_MAX_REQUEST_BYTES, MAX_BATCH_EVENTS, MAX_REQUEST_BYTES, REJECTED_BY_SEGMENT, RETRIES_EXHAUSTED,
     SegmentConfigError, request_bytes_problem)
 from currents_to_segment.transforms.segment.client import ClientSettings, SegmentClient
+from currents_to_segment.transforms.progress import elapsed_text
 from currents_to_segment.transforms.segment.pacing import request_events
 from currents_to_segment.transforms.currents.track_calls import serialize
 
@@ -394,11 +395,6 @@ def _refusal(elsewhere, ours, directory):
             f"--to_other_destination to send them to this one")
 
 
-def _elapsed(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 class Progress:
     """A line on `stream` every `interval` seconds (0: none), from a daemon thread, while the replay sends:
     messages sent (accepted), failed again and left of `total`."""
@@ -414,7 +410,7 @@ class Progress:
         tally, elapsed = self._tally, self._clock() - self._started
         sent = tally["accepted"]
         rate = sent / elapsed if elapsed > 0 else 0.0
-        return (f"progress {_elapsed(elapsed)}  sent {sent:,} ({rate:,.0f}/s)  failed {tally['failed']:,}  "
+        return (f"progress {elapsed_text(elapsed)}  sent {sent:,} ({rate:,.0f}/s)  failed {tally['failed']:,}  "
                 f"left {max(self._total - tally['replayed'], 0):,}")
 
     def _loop(self):
@@ -509,7 +505,7 @@ def run(args, key):
     budget = args.max_events_per_second
     # Under a budget a request carries at most a quarter of a second of it (as the job's), and each is sent (and
     # recorded, and shown in the progress) on its own.
-    request_size = min(MAX_BATCH_EVENTS, request_events(budget)) if budget else MAX_BATCH_EVENTS
+    request_size = request_events(budget, MAX_BATCH_EVENTS)
     client = SegmentClient(key, ClientSettings(endpoint=endpoint, max_attempts=args.max_retry_attempts,
                                                max_retry_seconds=args.max_retry_seconds,
                                                max_request_bytes=args.max_batch_bytes, max_events=request_size,

@@ -106,7 +106,7 @@ def summarize(counters, *, by_event_time=False, include_anonymous=False, with_le
             summary["ledger"]["files_recorded_for_other_destinations"] = counters[metrics.LEDGER_FILES_ELSEWHERE]
         if counters.get(metrics.LEDGER_FILES_RESENT_WITHIN_DEDUP):
             summary["ledger"]["files_sent_otherwise_within_24h"] = counters[metrics.LEDGER_FILES_RESENT_WITHIN_DEDUP]
-        malformed = sorted(name.split(":", 1)[1] for name in counters if name.startswith(metrics.LEDGER_MALFORMED + ":"))
+        malformed = list(_by_suffix(counters, metrics.LEDGER_MALFORMED))
         if malformed:
             summary["ledger"]["malformed_lines"] = malformed  # "<ledger file> line <n>", each skipped
     if mapping is not None:

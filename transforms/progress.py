@@ -66,7 +66,8 @@ def _clock_text(epoch_seconds):
     return datetime.datetime.fromtimestamp(epoch_seconds, datetime.timezone.utc).strftime("%H:%M:%S UTC")
 
 
-def _elapsed_text(seconds):
+def elapsed_text(seconds):
+    """Seconds as H:MM:SS, as progress lines show them."""
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -120,7 +121,7 @@ class WatchState:
                 return ""
             text = f"  last listing {_clock_text(self._last_listing)}  waiting {len(self._waiting):,} files"
             if self._waiting:
-                text += f" (oldest landed {_elapsed_text(max(now - min(self._waiting.values()), 0))} ago)"
+                text += f" (oldest landed {elapsed_text(max(now - min(self._waiting.values()), 0))} ago)"
             return text
 
 
@@ -144,7 +145,7 @@ def progress_line(counters, elapsed):
     listed = (counters.get(metrics.FILES_LISTED, 0) - counters.get(metrics.LEDGER_FILES_SKIPPED, 0)
               - counters.get(metrics.FILES_OF_OTHER_TYPES, 0))  # the files to read
     rate = sent / elapsed if elapsed > 0 else 0.0
-    return (f"progress {_elapsed_text(elapsed)}  files {counters.get(metrics.FILES_READ, 0)}/{max(listed, 0)} read  "
+    return (f"progress {elapsed_text(elapsed)}  files {counters.get(metrics.FILES_READ, 0)}/{max(listed, 0)} read  "
             f"events read {metrics.totals(counters, metrics.READ):,}  sent {sent:,} ({rate:,.0f}/s)  "
             f"requests {counters.get(metrics.REQUESTS, 0):,}  retries {counters.get(metrics.RETRIES, 0):,}  "
             f"dead-lettered {counters.get(metrics.DEAD_LETTERS_MADE, 0):,}")
@@ -218,7 +219,7 @@ class Reporter:
         line = progress_line(counters, self._clock() - self._started) + _watch_state.describe(self._clock())
         with self._lock:
             if self._outage_since is not None:
-                line += (f"  Segment down {_elapsed_text(self._clock() - self._outage_since)}, holding "
+                line += (f"  Segment down {elapsed_text(self._clock() - self._outage_since)}, holding "
                          f"{events_held(counters):,} events read")
             if self._interactive:
                 self._stream.write("\r" + line + "\x1b[K")
@@ -252,7 +253,7 @@ class Reporter:
                 return
             if self._warned:
                 self._write_line(f"Segment answers again ({attempt.describe()}) after "
-                                 f"{_elapsed_text(self._clock() - self._trouble_since)} of failures"
+                                 f"{elapsed_text(self._clock() - self._trouble_since)} of failures"
                                  + ("; the watch goes on with the files it held" if self._outage_since else ""))
                 self._stream.flush()
             self._failures, self._trouble_since, self._warned, self._outage_since = 0, None, False, None
@@ -272,7 +273,7 @@ class Reporter:
         gives_up = datetime.datetime.fromtimestamp(self._outage_since + settings.max_outage_seconds,
                                                    datetime.timezone.utc)
         self._write_line(
-            f"warning: Segment has been down for {_elapsed_text(now - self._outage_since)} (since "
+            f"warning: Segment has been down for {elapsed_text(now - self._outage_since)} (since "
             f"{_clock_text(self._outage_since)}; last: {self._last_failure}): the watch holds "
             f"{_watch_state.waiting():,} files not read yet and {events_held(metrics.process_totals()):,} events read "
             f"and not delivered, lists no new file, probes Segment every {settings.probe_seconds:g} s and goes on "

@@ -203,9 +203,13 @@ class Breaker:  # pylint: disable=too-many-instance-attributes  # its state is o
         return self._hold(False, on_wait) == CLOSED
 
 
-def request_events(events_per_second: float) -> int:
-    """The most events one request carries under this budget: REQUEST_SECONDS of it, at least one."""
-    return max(1, int(events_per_second * REQUEST_SECONDS))
+def request_events(events_per_second: float | None, at_most: int | None = None) -> int | None:
+    """The most events one request carries: `at_most`, and under a budget (events_per_second; None: none) at most
+    REQUEST_SECONDS of it, at least one."""
+    if not events_per_second:
+        return at_most
+    share = max(1, int(events_per_second * REQUEST_SECONDS))
+    return share if at_most is None else min(at_most, share)
 
 
 class TokenBucket:
@@ -271,7 +275,7 @@ class Pacer:
         self._lock = threading.Lock()
         now = clock()
         self.events_per_second = events_per_second
-        self.max_request_events = request_events(events_per_second) if events_per_second else None
+        self.max_request_events = request_events(events_per_second)
         self._events = (TokenBucket(events_per_second, self.max_request_events, now, tokens=0)
                         if events_per_second else None)
         self._requests = TokenBucket(requests_per_second, 1, now) if requests_per_second else None
