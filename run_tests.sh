@@ -5,6 +5,7 @@ cd "$(dirname "$0")"
 source scripts/setup_venv.sh
 source scripts/setup_prism.sh
 source scripts/setup_flink.sh
+source scripts/setup_chromium.sh
 # Azurite (Azure Blob Storage emulator) for the storage tests, from npm when Node.js is here.
 if command -v npm >/dev/null && [ ! -x tests/azurite/node_modules/.bin/azurite-blob ]; then
   echo "Installing Azurite into tests/azurite ..."

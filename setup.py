@@ -27,6 +27,7 @@ setuptools.setup(
         # (fastavro uses the standard library's zstd from Python 3.14 on).
         "cramjam>=2.7,<3",
         "backports.zstd>=1.0,<2; python_version < '3.14'",
+        "prometheus-client>=0.20,<1",  # --metrics_port: the exposition format
     ],
     extras_require={
         "gcp": ["apache-beam[gcp]>=2.60,<3", "google-cloud-secret-manager>=2.16,<3"],

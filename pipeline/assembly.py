@@ -37,8 +37,9 @@ def build(pipeline, config):
                                                         config.flush_seconds)
     sending = Shared()
     for family in (*delivery.mapping.families, UNSUPPORTED):
-        finished = branches[family] | f"DeliverToSegment[{family}]" >> DeliverToSegment(delivery, access, sending)
+        finished = branches[family] | f"DeliverToSegment[{family}]" >> DeliverToSegment(delivery, access, sending,
+                                                                                         family)
         if config.ledger:
             finished | f"RecordInLedger[{family}]" >> RecordInLedger(  # pylint: disable=expression-not-assigned
                 config.ledger, config.run_id, scope=selection.ledger_scope, destination=config.destination,
-                flush_seconds=config.flush_seconds)
+                flush_seconds=config.flush_seconds, family=family)

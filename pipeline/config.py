@@ -35,10 +35,11 @@ from currents_to_segment.transforms.segment.pacing import OUTAGE_PROBE_SECONDS, 
 from currents_to_segment.transforms.watch import WatchSettings
 
 _FLOAT_OPTIONS = ("max_requests_per_second", "max_events_per_second", "max_retry_seconds", "retry_backoff_seconds", "request_timeout_seconds",
-                  "progress_seconds", "flush_seconds", "watch_interval", "full_listing_interval", "max_outage_hours")
+                  "progress_seconds", "flush_seconds", "watch_interval", "full_listing_interval", "max_outage_hours",
+                  "report_refresh_seconds")
 _POSITIVE_OPTIONS = ("max_requests_per_second", "max_events_per_second", "max_retry_seconds", "retry_backoff_seconds",
                      "request_timeout_seconds", "flush_seconds", "watch_interval", "full_listing_interval",
-                     "max_outage_hours")
+                     "max_outage_hours", "report_refresh_seconds")
 _AT_LEAST_ONE = ("window_seconds", "max_retry_attempts", "max_requests_in_flight")
 _GLOB = frozenset("*?[")
 _CONNECT_TIMEOUT_SECONDS = 5.0  # to open a connection to Segment; --request_timeout_seconds is for the answer
@@ -65,6 +66,10 @@ class JobConfig:  # pylint: disable=too-many-instance-attributes  # the whole jo
     s3_options: Any  # the job's S3Options, for listing and opening s3:// files with one client
     run_dir: Optional[str]  # on this machine: the run's log and its processes' tallies (None: workers elsewhere)
     watch: Optional[WatchSettings] = None  # --watch; None: a batch run over what is there now
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Optional[int] = None  # --metrics_port: live metrics and health, served by this process
+    report_output: Optional[str] = None  # --report_output: the run's HTML report
+    report_refresh_seconds: float = 300.0  # how often a watch rewrites it
 
     @property
     def skip_recorded(self):
@@ -265,6 +270,19 @@ def _write_marker(folder, run_id):
     FileSystems.delete([marker])
 
 
+def _metrics_port(options, local_dir):
+    """--metrics_port, checked: a port number, on a runner whose workers are on this machine."""
+    port = options.metrics_port
+    if port is None:
+        return None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--metrics_port must be a port number (0-65535; 0 picks a free one), got {port}")
+    if local_dir is None:
+        raise ConfigError("--metrics_port serves the counts of workers on this machine, and Dataflow's are elsewhere: "
+                          "their counters are in Cloud Monitoring (see docs/runners.md)")
+    return port
+
+
 def require_writable(options, run_id):
     """ConfigError when an output cannot be written (a file in the way, permissions, credentials, a missing
     bucket): found before any event is sent, not after, when the dead letters of sent events would be lost.
@@ -272,17 +290,17 @@ def require_writable(options, run_id):
     Writes and deletes one small marker in each output folder, or for a local folder that does not exist
     yet, in its nearest existing parent (nothing is left behind).
     """
-    summary_folder = None
-    if options.summary_output:
-        if "://" not in options.summary_output and os.path.isdir(options.summary_output):
-            raise ConfigError(f"cannot write --summary_output {options.summary_output}: it is a folder; give a file name")
-        summary_folder = FileSystems.split(options.summary_output)[0] or "."
+    files = {"--summary_output": options.summary_output, "--report_output": options.report_output}
+    for flag, path in files.items():
+        if path and "://" not in path and os.path.isdir(path):
+            raise ConfigError(f"cannot write {flag} {path}: it is a folder; give a file name")
     folders = {"--dead_letter_output": options.dead_letter_output, "--dry_run_output": options.dry_run_output,
-               "--ledger": options.ledger, "--summary_output": summary_folder}
+               "--ledger": options.ledger,
+               **{flag: FileSystems.split(path)[0] or "." for flag, path in files.items() if path}}
     for flag, folder in folders.items():
         if not folder:
             continue
-        shown = options.summary_output if flag == "--summary_output" else folder
+        shown = files.get(flag) or folder
         try:
             _write_marker(folder if "://" in folder else _nearest_existing_folder(folder), run_id)
         except Exception as error:  # pylint: disable=broad-except  # each filesystem raises its own kinds
@@ -485,6 +503,7 @@ def load(argv, run_id):
         flush_seconds=options.flush_seconds,
         destination=ledger.destination_of(client.endpoint, write_key, track.shape()) if client else None,
         s3_options=pipeline_options.view_as(S3Options), run_dir=local_dir,
-        watch=watch)
+        watch=watch, metrics_host=options.metrics_host, metrics_port=_metrics_port(options, local_dir),
+        report_output=options.report_output, report_refresh_seconds=options.report_refresh_seconds)
     return Job(pipeline_options, options, selection, config, mapping, ledger=ledger_dir)
 

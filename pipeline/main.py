@@ -36,6 +36,7 @@ from apache_beam.options.pipeline_options import S3Options
 
 from currents_to_segment.pipeline import (
     assembly, compact, config, job_control, plan, replay, run_log, run_report, sample_bucket, summary)
+from currents_to_segment.pipeline.monitor import Monitor
 from currents_to_segment.pipeline.options import ConfigError, CurrentsToSegmentOptions, storage_reason
 # The exit statuses of the table above, importable from the entry point as well as from the report that decides them.
 from currents_to_segment.pipeline.run_report import (  # pylint: disable=unused-import
@@ -143,6 +144,7 @@ def _execute(job, until_exit):
                              options=job.pipeline_options)
     assembly.build(pipeline, job_config)
     metrics.reset_process_totals()
+    monitor = Monitor(job_config, lambda counters: run_report.live_summary(counters, job_config)).start()
     log_path = os.path.join(job_config.run_dir, "run.log") if job_config.run_dir else None
     log = run_log.RunLog(log_path).open() if log_path else None
     try:
@@ -151,8 +153,9 @@ def _execute(job, until_exit):
             ended = _Ended(ended.result, RuntimeError(log.worker_failure), None)
         if ended.error is not None:
             _stop_job(ended.result, pipeline.runner, job.pipeline_options)
-        status = _report(ended, job_config, log_path)
+        status = _report(ended, job_config, log_path, monitor)
     finally:
+        monitor.stop()
         if log is not None and not until_exit:
             log.close()
         if job_config.watch:
@@ -173,16 +176,17 @@ def _stop_job(result, runner, pipeline_options):
         print("warning: stopped cancelling the job: it may still be running", file=sys.stderr, flush=True)
 
 
-def _report(ended, job_config, log_path):
+def _report(ended, job_config, log_path, monitor):
     """Hand how the run ended to the report; the exit status it gives."""
     if ended.graph_only:
         return run_report.report_job_graph_written()
     counters = summary.run_counters(ended.result, job_config.run_dir, failed=ended.error is not None)
     if ended.error is None:
-        return run_report.report_completed(counters, job_config)
+        return run_report.report_completed(counters, job_config, monitor)
     if ended.signum:
-        return run_report.report_stopped(job_config, ended.signum, _Signals.NAMES[ended.signum], counters, log_path)
-    return run_report.report_failed(job_config, ended.error, counters, log_path)
+        return run_report.report_stopped(job_config, ended.signum, _Signals.NAMES[ended.signum], counters, log_path,
+                                         monitor)
+    return run_report.report_failed(job_config, ended.error, counters, log_path, monitor)
 
 
 def _drainer(watch):

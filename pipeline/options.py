@@ -270,6 +270,26 @@ class CurrentsToSegmentOptions(PipelineOptions):
         parser.add_argument(
             "--quiet", action="store_true", default=False,
             help="No progress lines (warnings, errors and the summary are still printed).")
+        parser.add_argument(
+            "--metrics_port", type=int, default=None, metavar="PORT",
+            help="Serve live metrics in Prometheus's text format at http://HOST:PORT/metrics, and /healthz (200 "
+                 "while the job makes progress; 503 and one line why when Segment has failed past the retry "
+                 "budget, or a --watch has not listed for three intervals), while the job runs, from this process "
+                 "(every worker process on this machine counted; not on Dataflow: Cloud Monitoring has its "
+                 "counters). 0 picks a free port (printed). Default: none.")
+        parser.add_argument(
+            "--metrics_host", default="127.0.0.1", metavar="HOST",
+            help="The address --metrics_port listens on. Default 127.0.0.1 (this machine only); 0.0.0.0 for "
+                 "every interface.")
+        parser.add_argument(
+            "--report_output", default=None, metavar="FILE.html",
+            help="Also write a run report, one self-contained HTML page (no network), at the end of the run: "
+                 "totals, per event type and Segment event, dead letters by reason and status with a sample each, "
+                 "a timeline, latencies, the event-time range, the ledger and the mapping. A --watch rewrites it "
+                 "every --report_refresh_seconds.")
+        parser.add_argument(
+            "--report_refresh_seconds", type=float, default=300.0, metavar="SECONDS",
+            help="How often a --watch rewrites --report_output. Default 300.")
 
 
 def split_write_key(argv):

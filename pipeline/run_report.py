@@ -70,13 +70,14 @@ def report_job_graph_written():
     return EXIT_OK
 
 
-def report_completed(counters, job_config):
-    """Print and write the summary of a run that completed; return the exit status it calls for (the summary says
-    it too: its exit_code and outcome are the status's, decided before it is written)."""
+def report_completed(counters, job_config, monitor=None):
+    """Print and write the summary of a run that completed (and its report, to `monitor`, a pipeline.monitor.Monitor);
+    return the exit status it calls for (the summary says it too: its exit_code and outcome are the status's,
+    decided before it is written)."""
     run_summary = _summary(counters, job_config, EXIT_OK)
     status, say = _completed_run_status(run_summary, counters, job_config)
     _set_status(run_summary, status)
-    written = _print_summary(run_summary, job_config)
+    written = _print_summary(run_summary, job_config, counters, monitor)
     _warn_malformed_ledger(counters)
     for line in say:
         line()
@@ -97,21 +98,22 @@ def _warn_malformed_ledger(counters):
               "file they hold is sent again unless another entry records it: fix or remove those lines")
 
 
-def report_stopped(job_config, signum, signal_name, counters, log_path):
+def report_stopped(job_config, signum, signal_name, counters, log_path, monitor=None):
     """A run stopped by Ctrl-C or SIGTERM: the summary so far and one line; exit 130 or 143."""
     status = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
     # A run stopped on purpose leaves nothing behind (its run folder is removed): its line names no log.
-    _report_unfinished(job_config, f"interrupted by {signal_name}", counters, None, status, interrupted=True)
+    _report_unfinished(job_config, f"interrupted by {signal_name}", counters, None, status, interrupted=True,
+                       monitor=monitor)
     return status
 
 
-def report_failed(job_config, error, counters, log_path):
+def report_failed(job_config, error, counters, log_path, monitor=None):
     """A run that raised: the summary so far and the one line its failure is; the exit status that goes with it."""
     failure = classify_failure(error)
     if failure.status == EXIT_CONFIG_ERROR:
-        _report_refused_config(job_config, failure.line, counters, log_path)
+        _report_refused_config(job_config, failure.line, counters, log_path, monitor)
     else:
-        _report_unfinished(job_config, failure.line, counters, log_path, failure.status)
+        _report_unfinished(job_config, failure.line, counters, log_path, failure.status, monitor=monitor)
     return failure.status
 
 
@@ -208,13 +210,13 @@ def _gave_up_line(run_summary, counters, job_config):
             f"none dead-lettered); {then}")
 
 
-def _report_unfinished(job_config, what, counters, log_path, status, interrupted=False):
+def _report_unfinished(job_config, what, counters, log_path, status, interrupted=False, monitor=None):
     """The summary of a run that stopped after it started, as far as it is known, one line saying what failed,
     and nothing in the ledger (but what an interrupted watch recorded)."""
     _forget_run(job_config, interrupted)
     known = counters.get(metrics.FILES_LISTED) or metrics.totals(counters, metrics.READ)
     run_summary = _summary(counters, job_config, status)
-    _print_summary(run_summary, job_config)
+    _print_summary(run_summary, job_config, counters, monitor)
     lost = (f"{summary.unaccounted(run_summary):,} events read were neither delivered nor dead-lettered"
             if known else "events may have been read that were neither delivered nor dead-lettered")
     consequence = "nothing was recorded in the ledger; " if job_config.ledger else ""
@@ -224,10 +226,10 @@ def _report_unfinished(job_config, what, counters, log_path, status, interrupted
           f"within Segment's 24 h){_log_note(log_path)}", file=sys.stderr)
 
 
-def _report_refused_config(job_config, line, counters, log_path):
+def _report_refused_config(job_config, line, counters, log_path, monitor=None):
     """Segment refused the key or the endpoint during the run: the summary so far and one line."""
     _forget_run(job_config)
-    _print_summary(_summary(counters, job_config, EXIT_CONFIG_ERROR), job_config)
+    _print_summary(_summary(counters, job_config, EXIT_CONFIG_ERROR), job_config, counters, monitor)
     sent = metrics.totals(counters, metrics.SENT)
     before = f" ({sent:,} events were sent before it; nothing was recorded in the ledger)" if sent else ""
     print(f"error: {line}{before}{_log_note(log_path)}", file=sys.stderr)
@@ -247,9 +249,14 @@ def _forget_run(job_config, interrupted=False):
               f"{storage_reason(error)}; remove them by hand", file=sys.stderr)
 
 
+def live_summary(counters, job_config):
+    """The summary of a run that goes on (a watch's refreshed report): no exit status yet, outcome "running"."""
+    return _summary(counters, job_config, None)
+
+
 def _summary(counters, job_config, status):
     run = dict(_run_facts(job_config, datetime.datetime.now(datetime.timezone.utc)), exit_code=status,
-               outcome=OUTCOMES[status])
+               outcome=OUTCOMES.get(status, "running"))
     return summary.summarize(counters, by_event_time=job_config.by_event_time,
                              include_anonymous=job_config.delivery.track.include_anonymous,
                              with_ledger=bool(job_config.ledger), dry_run=bool(job_config.dry_run_output),
@@ -265,21 +272,24 @@ def _run_facts(job_config, ended):
             "ledger_output": job_config.ledger}
 
 
-def _print_summary(run_summary, job_config):
-    """Print the table and where the outputs are; write the JSON. Returns False when the JSON could not be written."""
+def _print_summary(run_summary, job_config, counters, monitor):
+    """Print the table and where the outputs are; write the JSON, and the report (`monitor`'s, which from now on
+    shows these counters). Returns False when the JSON or the report could not be written."""
     print(summary.format_table(run_summary))
     print(f"dead letters: {job_config.dead_letter_output}"
           + (f"   dry-run requests: {job_config.dry_run_output}" if job_config.dry_run_output else "")
-          + (f"   summary: {job_config.summary_output}" if job_config.summary_output else ""))
+          + (f"   summary: {job_config.summary_output}" if job_config.summary_output else "")
+          + (f"   report: {job_config.report_output}" if job_config.report_output else ""))
+    written = monitor.finish(counters, run_summary) if monitor is not None else True
     if not job_config.summary_output:
-        return True
+        return written
     try:
         summary.write_json(job_config.summary_output, run_summary)
     except Exception as error:  # pylint: disable=broad-except  # each filesystem fails its own way
         print(f"error: cannot write --summary_output {job_config.summary_output}: {storage_reason(error)} "
               "(the summary above is the run's)", file=sys.stderr)
         return False
-    return True
+    return written
 
 
 def _warn(text):

@@ -12,6 +12,7 @@ did not read (`files_held_back` counts both), are not recorded in the ledger: th
 What a run prints around the summary, and the exit status it gets, is pipeline.run_report's.
 """
 import collections
+import datetime
 import json
 
 from apache_beam.io.filesystems import FileSystems
@@ -43,12 +44,22 @@ def run_counters(result=None, tally_dir=None, failed=False):
         return collections.Counter(tally)
     counters = collections.Counter()
     try:
-        query = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+        query = result.metrics().query(MetricsFilter())
     except Exception:  # pylint: disable=broad-except  # no result, or a failed job with no metrics to give
         query = {"counters": []}
+    query = {kind: [found for found in query.get(kind, ()) if metrics.is_ours(found.key.metric.namespace)]
+             for kind in ("counters", "distributions")}
     for counter in query["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
         counters[counter.key.metric.name] += value or 0
+    observed = []
+    for found in query["distributions"]:
+        value = found.committed if found.committed is not None else found.attempted
+        if value is not None and value.count:
+            name = found.key.metric.name
+            observed.append({f"{name}.count": value.count, f"{name}.sum": value.sum, f"{name}.min": value.min,
+                             f"{name}.max": value.max})
+    counters = metrics.merge([counters, *observed])
     if not counters and failed and tally_dir:
         counters.update(metrics.read_tallies(tally_dir))
     return counters
@@ -109,6 +120,9 @@ def summarize(counters, *, by_event_time=False, include_anonymous=False, with_le
         malformed = list(_by_suffix(counters, metrics.LEDGER_MALFORMED))
         if malformed:
             summary["ledger"]["malformed_lines"] = malformed  # "<ledger file> line <n>", each skipped
+    summary["event_time"] = event_time(counters)
+    summary["lag_seconds"] = seconds_percentiles(counters, metrics.DELIVERY_LAG_MS, (0.5, 0.95))
+    summary["request_seconds"] = seconds_percentiles(counters, metrics.REQUEST_MS, (0.5, 0.95, 0.99))
     if mapping is not None:
         by_event = collections.Counter()
         for event_type, row in by_type.items():
@@ -124,6 +138,23 @@ def summarize(counters, *, by_event_time=False, include_anonymous=False, with_le
             summary["events_per_second"] = round(summary["sent"] / run["duration_seconds"], 1) \
                 if run["duration_seconds"] > 0 else None
     return summary
+
+
+def event_time(counters):
+    """{"oldest", "newest"}: the time of the oldest and newest event sent (ISO 8601, UTC), None when none was."""
+    observed = metrics.distribution(counters, metrics.EVENT_TIME)
+    return {key: None if observed[statistic] is None else
+            datetime.datetime.fromtimestamp(observed[statistic], datetime.timezone.utc).isoformat()
+            for key, statistic in (("oldest", "min"), ("newest", "max"))}
+
+
+def seconds_percentiles(counters, name, quantiles):
+    """{"p50": ..., "max": ...}: percentiles (estimated from the histogram's buckets) and the largest value observed
+    of a histogram in milliseconds, in seconds; None when nothing was observed."""
+    observed = metrics.distribution(counters, name)
+    found = {f"p{round(q * 100)}": metrics.quantile(counters, name, q) for q in quantiles}
+    found["max"] = observed["max"]
+    return {key: None if value is None else round(value / 1000, 3) for key, value in found.items()}
 
 
 def _by_suffix(counters, name):

@@ -66,10 +66,11 @@ RUNNERS = {
 
 
 def comparable(run_summary):
-    """A summary without what differs from one run to the next (times, rates, ids, requests made, where it wrote),
-    nor the duplicate ids, which are counted within each bundle, and bundles differ by runner."""
+    """A summary without what differs from one run to the next (times, rates, latencies, ids, requests made, where
+    it wrote), nor the duplicate ids, which are counted within each bundle, and bundles differ by runner."""
     varying = ("run_id", "started_at", "ended_at", "duration_seconds", "events_per_second", "requests",
-               "requests_by_status", "dead_letter_output", "delivery", "duplicate_ids")
+               "requests_by_status", "dead_letter_output", "delivery", "duplicate_ids", "request_seconds",
+               "lag_seconds")
     return {key: value for key, value in run_summary.items() if key not in varying}
 
 

@@ -70,26 +70,41 @@ class CountsFromThreads:
     """Counters of a DoFn that works in threads of its own, where Beam's counters cannot be incremented (Beam keeps
     them per DoFn thread): `add` (from any thread) adds to this process's tally at once (for progress lines, and
     the summary of a run that stops) and keeps the count for Beam, which `flush` (from the DoFn's thread) gives to
-    Beam's counters."""
+    Beam's counters; `observe` likewise for values observed one by one (Beam's distributions: see
+    metrics.observe_in_tally)."""
 
-    def __init__(self):
+    def __init__(self, step=None):
+        self._step = step  # the family's (see metrics.namespace)
         self._lock = threading.Lock()
         self._owed = collections.Counter()
+        self._owed_values = []
         self._beam = {}
+        self._observers = {}
 
     def add(self, name, n=1):
         metrics.add_to_tally(name, n)
         with self._lock:
             self._owed[name] += n
 
+    def observe(self, name, value):
+        metrics.observe_in_tally(name, value)
+        with self._lock:
+            self._owed_values.append((name, value))
+
     def flush(self):
         with self._lock:
             owed, self._owed = self._owed, collections.Counter()
+            values, self._owed_values = self._owed_values, []
         for name, n in owed.items():
             beam_counter = self._beam.get(name)
             if beam_counter is None:
-                beam_counter = self._beam[name] = metrics.beam_counter(name)
+                beam_counter = self._beam[name] = metrics.beam_counter(name, self._step)
             beam_counter.inc(n)
+        for name, value in values:
+            observer = self._observers.get(name)
+            if observer is None:
+                observer = self._observers[name] = metrics.beam_observer(name, self._step)
+            observer.update(value)
 
 
 def _read_with_beam(path):
@@ -116,16 +131,17 @@ class _DeliverFilesFn(beam.DoFn):
     """CurrentsFile → (path, size, modified) of the file once it is finished (see transforms.delivery); on a FLUSH
     from the route, what is held is sent and the files finished are handed on."""
 
-    def __init__(self, settings, access, shared):
+    def __init__(self, settings, access, shared, family):
         super().__init__()
         self._settings = settings
         self._access = access
         self._shared = shared
+        self._family = family
         self._delivery = self._sender = self._letters = None
 
     def setup(self):
         settings = self._settings
-        self._counts = CountsFromThreads()
+        self._counts = CountsFromThreads(self._family)
         reporter = progress.reporter(settings.progress)
         destination = None  # a dry run's letters say none
         if settings.dry_run_output:
@@ -143,7 +159,8 @@ class _DeliverFilesFn(beam.DoFn):
             if settings.stop_marker:  # a watch: its listings in this process wait while this breaker holds
                 progress.watch_state().holds_with(settings.stop_marker, sending.breaker)
             key = write_key.resolve(settings.key_source, read_file=_read_with_beam)
-            self._sender = SegmentSender(key, client, sending, self._counts.add, observer=reporter.observe)
+            self._sender = SegmentSender(key, client, sending, self._counts.add, observer=reporter.observe,
+                                         observe=self._counts.observe)
             # Where the events go, as the ledger says it (the key's fingerprint, never the key), in every letter.
             destination = dead_letters.destination(client.endpoint, ledger.key_fingerprint(key))
         # The temporaries of this host's writers that were killed (an interrupted run): nothing reads them.
@@ -152,8 +169,8 @@ class _DeliverFilesFn(beam.DoFn):
                                              "dead letters")
         self._delivery = Delivery(
             track=settings.track, record_filter=settings.record_filter,
-            batch=settings.batch, sender=self._sender, count=self._counts.add, letters=self._letters,
-            destination=destination)
+            batch=settings.batch, sender=self._sender, count=self._counts.add, observe=self._counts.observe,
+            letters=self._letters, destination=destination)
 
     def process(self, file):
         file = CurrentsFile(*file)
@@ -199,13 +216,16 @@ class _DeliverFilesFn(beam.DoFn):
 class DeliverToSegment(beam.PTransform):
     """CurrentsFile (of one family) → (path, size, modified) of each file once every event of it is delivered,
     dropped and counted, or durably dead-lettered; `shared`: the job's apache_beam.utils.shared.Shared handle for
-    the sending objects of each process."""
+    the sending objects of each process; `family`: the family it delivers, whose Beam counters are its own (see
+    metrics.namespace)."""
 
-    def __init__(self, settings, access=None, shared=None):
+    def __init__(self, settings, access=None, shared=None, family=None):
         super().__init__()
         self._settings = settings
         self._access = access or FileAccess()
         self._shared = shared if shared is not None else Shared()
+        self._family = family
 
     def expand(self, files):
-        return files | "Deliver files" >> beam.ParDo(_DeliverFilesFn(self._settings, self._access, self._shared))
+        return files | "Deliver files" >> beam.ParDo(_DeliverFilesFn(self._settings, self._access, self._shared,
+                                                                     self._family))

@@ -30,6 +30,7 @@ this module: it imports no Beam module. What it counts goes to a `count(name, n)
 (`letters`: an AccountedLines) and how requests are sent (`sender`: see transforms.senders) too.
 """
 import re
+import time
 from typing import NamedTuple, Optional
 
 import orjson
@@ -54,6 +55,10 @@ LETTERS = "dead_letters"  # letters written, by reason: "dead_letters:<reason>"
 RECORDS_LOST = "records_lost"  # records in unreadable parts of files, as far as their blocks say (never read)
 DUPLICATE_IDS = "duplicate_ids"
 FILES_UNBALANCED = "ledger_files_unbalanced"
+# Observed per file once it is finished (see `observe`): from its landing (modification time) to its last event
+# accepted by Segment, in milliseconds; and the time of its oldest and newest event sent (UNIX seconds).
+DELIVERY_LAG_MS = "delivery_lag_ms"
+EVENT_TIME = "event_time"
 # A watch that gave up on Segment: events read and held back (per event type: "held_back:<event type>"), files left
 # unfinished (read in part, or not read), and why it gave up (a count of OUTAGE_TOO_LONG or DRAINED_IN_OUTAGE).
 FILES_HELD_BACK = "files_held_back"
@@ -81,7 +86,8 @@ class _Account:
     """What is known of one file being delivered: its units (records read and unreadable parts) and how many are
     accounted for."""
 
-    __slots__ = ("file", "event_type", "units", "decoded", "handled", "read", "recordable", "held")
+    __slots__ = ("file", "event_type", "units", "decoded", "handled", "read", "recordable", "held", "accepted_at",
+                 "oldest", "newest")
 
     def __init__(self, file):
         self.file = file
@@ -90,6 +96,8 @@ class _Account:
         self.read = False  # read to its end (or as far as it could be)
         self.recordable = True  # False when part of it could not be read from storage, or was held back
         self.held = False  # some of its events were held back (a watch gave up on Segment)
+        self.accepted_at = None  # when Segment last accepted one of its events (UNIX seconds)
+        self.oldest = self.newest = None  # the time of its oldest and newest event batched to be sent
 
     @property
     def finished(self):
@@ -124,12 +132,13 @@ class Delivery:
     track: the TrackSettings of the calls (its mapping: the catalog; types it has no row for are counted as
     unsupported_event_type); record_filter: a RecordFilter; batch: BatchSettings; sender: submit/done/drain
     of requests, each a list of (event type, file account, messageId, payload); letters: write(line, accounts) and
-    commit() → accounts; count(name, n): the counters; destination: what every letter says of where its events
-    were going (transforms.letters.destination; None in a dry run).
+    commit() → accounts; count(name, n): the counters; observe(name, value): the values observed (DELIVERY_LAG_MS,
+    EVENT_TIME) of each file once it is finished; destination: what every letter says of where its events
+    were going (transforms.letters.destination; None in a dry run); clock: UNIX seconds now.
     """
 
     def __init__(self, *, track: TrackSettings, record_filter: RecordFilter, batch: BatchSettings, sender, letters,
-                 count, destination=None):
+                 count, observe=lambda name, value: None, destination=None, clock=time.time):
         self._mapping = track.mapping
         self._track = track
         self._filter = record_filter
@@ -140,6 +149,8 @@ class Delivery:
         self._sender = sender
         self._letters = letters
         self._count = count
+        self._observe = observe
+        self._clock = clock
         self._namespace = namespace_uuid(track.message_id_namespace)
         self._builders = {}
         self._protect = track.redact or track.hashed
@@ -222,7 +233,7 @@ class Delivery:
             account.handled += len(kept)
             return
         window_seconds, add, seen_before = self._window_seconds, self._batcher.add, self._seen.seen_before
-        ready, duplicates = [], 0
+        ready, duplicates, oldest, newest = [], 0, account.oldest, account.newest
         for record in kept:
             try:
                 message = builder.build(record)
@@ -241,7 +252,13 @@ class Delivery:
                 continue
             if seen_before(message_id):
                 duplicates += 1
-            ready += add(record["time"] // window_seconds, (event_type, account, message_id, payload), len(payload))
+            when = record["time"]
+            if oldest is None or when < oldest:
+                oldest = when
+            if newest is None or when > newest:
+                newest = when
+            ready += add(when // window_seconds, (event_type, account, message_id, payload), len(payload))
+        account.oldest, account.newest = oldest, newest
         if duplicates:
             self._count(DUPLICATE_IDS, duplicates)
         for _, calls in ready:
@@ -271,8 +288,12 @@ class Delivery:
         """Account for the requests answered: accepted events are handled, held-back ones counted (their file is
         not recordable), the others dead-lettered."""
         for calls, report in answered:
+            if report.accepted:
+                now = self._clock()
             for index in report.accepted:
-                calls[index][1].handled += 1
+                account = calls[index][1]
+                account.handled += 1
+                account.accepted_at = now
             for rejection in report.rejected:
                 event_type, account, message_id, payload = calls[rejection.index]
                 if rejection.reason == HELD_BACK:
@@ -323,7 +344,16 @@ class Delivery:
         finished = [account for account in self._open.values() if account.finished]
         for account in finished:
             del self._open[id(account)]
+            self._observe_file(account)
         return [account.file for account in finished if account.recordable]
+
+    def _observe_file(self, account):
+        """The lag and event times of a finished file."""
+        if account.accepted_at is not None and account.file.modified > 0:
+            self._observe(DELIVERY_LAG_MS, max(round((account.accepted_at - account.file.modified) * 1000), 0))
+        if account.oldest is not None:
+            self._observe(EVENT_TIME, account.oldest)
+            self._observe(EVENT_TIME, account.newest)
 
     def finish(self):
         """The end of a bundle: send and account for everything held; the files finished since the last call. A file

@@ -234,16 +234,17 @@ class _RecordFilesFn(beam.DoFn):
     """(path, size, modified) of a finished file → its entry, in this bundle's own entry files, one per ledger
     partition (committed every flush and at the end of the bundle)."""
 
-    def __init__(self, ledger_dir, run_id, scope, destination, flush_seconds):
+    def __init__(self, ledger_dir, run_id, scope, destination, flush_seconds, family):
         super().__init__()
         self._ledger_dir, self._run_id, self._scope = ledger_dir, run_id, scope
+        self._family = family
         self._destination = destination
         self._flush_seconds = flush_seconds
         self._writer = self._flushes = None
         self._written = 0
 
     def setup(self):
-        self._recorded = metrics.counter(metrics.LEDGER_FILES_RECORDED)
+        self._recorded = metrics.counter(metrics.LEDGER_FILES_RECORDED, self._family)
 
     def start_bundle(self):
         self._writer = ledger_files.PartitionWriter(self._ledger_dir, self._run_id, self._scope, self._destination)
@@ -268,16 +269,19 @@ class _RecordFilesFn(beam.DoFn):
 class RecordInLedger(beam.PTransform):
     """(path, size, modified) of each finished file → this run's ledger entries, written as
     `<ledger partition>/entries-<run id>-<part>.jsonl` under the ledger folder, committed every `flush_seconds` and
-    at the end of each bundle (so a run that is killed has recorded what it finished before the last commit)."""
+    at the end of each bundle (so a run that is killed has recorded what it finished before the last commit);
+    `family`: the family whose files it records, whose Beam counter is its own (see metrics.namespace)."""
 
-    def __init__(self, ledger_dir, run_id, scope=WHOLE_FILE, destination=None, flush_seconds=DEFAULT_FLUSH_SECONDS):
+    def __init__(self, ledger_dir, run_id, scope=WHOLE_FILE, destination=None, flush_seconds=DEFAULT_FLUSH_SECONDS,
+                 family=None):
         super().__init__()
         self._ledger_dir = ledger_dir
         self._run_id = run_id
         self._scope = scope
         self._destination = destination
         self._flush_seconds = flush_seconds
+        self._family = family
 
     def expand(self, files):
         return files | "Write entries" >> beam.ParDo(_RecordFilesFn(
-            self._ledger_dir, self._run_id, self._scope, self._destination, self._flush_seconds))
+            self._ledger_dir, self._run_id, self._scope, self._destination, self._flush_seconds, self._family))

@@ -7,6 +7,11 @@ this process it is the summary's source; and when an in-process runner fails, it
 tell what the run did before it stopped. Worker processes on the launcher's machine (multi-processing)
 also keep their tally in a file of the run's folder (`write_tally`, every second), which is what is left
 to tell what they did when the run fails. pipeline.summary.run_counters chooses among these sources.
+
+Besides counters, a few values are observed one by one (`observe`): Beam distributions (count, sum, min, max; whole
+numbers), and for the histograms among them (HISTOGRAMS) one counter per bucket, "<name>_le:<bound>" (not
+cumulative), from which percentiles are estimated. In a tally they are the entries "<name>.count", "<name>.sum",
+"<name>.min" and "<name>.max", which `merge` combines as what they are (a sum, a minimum, a maximum).
 """
 import collections
 import json
@@ -20,6 +25,18 @@ from currents_to_segment.transforms.currents import records
 from currents_to_segment.transforms.segment import api as segment_api, pacing
 
 NAMESPACE = "currents_to_segment"
+
+
+def namespace(step=None):
+    """The Beam namespace of a step's counters: NAMESPACE, or "<NAMESPACE>.<step>" for those a step of each family
+    counts under the same names (delivery, ledger). Flink names its counter of a Beam counter by namespace and name
+    only, so without the step one family's count would stand for all of them there."""
+    return NAMESPACE if step is None else f"{NAMESPACE}.{step}"
+
+
+def is_ours(beam_namespace):
+    """True for the Beam namespaces of this job's counters (see `namespace`)."""
+    return beam_namespace == NAMESPACE or beam_namespace.startswith(NAMESPACE + ".")
 
 # The counters' names are those the Beam-free parts count under (one definition each); here they are in one list.
 # Per-event-type counters are named "<metric>:<event type>".
@@ -73,6 +90,18 @@ OUTAGE_TOO_LONG = pacing.OUTAGE_TOO_LONG
 DRAINED_IN_OUTAGE = pacing.DRAINED_IN_OUTAGE
 LEDGER_MALFORMED = "ledger_malformed"  # per ledger file with lines that are not entries: "<name>:<file> line <n>"
 
+# Values observed one by one (see `observe`), in whole units. Histograms have their buckets' upper bounds.
+REQUEST_MS = senders.REQUEST_MS  # each HTTP attempt to Segment, from its start to its answer (or none)
+DELIVERY_LAG_MS = delivery.DELIVERY_LAG_MS  # a file's landing (modification time) → its last event accepted
+EVENT_TIME = delivery.EVENT_TIME  # the events' own time (UNIX seconds): its min and max per file
+HISTOGRAMS = {
+    REQUEST_MS: (5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000),
+    DELIVERY_LAG_MS: (1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_800_000, 3_600_000,
+                      7_200_000, 21_600_000, 86_400_000, 604_800_000),
+}
+_STATISTICS = ("count", "sum", "min", "max")
+_COMBINE = {"min": min, "max": max}  # the other entries add up
+
 _tally = collections.Counter()
 _tally_lock = threading.Lock()
 
@@ -80,9 +109,9 @@ _tally_lock = threading.Lock()
 class _Counter:
     """A Beam counter that also adds to this process's tally."""
 
-    def __init__(self, name):
+    def __init__(self, name, step=None):
         self._name = name
-        self._counter = Metrics.counter(NAMESPACE, name)
+        self._counter = Metrics.counter(namespace(step), name)
 
     def inc(self, n=1):
         self._counter.inc(n)
@@ -90,15 +119,114 @@ class _Counter:
             _tally[self._name] += n
 
 
-def counter(name):
-    """Return the pipeline's counter of that name."""
-    return _Counter(name)
+def counter(name, step=None):
+    """Return the pipeline's counter of that name (of a family's `step`: see `namespace`)."""
+    return _Counter(name, step)
 
 
-def beam_counter(name):
+def bucket(name, value):
+    """The counter of the histogram bucket a value falls in: "<name>_le:<bound>", or "<name>_le:inf"."""
+    for bound in HISTOGRAMS[name]:
+        if value <= bound:
+            return f"{name}_le:{bound}"
+    return f"{name}_le:inf"
+
+
+def _tally_observation(name, value):
+    """Add one observed value to the tally (with the lock held)."""
+    count_key = name + ".count"
+    if _tally[count_key]:
+        _tally[name + ".min"] = min(_tally[name + ".min"], value)
+        _tally[name + ".max"] = max(_tally[name + ".max"], value)
+    else:
+        _tally[name + ".min"] = _tally[name + ".max"] = value
+    _tally[count_key] += 1
+    _tally[name + ".sum"] += value
+    if name in HISTOGRAMS:
+        _tally[bucket(name, value)] += 1
+
+
+def observe_in_tally(name, value):
+    """Add a value observed (a whole number) to this process's tally only, from any thread (see beam_observer)."""
+    with _tally_lock:
+        _tally_observation(name, value)
+
+
+class _Observer:
+    """Beam's distribution of a name (and its histogram's bucket counters), for the DoFn's own thread."""
+
+    def __init__(self, name, step=None):
+        self._name, self._namespace = name, namespace(step)
+        self._distribution = Metrics.distribution(self._namespace, name)
+        self._buckets = {}
+
+    def update(self, value):
+        self._distribution.update(value)
+        if self._name in HISTOGRAMS:
+            key = bucket(self._name, value)
+            counter_ = self._buckets.get(key)
+            if counter_ is None:
+                counter_ = self._buckets[key] = Metrics.counter(self._namespace, key)
+            counter_.inc()
+
+
+def beam_observer(name, step=None):
+    """What gives observed values of that name to Beam, without the tally (see beam_counter)."""
+    return _Observer(name, step)
+
+
+def merge(tallies):
+    """One tally of several processes' (or sources'): counters and sums add up, minimums and maximums are kept."""
+    total = collections.Counter()
+    for tally in tallies:
+        for name, value in tally.items():
+            combine = _COMBINE.get(name.rpartition(".")[2])
+            if combine is not None and name in total:
+                total[name] = combine(total[name], value)
+            else:
+                total[name] += value
+    return total
+
+
+def distribution(counters, name):
+    """{count, sum, min, max} of the values observed under that name (count 0, the rest None, when none were)."""
+    count = counters.get(name + ".count", 0)
+    if not count:
+        return {"count": 0, "sum": 0, "min": None, "max": None}
+    return {statistic: counters.get(f"{name}.{statistic}", 0) for statistic in _STATISTICS}
+
+
+def histogram(counters, name):
+    """[(upper bound, values observed at most that), ...] of a histogram (cumulative, as Prometheus has it), the last
+    bound float("inf")."""
+    cumulative, found = 0, []
+    for bound in (*HISTOGRAMS[name], float("inf")):
+        cumulative += counters.get(f"{name}_le:{'inf' if bound == float('inf') else bound}", 0)
+        found.append((bound, cumulative))
+    return found
+
+
+def quantile(counters, name, q):
+    """The q-quantile (0..1) of a histogram's values, estimated as Prometheus's histogram_quantile does (linearly
+    within the bucket it falls in), never beyond the smallest and largest value observed; None without values."""
+    observed = distribution(counters, name)
+    if not observed["count"]:
+        return None
+    buckets, rank = histogram(counters, name), q * observed["count"]
+    lower, below = 0, 0
+    for bound, cumulative in buckets:
+        if cumulative >= rank and cumulative > below:
+            upper = observed["max"] if bound == float("inf") else bound
+            estimate = lower + (upper - lower) * (rank - below) / (cumulative - below)
+            return min(max(estimate, observed["min"]), observed["max"])
+        lower, below = bound, cumulative
+    return observed["max"]
+
+
+def beam_counter(name, step=None):
     """The Beam counter of that name, without this process's tally: for a DoFn that works in threads of its own,
     where Beam counters cannot be incremented, and tallies there (`add_to_tally`) as things happen."""
-    return Metrics.counter(NAMESPACE, name)
+    return Metrics.counter(namespace(step), name)
 
 
 def add_to_tally(name, n=1):
@@ -119,26 +247,28 @@ def reset_process_totals():
         _tally.clear()
 
 
-def write_tally(directory):
-    """Write this process's tally to directory/tally-<pid>.json (whole, or not at all)."""
+def write_tally(directory, gauges=None):
+    """Write this process's tally to directory/tally-<pid>.json (whole, or not at all), with `gauges` (this
+    process's state now, as {name: value} whose names say how they merge: see `merge`)."""
     path = os.path.join(directory, f"tally-{os.getpid()}.json")
     temporary = os.path.join(directory, f".tally-{os.getpid()}.json.tmp")
     with open(temporary, "w", encoding="utf-8") as stream:
-        json.dump(process_totals(), stream)
+        json.dump({**process_totals(), **(gauges or {})}, stream)
     os.replace(temporary, path)
 
 
-def read_tallies(directory):
-    """The sum of the tallies the processes of a run left in a directory (see write_tally)."""
-    total = collections.Counter()
+def read_tallies(directory, but_pid=None):
+    """The tallies the processes of a run left in a directory (see write_tally), merged; but that of process
+    `but_pid` (whose own tally is at hand)."""
+    tallies = []
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
-        if name.startswith("tally-") and name.endswith(".json"):
+        if name.startswith("tally-") and name.endswith(".json") and name != f"tally-{but_pid}.json":
             try:
                 with open(os.path.join(directory, name), encoding="utf-8") as stream:
-                    total.update(json.load(stream))
+                    tallies.append(json.load(stream))
             except (OSError, ValueError):
                 continue  # a process that stopped while writing: its last tally is lost
-    return dict(total)
+    return dict(merge(tallies))
 
 
 def totals(counters, metric):

@@ -102,6 +102,16 @@ class WatchState:
         with self._lock:
             return len(self._waiting)
 
+    def waiting_files(self, now):
+        """(files found and not read yet, seconds since the oldest of them landed (0.0 without any))."""
+        with self._lock:
+            return len(self._waiting), max(now - min(self._waiting.values()), 0.0) if self._waiting else 0.0
+
+    def last_listing(self):
+        """When the inputs were last listed (UNIX seconds), None before the first listing."""
+        with self._lock:
+            return self._last_listing
+
     def holds_with(self, watch, holder):
         """`holder.holding` (a Segment breaker of this process, kept as long as something else keeps it) says when
         this process holds the files of the watch of this stop marker (Segment fails): it then lists none."""
@@ -167,6 +177,7 @@ class Reporter:
         self._warned = False
         self._outage_since = None  # in a watch, once a request has spent its budget: when the trouble began
         self._outage_warned = 0.0  # when the outage warning was last printed
+        self._spent_since = None  # once a request has spent its retry budget: when the trouble began
         self._open_line = False  # a progress line is on the terminal without its newline
         self._stop = threading.Event()
         self._thread = None
@@ -199,7 +210,7 @@ class Reporter:
         while not self._stop.wait(wake):
             if tally_dir:
                 try:
-                    metrics.write_tally(tally_dir)
+                    metrics.write_tally(tally_dir, self.segment_gauges())
                 except OSError:
                     pass  # the folder is gone: the run is over
             if interval > 0 and self._clock() >= next_line:
@@ -247,6 +258,8 @@ class Reporter:
                     self._warned = True
                     self._write_line(self._trouble_text())
                     self._stream.flush()
+                if not attempt.retrying and self._spent_since is None:  # a request's retry budget is spent
+                    self._spent_since = self._trouble_since
                 if self._holds and not attempt.retrying and self._outage_since is None:  # a budget is spent
                     self._outage_since, self._warned = self._trouble_since, True
                     self._warn_of_outage()
@@ -257,6 +270,19 @@ class Reporter:
                                  + ("; the watch goes on with the files it held" if self._outage_since else ""))
                 self._stream.flush()
             self._failures, self._trouble_since, self._warned, self._outage_since = 0, None, False, None
+            self._spent_since = None
+
+    def segment_state(self):
+        """(since when Segment fails (UNIX seconds), since when past a request's retry budget, the last failure in
+        words); None and "" for what is not so."""
+        with self._lock:
+            return self._trouble_since, self._spent_since, self._last_failure if self._trouble_since else ""
+
+    def segment_gauges(self):
+        """segment_state as a tally's entries (see metrics.write_tally): what merges as the earliest."""
+        failing, spent, _ = self.segment_state()
+        return {name: value for name, value in ((SEGMENT_FAILING_SINCE, failing), (SEGMENT_SPENT_SINCE, spent))
+                if value is not None}
 
     def _trouble_text(self):
         then = ("then the watch holds its files until Segment answers" if self._holds
@@ -304,6 +330,29 @@ def reporter(settings=None):
             _reporter = Reporter(settings or ProgressSettings(interval_seconds=0))
             _reporter.start()
         return _reporter
+
+
+# In a tally (metrics.write_tally): since when Segment fails, and since when past the retry budget, as this process
+# sees it (the earliest of the processes' counts).
+SEGMENT_FAILING_SINCE = "segment_failing_since.min"
+SEGMENT_SPENT_SINCE = "segment_past_budget_since.min"
+
+
+def segment_state():
+    """This process's Reporter's segment_state ((None, None, "") without a Reporter)."""
+    with _reporter_lock:
+        current = _reporter
+    return current.segment_state() if current is not None else (None, None, "")
+
+
+def merge_segment_states(state, tally):
+    """A segment_state with what other processes' tally says (the earliest of each)."""
+    failing, spent, last = state
+
+    def earliest(mine, name):
+        theirs = tally.get(name)
+        return mine if theirs is None else theirs if mine is None else min(mine, theirs)
+    return earliest(failing, SEGMENT_FAILING_SINCE), earliest(spent, SEGMENT_SPENT_SINCE), last
 
 
 def stop():

@@ -11,6 +11,7 @@ nothing of Beam; imports no Beam module.
 import collections
 import datetime
 import threading
+import time
 
 from currents_to_segment.transforms.delivery import DEAD_LETTERS_MADE
 from currents_to_segment.transforms.segment.api import (
@@ -25,6 +26,7 @@ RETRIES = "retries"
 REQUESTS_BY_STATUS = "requests_by_status"  # HTTP attempts by Segment's status: "requests_by_status:<status>"
 NO_ANSWER = "no_answer"  # the status of an attempt without an answer (network error, timeout)
 BYTES_SENT = "bytes_sent"  # the JSON bytes of the events Segment accepted (as serialized, before gzip)
+REQUEST_MS = "request_ms"  # observed per HTTP attempt: from its start to its answer (or to none), in milliseconds
 
 
 class ProcessSending:
@@ -81,14 +83,18 @@ def _count_sent(count, calls, indexes):
 class SegmentSender:
     """Requests POSTed to Segment, up to settings.requests_in_flight at once, by the threads and clients of the
     process's `sending` (a ProcessSending, which also holds the breaker, the pacer and the time throttled).
-    `observer(attempt)` is told of every HTTP attempt, from the sending threads. A request waits for its turn with
+    `observer(attempt)` is told of every HTTP attempt, from the sending threads, and `observe(REQUEST_MS, ms)` of how
+    long it took. A request waits for its turn with
     the pacer in the caller's thread, so that requests do not queue in flight for it (a Retry-After pause is waited
     out there for no longer than a request's retry budget: see transforms.segment.pacing.Pacer)."""
 
-    def __init__(self, write_key, settings, sending, count, observer=None):
+    def __init__(self, write_key, settings, sending, count, observer=None, observe=lambda name, value: None,
+                 clock=time.time):
         self._key = write_key
         self._sending = sending
         self._count = count
+        self._observe_value = observe
+        self._clock = clock
         self._observer = observer
         self._max_pause = settings.max_retry_seconds
         self._in_flight = InFlight(self._send, settings.requests_in_flight, sending.threads)
@@ -98,6 +104,8 @@ class SegmentSender:
         self._count(f"{REQUESTS_BY_STATUS}:{NO_ANSWER if attempt.status is None else attempt.status}", 1)
         if attempt.retrying:
             self._count(RETRIES, 1)
+        if attempt.started:
+            self._observe_value(REQUEST_MS, max(round((self._clock() - attempt.started) * 1000), 0))
         if self._observer is not None:
             self._observer(attempt)
 
