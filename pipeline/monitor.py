@@ -178,11 +178,47 @@ def _seconds_histogram(counters, name, metric_name, documentation):
     return HistogramMetricFamily(metric_name, documentation, buckets=buckets, sum_value=observed["sum"] / 1000)
 
 
+# The metric families, as data. Counters by one label: (name, help, counter name prefix, label).
+_LABELLED = (
+    ("events_read", "Events read from Currents files.", metrics.READ, "event_type"),
+    ("events_dead_lettered", "Events read and dead-lettered.", metrics.DEAD_LETTERED, "event_type"),
+    ("events_held_back", "Events read that a watch held back when it gave up on Segment (the next watch reads them "
+     "again).", metrics.HELD_BACK, "event_type"),
+    ("dead_letters", "Dead letters written, by reason.", metrics.LETTERS_BY_REASON, "reason"),
+    ("segment_requests", "HTTP attempts to Segment (retries included), by status (no_answer: none within the "
+     "timeout, or no connection).", metrics.REQUESTS_BY_STATUS, "status"),
+)
+# Plain counters: (name, help, counter name).
+_PLAIN = (
+    ("files_read", "Currents files read (to their end or as far as they could be).", metrics.FILES_READ),
+    ("unreadable_file_parts", "Files or parts of files that could not be read (each a dead letter).",
+     metrics.UNREADABLE_FILES),
+    ("bytes_sent", "JSON bytes of the events Segment accepted (before gzip).", metrics.BYTES_SENT),
+    ("throttled_seconds", "Seconds requests to Segment were held back (the budget, Retry-After, retry backoffs).",
+     metrics.THROTTLING_SECONDS),
+)
+# Gauges (RunView.gauges): (name, help).
+_GAUGES = (
+    ("files_waiting", "Files listed and not read yet."),
+    ("oldest_waiting_seconds", "How long ago the oldest file waiting landed (a watch)."),
+    ("segment_down_seconds", "How long Segment has been failing (0 while it answers)."),
+)
+# Histograms of values observed in milliseconds: (name, help, what metrics observes).
+_HISTOGRAMS = (
+    ("request_seconds", "Each HTTP attempt to Segment, from its start to its answer.", metrics.REQUEST_MS),
+    ("delivery_lag_seconds", "Per file: from its landing (modification time) to its last event accepted.",
+     metrics.DELIVERY_LAG_MS),
+)
+
+
 def families(counters, gauges, mapping):
-    """The Prometheus metric families of these counters and gauges (see docs/outputs.md for each)."""
-    read = CounterMetricFamily(PREFIX + "events_read", "Events read from Currents files.", labels=["event_type"])
-    for event_type, value in _per_type(counters, metrics.READ):
-        read.add_metric([event_type], value)
+    """The Prometheus metric families of these counters and gauges (docs/monitoring.md has each)."""
+    found = []
+    for name, documentation, metric, label in _LABELLED:
+        family = CounterMetricFamily(PREFIX + name, documentation, labels=[label])
+        for value_label, value in _per_type(counters, metric):
+            family.add_metric([value_label], value)
+        found.append(family)
     sent = CounterMetricFamily(PREFIX + "events_sent", "Events Segment accepted (in a dry run: written), by Currents "
                                "event type and the Segment event they went as.", labels=["event_type", "event"])
     for event_type, value in _per_type(counters, metrics.SENT):
@@ -193,45 +229,17 @@ def families(counters, gauges, mapping):
     for reason in DROP_REASONS:
         for event_type, value in _per_type(counters, reason):
             dropped.add_metric([event_type, reason], value)
-    dead = CounterMetricFamily(PREFIX + "events_dead_lettered", "Events read and dead-lettered.",
-                               labels=["event_type"])
-    for event_type, value in _per_type(counters, metrics.DEAD_LETTERED):
-        dead.add_metric([event_type], value)
-    held = CounterMetricFamily(PREFIX + "events_held_back", "Events read that a watch held back when it gave up on "
-                               "Segment (the next watch reads them again).", labels=["event_type"])
-    for event_type, value in _per_type(counters, metrics.HELD_BACK):
-        held.add_metric([event_type], value)
-    letters = CounterMetricFamily(PREFIX + "dead_letters", "Dead letters written, by reason.", labels=["reason"])
-    for reason, value in _per_type(counters, metrics.LETTERS_BY_REASON):
-        letters.add_metric([reason], value)
-    requests = CounterMetricFamily(PREFIX + "segment_requests", "HTTP attempts to Segment (retries included), by "
-                                   "status (no_answer: none within the timeout, or no connection).", labels=["status"])
-    for status, value in _per_type(counters, metrics.REQUESTS_BY_STATUS):
-        requests.add_metric([status], value)
-    plain = [
-        CounterMetricFamily(PREFIX + "files_read", "Currents files read (to their end or as far as they could be).",
-                            value=counters.get(metrics.FILES_READ, 0)),
-        CounterMetricFamily(PREFIX + "unreadable_file_parts", "Files or parts of files that could not be read (each "
-                            "a dead letter).", value=counters.get(metrics.UNREADABLE_FILES, 0)),
-        CounterMetricFamily(PREFIX + "bytes_sent", "JSON bytes of the events Segment accepted (before gzip).",
-                            value=counters.get(metrics.BYTES_SENT, 0)),
-        CounterMetricFamily(PREFIX + "throttled_seconds", "Seconds requests to Segment were held back (the budget, "
-                            "Retry-After, retry backoffs).", value=counters.get(metrics.THROTTLING_SECONDS, 0)),
-        GaugeMetricFamily(PREFIX + "files_waiting", "Files listed and not read yet.", value=gauges["files_waiting"]),
-        GaugeMetricFamily(PREFIX + "oldest_waiting_seconds", "How long ago the oldest file waiting landed (a watch).",
-                          value=gauges["oldest_waiting_seconds"]),
-        GaugeMetricFamily(PREFIX + "segment_down_seconds", "How long Segment has been failing (0 while it answers).",
-                          value=gauges["segment_down_seconds"]),
-    ]
+    found += [sent, dropped]
+    found += [CounterMetricFamily(PREFIX + name, documentation, value=counters.get(metric, 0))
+              for name, documentation, metric in _PLAIN]
+    found += [GaugeMetricFamily(PREFIX + name, documentation, value=gauges[name]) for name, documentation in _GAUGES]
     newest = metrics.distribution(counters, metrics.EVENT_TIME)["max"]
     if newest is not None:
-        plain.append(GaugeMetricFamily(PREFIX + "newest_event_time_seconds", "The time (UNIX seconds) of the newest "
+        found.append(GaugeMetricFamily(PREFIX + "newest_event_time_seconds", "The time (UNIX seconds) of the newest "
                                        "event mapped to be sent.", value=newest))
-    return [read, sent, dropped, dead, held, letters, requests, *plain,
-            _seconds_histogram(counters, metrics.REQUEST_MS, PREFIX + "request_seconds",
-                               "Each HTTP attempt to Segment, from its start to its answer."),
-            _seconds_histogram(counters, metrics.DELIVERY_LAG_MS, PREFIX + "delivery_lag_seconds",
-                               "Per file: from its landing (modification time) to its last event accepted.")]
+    found += [_seconds_histogram(counters, metric, PREFIX + name, documentation)
+              for name, documentation, metric in _HISTOGRAMS]
+    return found
 
 
 class _Collector:
