@@ -9,7 +9,7 @@ a worker pool); once the run is over, it shows the counters of the run's summary
 table, the JSON and the report say the same. Served on the local runners only: Dataflow's workers are elsewhere
 (their counters are in Cloud Monitoring: docs/runners.md).
 
-    GET /metrics   (or /)  the counters, gauges and histograms, named currents_to_segment_* (docs/outputs.md)
+    GET /metrics   (or /)  the counters, gauges and histograms, named currents_to_segment_* (docs/monitoring.md)
     GET /healthz           200 "ok ..." while the job makes progress; 503 and one line saying why when Segment has
                            failed past the retry budget, or a watch has not listed for three of its intervals
 """
@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from currents_to_segment.pipeline import report_page
 from currents_to_segment.pipeline.options import ConfigError, storage_reason
+from currents_to_segment.pipeline.run_report import OUTCOMES
 from currents_to_segment.transforms import jsonl, metrics, progress
 from currents_to_segment.transforms.currents import catalog
 
@@ -143,7 +144,6 @@ class RunView:
         with self._lock:
             final = self._final_status
         if final is not None:
-            from currents_to_segment.pipeline.run_report import OUTCOMES  # pylint: disable=import-outside-toplevel
             return final == 0, f"{'ok' if final == 0 else 'failed'}: the run is over ({OUTCOMES.get(final, final)})"
         failing_since, spent_since, last = self.segment_state()
         if spent_since is not None:
@@ -403,7 +403,10 @@ class Monitor:
 
     def finish(self, counters, run_summary):
         """The run is over: freeze the view at its summary's counters; write the report (False when it could not
-        be)."""
+        be), once the timeline's thread has stopped (a watch's refresh of the report is not half-way through)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
         self.view.finish(counters, run_summary.get("exit_code"))
         if not self._config.report_output:
             return True
