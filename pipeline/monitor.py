@@ -33,9 +33,9 @@ from currents_to_segment.transforms import jsonl, metrics, progress
 from currents_to_segment.transforms.currents import catalog
 
 PREFIX = "currents_to_segment_"
-# How events read end without being sent or dead-lettered: the reason label of events_dropped_total.
-DROP_REASONS = (metrics.DROPPED_NO_EXTERNAL_ID, metrics.DROPPED_NO_ID, metrics.UNSUPPORTED_EVENT_TYPE,
-                metrics.OUTSIDE_TIME_RANGE)
+# How events read end without being sent, dead-lettered or held back: the reason label of events_dropped_total.
+DROP_REASONS = tuple(outcome for outcome in metrics.OUTCOMES
+                     if outcome not in (metrics.SENT, metrics.DEAD_LETTERED, metrics.HELD_BACK))
 TIMELINE_POINTS = 240  # at most; when full, every other point goes and the points come half as often
 TIMELINE_SECONDS = 0.5  # the first points' interval
 LISTINGS_MISSED = 3  # a watch that has not listed for this many intervals is unhealthy
@@ -75,11 +75,6 @@ class Timeline:
             return [list(point) for point in self._points]
 
 
-def failed_events(counters):
-    """Events that failed: dead-lettered (every reason), as the timeline and the report count them."""
-    return metrics.totals(counters, metrics.DEAD_LETTERED)
-
-
 class RunView:
     """What the launching process knows of the run now (see the module's docstring). `finish(counters)` freezes it
     at the run's own counters."""
@@ -94,7 +89,8 @@ class RunView:
         self._lock = threading.Lock()
 
     def counters(self):
-        """The run's counters now: every worker process's on this machine, or the run's own once it is over."""
+        """The run's counters now: every worker process's on this machine (with what the others' tallies say of
+        Segment: see progress.segment_state), or the run's own once it is over."""
         with self._lock:
             if self._final is not None:
                 return self._final
@@ -106,23 +102,14 @@ class RunView:
     def finish(self, counters, status):
         """The run is over: from now on the view shows these counters (the summary's) and its exit status."""
         with self._lock:
-            self._final, self._final_status = metrics.merge([counters]), status
+            self._final, self._final_status = dict(counters), status
         self.sample()
 
     def sample(self):
         """Add the counts now to the timeline."""
         counters = self.counters()
         self.timeline.add(max(self._clock() - self._started, 0.0), metrics.totals(counters, metrics.SENT),
-                          failed_events(counters))
-
-    def segment_state(self):
-        """(since when Segment fails (UNIX seconds) or None, since when past the retry budget or None, the last
-        failure in words or ""): this process's reporter's, or the worker processes' tallies'."""
-        state = progress.segment_state()
-        if self._config.run_dir:
-            others = metrics.read_tallies(self._config.run_dir, but_pid=os.getpid())
-            state = progress.merge_segment_states(state, others)
-        return state
+                          metrics.totals(counters, metrics.DEAD_LETTERED))
 
     def gauges(self, counters):
         """{name: value} of the gauges now: files_waiting, oldest_waiting_seconds, segment_down_seconds."""
@@ -130,11 +117,10 @@ class RunView:
         if self._config.watch:
             waiting, oldest = progress.watch_state().waiting_files(now)
         else:
-            listed = (counters.get(metrics.FILES_LISTED, 0) - counters.get(metrics.LEDGER_FILES_SKIPPED, 0)
-                      - counters.get(metrics.FILES_OF_OTHER_TYPES, 0))
-            waiting, oldest = max(listed - counters.get(metrics.FILES_READ, 0)
-                                  - counters.get(metrics.FILES_HELD_BACK, 0), 0), 0.0
-        failing_since = None if self._final is not None else self.segment_state()[0]
+            waiting = max(progress.files_to_read(counters) - counters.get(metrics.FILES_READ, 0)
+                          - counters.get(metrics.FILES_HELD_BACK, 0), 0)
+            oldest = 0.0
+        failing_since = None if self._final is not None else progress.segment_state(counters)[0]
         return {"files_waiting": waiting, "oldest_waiting_seconds": round(oldest, 3),
                 "segment_down_seconds": round(max(now - failing_since, 0.0), 3) if failing_since else 0.0}
 
@@ -145,31 +131,23 @@ class RunView:
             final = self._final_status
         if final is not None:
             return final == 0, f"{'ok' if final == 0 else 'failed'}: the run is over ({OUTCOMES.get(final, final)})"
-        failing_since, spent_since, last = self.segment_state()
+        counters = self.counters()
+        failing_since, spent_since, last = progress.segment_state(counters)
         if spent_since is not None:
-            return False, (f"Segment has failed past the retry budget: failing since {_clock_text(failing_since)}"
-                           + (f" (last: {last})" if last else ""))
+            return False, ("Segment has failed past the retry budget: failing since "
+                           f"{progress.clock_text(failing_since)}" + (f" (last: {last})" if last else ""))
         watch = self._config.watch
         if watch is not None:
             last_listing = progress.watch_state().last_listing() or self._started
             if now - last_listing > LISTINGS_MISSED * watch.interval:
-                return False, (f"the watch has not listed since {_clock_text(last_listing)} "
+                return False, (f"the watch has not listed since {progress.clock_text(last_listing)} "
                                f"({LISTINGS_MISSED} intervals of {watch.interval:g} s)")
-        sent = metrics.totals(self.counters(), metrics.SENT)
-        return True, f"ok: {sent:,} events sent" + (f", Segment failing since {_clock_text(failing_since)}"
+        sent = metrics.totals(counters, metrics.SENT)
+        return True, f"ok: {sent:,} events sent" + (f", Segment failing since {progress.clock_text(failing_since)}"
                                                      if failing_since else "")
 
 
-def _clock_text(seconds):
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%H:%M:%S UTC")
-
-
 # --- Prometheus ----------------------------------------------------------------------------------------------------
-
-def _per_type(counters, metric):
-    prefix = metric + ":"
-    return sorted((name[len(prefix):], value) for name, value in counters.items() if name.startswith(prefix))
-
 
 def _seconds_histogram(counters, name, metric_name, documentation):
     observed = metrics.distribution(counters, name)
@@ -216,18 +194,18 @@ def families(counters, gauges, mapping):
     found = []
     for name, documentation, metric, label in _LABELLED:
         family = CounterMetricFamily(PREFIX + name, documentation, labels=[label])
-        for value_label, value in _per_type(counters, metric):
+        for value_label, value in metrics.by_suffix(counters, metric).items():
             family.add_metric([value_label], value)
         found.append(family)
     sent = CounterMetricFamily(PREFIX + "events_sent", "Events Segment accepted (in a dry run: written), by Currents "
                                "event type and the Segment event they went as.", labels=["event_type", "event"])
-    for event_type, value in _per_type(counters, metrics.SENT):
+    for event_type, value in metrics.by_suffix(counters, metrics.SENT).items():
         spec = mapping.spec_for(event_type) if mapping is not None else None
         sent.add_metric([event_type, spec.segment_event if spec else ""], value)
     dropped = CounterMetricFamily(PREFIX + "events_dropped", "Events read and not sent on purpose, by reason.",
                                   labels=["event_type", "reason"])
     for reason in DROP_REASONS:
-        for event_type, value in _per_type(counters, reason):
+        for event_type, value in metrics.by_suffix(counters, reason).items():
             dropped.add_metric([event_type, reason], value)
     found += [sent, dropped]
     found += [CounterMetricFamily(PREFIX + name, documentation, value=counters.get(metric, 0))
@@ -286,8 +264,8 @@ def dead_letter_samples(job_config, max_lines=_SAMPLE_LINES):
     the cost of a report does not grow with the run)."""
     found, lines = {}, 0
     try:
-        paths = sorted(m.path for m in FileSystems.match(
-            [jsonl.output_pattern(job_config.dead_letter_output, jsonl.DEAD_LETTERS, job_config.run_id)])[0].metadata_list)
+        pattern = jsonl.output_pattern(job_config.dead_letter_output, jsonl.DEAD_LETTERS, job_config.run_id)
+        paths = sorted(found.path for found in FileSystems.match([pattern])[0].metadata_list)
     except Exception:  # pylint: disable=broad-except  # no letters (yet), or the folder cannot be listed
         return []
     for path in paths:
@@ -314,21 +292,19 @@ def mapping_section(job_config, run_summary):
     left_out = {event_type: row.get(metrics.UNSUPPORTED_EVENT_TYPE, 0)
                 for event_type, row in run_summary.get("by_event_type", {}).items()
                 if row.get(metrics.UNSUPPORTED_EVENT_TYPE)}
-    current = catalog.CURRENT
-    current_sends = {} if mapping.name == current.name else {
-        event_type: current.spec_for(event_type).segment_event for event_type in left_out
-        if current.spec_for(event_type) is not None}
+    specs = {} if mapping.name == catalog.CURRENT.name else {
+        event_type: catalog.CURRENT.spec_for(event_type) for event_type in left_out}
+    current_sends = {event_type: spec.segment_event for event_type, spec in specs.items() if spec is not None}
     return {"name": mapping.name, "left_out": left_out, "current_sends": current_sends}
 
 
 def report_data(job_config, run_summary, view, final):
     """What report_page.render shows of a run."""
-    data = {"title": f"currents-to-segment run {job_config.run_id}",
+    return {"title": f"currents-to-segment run {job_config.run_id}",
             "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "final": final, "refresh_seconds": None if final else job_config.report_refresh_seconds,
-            "summary": run_summary, "timeline": view.timeline.points() if view else [],
+            "summary": run_summary, "timeline": view.timeline.points(),
             "samples": dead_letter_samples(job_config), "mapping": mapping_section(job_config, run_summary)}
-    return data
 
 
 def write_report(path, data):
@@ -359,7 +335,6 @@ class Monitor:
         self._server = None
         self._stop = threading.Event()
         self._thread = None
-        self.address = None
 
     def start(self):
         config = self._config
@@ -372,7 +347,6 @@ class Monitor:
                 raise ConfigError(f"cannot serve --metrics_port {config.metrics_port} on --metrics_host "
                                   f"{config.metrics_host}: {error.strerror or error}") from error
             host, port = self._server.server_address[:2]
-            self.address = (host, port)
             threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
             print(f"metrics: http://{host}:{port}/metrics   health: http://{host}:{port}/healthz", file=sys.stderr,
                   flush=True)

@@ -28,8 +28,9 @@ MAX_SAMPLE_CHARS = 20000
 # At most this many rows of a table of names (event types, Segment events, left-out types); the rest are summed.
 MAX_ROWS = 500
 
-# The per-event-type columns, in the summary's order: (key, header, its total's key in the summary).
-_TYPE_COLUMNS = (
+# The per-event-type columns, in the summary's order: (key, header, its total's key in the summary). The one
+# definition: the summary's table (pipeline.summary) takes its headers and total keys from here.
+TYPE_COLUMNS = (
     ("read", "read", "events_read"),
     ("dropped_no_external_id", "no external id", "dropped_no_external_id"),
     ("dropped_no_id", "no id", "dropped_no_id"),
@@ -39,7 +40,7 @@ _TYPE_COLUMNS = (
     ("dead_lettered", "dead-lettered", "dead_lettered"),
     ("held_back", "held back", "held_back"),
 )
-_OUTCOME_TERMS = [(key, header) for key, header, _ in _TYPE_COLUMNS[1:]]
+_OUTCOME_TERMS = [(key, header) for key, header, _ in TYPE_COLUMNS[1:]]
 
 _REASON_NOTES = {
     "event_too_large": "an event larger than Segment takes (32 kB)",
@@ -471,7 +472,7 @@ def _event_types(summary):
     rows_seen = set()
     for row in by_type.values():
         rows_seen.update(_dict(row))
-    known = [column for column in _TYPE_COLUMNS if column[0] in rows_seen or column[2] in summary]
+    known = [column for column in TYPE_COLUMNS if column[0] in rows_seen or column[2] in summary]
     known_keys = {column[0] for column in known}
     extra = sorted(key for key in rows_seen if key not in known_keys)
     columns = [(key, header.replace("sent", "would send") if summary.get("dry_run") and key == "sent" else header)

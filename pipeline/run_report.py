@@ -92,7 +92,7 @@ def _set_status(run_summary, status):
 
 def _warn_malformed_ledger(counters):
     """One warning naming the ledger files with lines that are not entries (each such line was skipped)."""
-    where = sorted(name.split(":", 1)[1] for name in counters if name.startswith(ledger.MALFORMED + ":"))
+    where = list(metrics.by_suffix(counters, ledger.MALFORMED))
     if where:
         _warn(f"the ledger has lines that are not entries, skipped (the rest was read): {'; '.join(where)}; a "
               "file they hold is sent again unless another entry records it: fix or remove those lines")

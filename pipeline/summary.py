@@ -18,14 +18,12 @@ import json
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
+from currents_to_segment.pipeline.report_page import TYPE_COLUMNS
 from currents_to_segment.transforms import metrics
 
-# Per-type metric → the summary's key for its total.
-_TOTAL_KEYS = {metrics.READ: "events_read", metrics.DROPPED_NO_EXTERNAL_ID: "dropped_no_external_id",
-               metrics.DROPPED_NO_ID: "dropped_no_id",
-               metrics.UNSUPPORTED_EVENT_TYPE: "unsupported_event_type",
-               metrics.OUTSIDE_TIME_RANGE: "outside_time_range", metrics.SENT: "sent",
-               metrics.DEAD_LETTERED: "dead_lettered", metrics.HELD_BACK: "held_back"}
+# Per-type metric → the summary's key for its total, and its column's header (one table: the report's).
+_TOTAL_KEYS = {key: total for key, _, total in TYPE_COLUMNS}
+_HEADERS = {key: header for key, header, _ in TYPE_COLUMNS}
 
 
 def run_counters(result=None, tally_dir=None, failed=False):
@@ -97,9 +95,9 @@ def summarize(counters, *, by_event_time=False, include_anonymous=False, with_le
         "retries": counters.get(metrics.RETRIES, 0),
         "throttled_seconds": counters.get(metrics.THROTTLING_SECONDS, 0),
         "rejected_by_segment": counters.get(metrics.REJECTED_BY_SEGMENT, 0),
-        "dead_letters_by_reason": _by_suffix(counters, metrics.LETTERS_BY_REASON),
+        "dead_letters_by_reason": metrics.by_suffix(counters, metrics.LETTERS_BY_REASON),
         "records_lost": counters.get(metrics.RECORDS_LOST, 0),
-        "requests_by_status": _by_suffix(counters, metrics.REQUESTS_BY_STATUS),
+        "requests_by_status": metrics.by_suffix(counters, metrics.REQUESTS_BY_STATUS),
         "bytes_sent": counters.get(metrics.BYTES_SENT, 0),
         "duplicate_ids": counters.get(metrics.DUPLICATE_IDS, 0),
         "files_read": counters.get(metrics.FILES_READ, 0),
@@ -117,7 +115,7 @@ def summarize(counters, *, by_event_time=False, include_anonymous=False, with_le
             summary["ledger"]["files_recorded_for_other_destinations"] = counters[metrics.LEDGER_FILES_ELSEWHERE]
         if counters.get(metrics.LEDGER_FILES_RESENT_WITHIN_DEDUP):
             summary["ledger"]["files_sent_otherwise_within_24h"] = counters[metrics.LEDGER_FILES_RESENT_WITHIN_DEDUP]
-        malformed = list(_by_suffix(counters, metrics.LEDGER_MALFORMED))
+        malformed = list(metrics.by_suffix(counters, metrics.LEDGER_MALFORMED))
         if malformed:
             summary["ledger"]["malformed_lines"] = malformed  # "<ledger file> line <n>", each skipped
     summary["event_time"] = event_time(counters)
@@ -157,13 +155,6 @@ def seconds_percentiles(counters, name, quantiles):
     return {key: None if value is None else round(value / 1000, 3) for key, value in found.items()}
 
 
-def _by_suffix(counters, name):
-    """{suffix: value} of the counters "<name>:<suffix>" (those not 0), sorted."""
-    prefix = name + ":"
-    return dict(sorted((key[len(prefix):], value) for key, value in counters.items()
-                       if key.startswith(prefix) and value))
-
-
 def _outcome_keys(summary):
     return [_TOTAL_KEYS[metric] for metric in metrics.OUTCOMES if _TOTAL_KEYS[metric] in summary]
 
@@ -183,9 +174,7 @@ def is_balanced(summary):
 def format_table(summary):
     """The summary as a fixed-width text table: one row per event type, then the totals."""
     sent_header = "would send" if summary.get("dry_run") else "sent"
-    names = {metrics.READ: "read", metrics.DROPPED_NO_EXTERNAL_ID: "no external id", metrics.DROPPED_NO_ID: "no id",
-             metrics.UNSUPPORTED_EVENT_TYPE: "unsupported", metrics.OUTSIDE_TIME_RANGE: "outside range",
-             metrics.SENT: sent_header, metrics.DEAD_LETTERED: "dead-lettered", metrics.HELD_BACK: "held back"}
+    names = {**_HEADERS, metrics.SENT: sent_header}
     keys = _per_type_keys("outside_time_range" in summary, "dropped_no_id" in summary, "held_back" in summary)
     header = ("event type", *(names[key] for key in keys))
     rows = [(event_type, *(f"{counts[key]:,}" for key in keys))

@@ -127,11 +127,11 @@ def test_health_is_503_with_one_line_once_segment_failed_past_the_retry_budget_a
     reporter = progress.reporter(progress.ProgressSettings(interval_seconds=0))
     try:
         assert view.health() == (True, "ok: 0 events sent")
-        started = time.time()
-        reporter.observe(Attempt(503, "", True, 1, started))  # failing, but still within the budget
+        started = time.time() - 5
+        reporter.observe(Attempt(503, "", True, 1, started))  # failing for 5 s, but still within the budget
         healthy, line = view.health()
         assert healthy and "Segment failing since" in line
-        assert view.gauges({})["segment_down_seconds"] >= 0
+        assert 5 <= view.gauges({})["segment_down_seconds"] < 60
         reporter.observe(Attempt(503, "", False, 5, started))  # the request's budget is spent
         healthy, line = view.health()
         assert not healthy
@@ -280,6 +280,11 @@ def test_metrics_and_report_options_that_cannot_work_are_one_line(tmp_path, buck
         assert main([*base, "--metrics_port", str(port)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: cannot serve --metrics_port {port} on --metrics_host 127.0.0.1: ")
+    dataflow = ["--runner=DataflowRunner", "--project", "p", "--region", "us-central1", "--temp_location", "gs://b/t"]
+    assert main([*dataflow, *base[1:], "--metrics_port", "9000"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --metrics_port serves the counts of workers on this machine, and Dataflow's are elsewhere: their "
+        "counters are in Cloud Monitoring (see docs/runners.md)"]
 
 
 def test_a_prism_watch_serves_what_segment_accepted_its_lag_and_health_and_refreshes_its_report(tmp_path, bucket,

@@ -271,6 +271,13 @@ def read_tallies(directory, but_pid=None):
     return dict(merge(tallies))
 
 
+def by_suffix(counters, name):
+    """{suffix: value} of the counters "<name>:<suffix>" (those not 0), sorted: per event type, reason, status..."""
+    prefix = name + ":"
+    return dict(sorted((key[len(prefix):], value) for key, value in counters.items()
+                       if key.startswith(prefix) and value))
+
+
 def totals(counters, metric):
     """The sum over event types of one per-type metric."""
     prefix = metric + ":"

@@ -62,7 +62,8 @@ class ProgressSettings:
     probe_seconds: float = OUTAGE_PROBE_SECONDS
 
 
-def _clock_text(epoch_seconds):
+def clock_text(epoch_seconds):
+    """UNIX seconds as "12:00:01 UTC", as progress lines and warnings show a time."""
     return datetime.datetime.fromtimestamp(epoch_seconds, datetime.timezone.utc).strftime("%H:%M:%S UTC")
 
 
@@ -126,13 +127,12 @@ class WatchState:
 
     def describe(self, now):
         """"  last listing 12:00:01 UTC  waiting 2 files (oldest landed 0:00:41 ago)", or "" outside a watch."""
-        with self._lock:
-            if self._last_listing is None:
-                return ""
-            text = f"  last listing {_clock_text(self._last_listing)}  waiting {len(self._waiting):,} files"
-            if self._waiting:
-                text += f" (oldest landed {elapsed_text(max(now - min(self._waiting.values()), 0))} ago)"
-            return text
+        last_listing = self.last_listing()
+        if last_listing is None:
+            return ""
+        waiting, oldest = self.waiting_files(now)
+        return (f"  last listing {clock_text(last_listing)}  waiting {waiting:,} files"
+                + (f" (oldest landed {elapsed_text(oldest)} ago)" if waiting else ""))
 
 
 _watch_state = WatchState()
@@ -149,13 +149,18 @@ def events_held(counters):
                - sum(metrics.totals(counters, outcome) for outcome in metrics.OUTCOMES), 0)
 
 
+def files_to_read(counters):
+    """The files listed that are to be read: not skipped as in the ledger, nor of a type --event_types leaves out."""
+    return max(counters.get(metrics.FILES_LISTED, 0) - counters.get(metrics.LEDGER_FILES_SKIPPED, 0)
+               - counters.get(metrics.FILES_OF_OTHER_TYPES, 0), 0)
+
+
 def progress_line(counters, elapsed):
     """The progress line of these counter values after `elapsed` seconds."""
     sent = metrics.totals(counters, metrics.SENT)
-    listed = (counters.get(metrics.FILES_LISTED, 0) - counters.get(metrics.LEDGER_FILES_SKIPPED, 0)
-              - counters.get(metrics.FILES_OF_OTHER_TYPES, 0))  # the files to read
     rate = sent / elapsed if elapsed > 0 else 0.0
-    return (f"progress {elapsed_text(elapsed)}  files {counters.get(metrics.FILES_READ, 0)}/{max(listed, 0)} read  "
+    return (f"progress {elapsed_text(elapsed)}  "
+            f"files {counters.get(metrics.FILES_READ, 0)}/{files_to_read(counters)} read  "
             f"events read {metrics.totals(counters, metrics.READ):,}  sent {sent:,} ({rate:,.0f}/s)  "
             f"requests {counters.get(metrics.REQUESTS, 0):,}  retries {counters.get(metrics.RETRIES, 0):,}  "
             f"dead-lettered {counters.get(metrics.DEAD_LETTERS_MADE, 0):,}")
@@ -288,7 +293,7 @@ class Reporter:
         then = ("then the watch holds its files until Segment answers" if self._holds
                 else "then its events are dead-lettered as retries_exhausted")
         return (f"warning: Segment has failed {self._failures} attempt{'' if self._failures == 1 else 's'} in a row since "
-                f"{_clock_text(self._trouble_since)} (last: {self._last_failure}; attempt {self._last_attempt} of this "
+                f"{clock_text(self._trouble_since)} (last: {self._last_failure}; attempt {self._last_attempt} of this "
                 f"request); each request is retried for up to {self._settings.retry_budget or 'its retry budget'}, "
                 f"{then}")
 
@@ -300,7 +305,7 @@ class Reporter:
                                                    datetime.timezone.utc)
         self._write_line(
             f"warning: Segment has been down for {elapsed_text(now - self._outage_since)} (since "
-            f"{_clock_text(self._outage_since)}; last: {self._last_failure}): the watch holds "
+            f"{clock_text(self._outage_since)}; last: {self._last_failure}): the watch holds "
             f"{_watch_state.waiting():,} files not read yet and {events_held(metrics.process_totals()):,} events read "
             f"and not delivered, lists no new file, probes Segment every {settings.probe_seconds:g} s and goes on "
             f"when it answers; if "
@@ -338,16 +343,14 @@ SEGMENT_FAILING_SINCE = "segment_failing_since.min"
 SEGMENT_SPENT_SINCE = "segment_past_budget_since.min"
 
 
-def segment_state():
-    """This process's Reporter's segment_state ((None, None, "") without a Reporter)."""
+def segment_state(tally=None):
+    """(since when Segment fails (UNIX seconds), since when past a request's retry budget, the last failure in words)
+    as this process's Reporter sees it ((None, None, "") without one), and, with the `tally` of other processes (see
+    Reporter.segment_gauges), the earliest of each."""
     with _reporter_lock:
         current = _reporter
-    return current.segment_state() if current is not None else (None, None, "")
-
-
-def merge_segment_states(state, tally):
-    """A segment_state with what other processes' tally says (the earliest of each)."""
-    failing, spent, last = state
+    failing, spent, last = current.segment_state() if current is not None else (None, None, "")
+    tally = tally or {}
 
     def earliest(mine, name):
         theirs = tally.get(name)
